@@ -1,0 +1,104 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, loaded strictly.
+
+A training checkpoint holds the resolved config, model, optimiser, scheduler, scaler, RNG states
+and the sampler position. ``export_image_encoder`` writes just the radiograph transformer and its
+config for fine-tuning; ``load_image_encoder`` rebuilds it and loads every key or fails, listing
+the missing and unexpected keys (the official code silently loads 0 of 200 keys).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from .config import Config, ConfigError
+
+ENCODER_FORMAT = "refers_lite.image_encoder.v1"
+TRAIN_FORMAT = "refers_lite.pretrain.v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
+    """Write atomically (temp file + rename): an interrupted save never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(payload), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, expect_format: str | None = None) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated or not a torch file
+        raise CheckpointError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise CheckpointError(f"{path}: not a refers_lite checkpoint (no 'format' entry)")
+    if expect_format is not None and ckpt["format"] != expect_format:
+        raise CheckpointError(f"{path}: expected a {expect_format!r} checkpoint, found {ckpt['format']!r}"
+                              + (" (run `refers-lite export` on a pre-training checkpoint first)"
+                                 if expect_format == ENCODER_FORMAT else ""))
+    return ckpt
+
+
+def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load every key or raise, naming the missing and unexpected keys and shape mismatches."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or shapes:
+        def fmt(keys):
+            return ", ".join(keys[:20]) + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else "")
+        lines = [f"{source}: checkpoint does not match the model "
+                 f"({len(own) - len(missing)} of {len(own)} model keys found)"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {fmt(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {fmt(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): {fmt(shapes)}")
+        raise CheckpointError("\n".join(lines))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def export_image_encoder(ckpt_path: str | Path, out_path: str | Path) -> Path:
+    """Pre-training checkpoint -> image-encoder file for fine-tuning."""
+    ckpt = load_checkpoint(ckpt_path, TRAIN_FORMAT)
+    prefix = "encoder."
+    sd = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    if not sd:
+        raise CheckpointError(f"{ckpt_path}: no radiograph transformer weights (no '{prefix}*' keys)")
+    payload = {"format": ENCODER_FORMAT, "config": ckpt["config"], "state_dict": sd,
+               "step": ckpt.get("step", 0)}
+    return save_checkpoint(payload, out_path)
+
+
+def load_image_encoder(path: str | Path):
+    """Rebuild the radiograph transformer from an exported file; strict load."""
+    from .models.radiograph_transformer import RadiographTransformer
+    ckpt = load_checkpoint(path, ENCODER_FORMAT)
+    try:
+        cfg = Config.from_dict(ckpt["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its saved config is invalid: {e}") from e
+    enc = RadiographTransformer.from_config(cfg.model)
+    load_state_dict_strict(enc, ckpt["state_dict"], str(path))
+    return enc

@@ -1,0 +1,292 @@
+"""Configs are data: named profiles, validated, saved with every checkpoint.
+
+Three profiles:
+
+* ``smoke``: seconds on a CPU; CI and the tests use it.
+* ``demo``: learns something real on a 2-core laptop CPU in minutes.
+* ``paper``: the paper's setting (Methods 4.1-4.2): ViT-B/16 at 224 px, batch 32 studies,
+  300k iterations, 10k warm-up, lr 3e-3 (radiograph transformer, fusion) and 3e-4
+  (report transformer, BERT), SGD momentum 0.9, weight decay 1e-4.
+
+Overrides are ``"section.key=value"`` strings (from the CLI's ``--set``) or nested dicts
+(from notebooks). Unknown keys are errors that name the key and list the valid ones.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+AGG_MODES = ("concat", "add", "none")
+ACTIVATIONS = ("relu", "gelu")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+POOLINGS = ("mean", "cls")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used (unknown key, bad value, bad type)."""
+
+
+@dataclass
+class ModelConfig:
+    # Radiograph transformer (Methods 4.1)
+    image_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 1
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    act: str = "relu"  # the paper's two-layer ReLU perceptron; "gelu" as in ViT
+    agg_mode: str = "concat"  # "concat" (paper), "add" (official code), "none" (plain ViT)
+    drop_path: float = 0.0
+    # View fusion (Methods 4.2)
+    num_views: int = 3
+    fusion_hidden: int = 512
+    # Text encoder (BERT family)
+    text_encoder: str = "minilm"  # "minilm" (offline default), "tiny" (random), a hub name or a path
+    text_pooling: str = "mean"
+    text_freeze_layers: int = 0
+    text_max_len: int = 128
+    tiny_text_width: int = 32
+    tiny_text_depth: int = 2
+    # Report transformer (decoder)
+    vocab_size: int = 3000
+    decoder_width: int = 512
+    decoder_depth: int = 3
+    decoder_heads: int = 8
+    decoder_ffn: int = 2048
+    decoder_dropout: float = 0.1
+    max_report_len: int = 128
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.1
+    generation_weight: float = 1.0  # Task 1, Eq. 1
+    consistency_weight: float = 1.0  # Task 2, Eq. 2
+    use_generation: bool = True
+    use_consistency: bool = True
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # studies per step
+    max_steps: int = 300_000
+    warmup_steps: int = 10_000
+    lr_vision: float = 3e-3  # radiograph transformer and view fusion
+    lr_text: float = 3e-4  # report transformer and BERT
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    precision: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 10
+    ckpt_every: int = 500
+    val_every: int = 0  # 0: once per epoch (paper); N: also every N steps
+    max_nonfinite: int = 20  # consecutive skipped steps before giving up
+    device: str = "auto"
+
+
+@dataclass
+class DataConfig:
+    source: str = "toy"  # "toy": synthetic studies with templated reports (until real data lands)
+    num_studies: int = 64
+    val_fraction: float = 0.125
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    profile: str = "paper"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    # -- (de)serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        cfg = _from_dict(cls, d, "")
+        cfg.validate()
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+    # -- validation -------------------------------------------------------------------------
+    def validate(self) -> None:
+        m, t, lo = self.model, self.train, self.loss
+        _check(m.agg_mode in AGG_MODES, f"model.agg_mode must be one of {AGG_MODES}, got {m.agg_mode!r}")
+        _check(m.act in ACTIVATIONS, f"model.act must be one of {ACTIVATIONS}, got {m.act!r}")
+        _check(m.text_pooling in POOLINGS, f"model.text_pooling must be one of {POOLINGS}, got {m.text_pooling!r}")
+        _check(m.image_size > 0 and m.patch_size > 0, "model.image_size and model.patch_size must be positive")
+        _check(m.image_size % m.patch_size == 0,
+               f"model.image_size ({m.image_size}) must be a multiple of model.patch_size ({m.patch_size})")
+        _check(m.width % m.heads == 0, f"model.width ({m.width}) must be divisible by model.heads ({m.heads})")
+        _check(m.decoder_width % m.decoder_heads == 0,
+               f"model.decoder_width ({m.decoder_width}) must be divisible by model.decoder_heads ({m.decoder_heads})")
+        for name in ("depth", "num_views", "decoder_depth", "vocab_size", "max_report_len", "fusion_hidden"):
+            _check(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
+        _check(0 <= m.decoder_dropout < 1 and 0 <= m.drop_path < 1, "dropout rates must be in [0, 1)")
+        _check(m.text_freeze_layers >= 0, "model.text_freeze_layers must be >= 0")
+        ids = (m.pad_id, m.bos_id, m.eos_id)
+        _check(len(set(ids)) == 3 and all(0 <= i < m.vocab_size for i in ids),
+               f"model.pad_id/bos_id/eos_id must be distinct ids below vocab_size, got {ids}")
+        _check(lo.temperature > 0, f"loss.temperature must be > 0, got {lo.temperature}")
+        _check(lo.use_generation or lo.use_consistency,
+               "at least one of loss.use_generation / loss.use_consistency must be on")
+        _check(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
+        _check(t.batch_size >= 1, "train.batch_size must be >= 1")
+        _check(t.max_steps >= 1, "train.max_steps must be >= 1")
+        _check(0 <= t.warmup_steps <= t.max_steps, "train.warmup_steps must be in [0, max_steps]")
+        _check(t.lr_vision > 0 and t.lr_text > 0, "learning rates must be > 0")
+        _check(0 <= t.momentum < 1, "train.momentum must be in [0, 1)")
+        _check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
+        _check(0 < self.data.val_fraction < 1, "data.val_fraction must be in (0, 1)")
+        _check(self.data.num_studies >= 2, "data.num_studies must be >= 2")
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _from_dict(cls, d: Mapping[str, Any], prefix: str):
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in d.items():
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    """Type-check a value against its field's default; strings from the CLI are parsed."""
+    want = type(default)
+    if isinstance(value, str) and want is not str:
+        value = _parse_str(value, want, key)
+    if want is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if want is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if want is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if want is str and not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _parse_str(s: str, want: type, key: str) -> Any:
+    if want is bool:
+        low = s.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be true or false, got {s!r}")
+    try:
+        return want(float(s)) if want is int and ("e" in s.lower() or "." in s) else want(s)
+    except ValueError:
+        raise ConfigError(f"{key} must be {want.__name__}, got {s!r}") from None
+
+
+# -- profiles --------------------------------------------------------------------------------
+PROFILES: dict[str, dict] = {
+    "paper": {},
+    "demo": {
+        "model": dict(image_size=64, patch_size=8, width=128, depth=4, heads=4, fusion_hidden=128,
+                      text_encoder="minilm", text_freeze_layers=4, text_max_len=64,
+                      vocab_size=256, decoder_width=128, decoder_depth=2, decoder_heads=4,
+                      decoder_ffn=256, max_report_len=48),
+        "train": dict(batch_size=16, max_steps=600, warmup_steps=60, lr_vision=3e-2, lr_text=3e-3,
+                      grad_clip=1.0, log_every=10, ckpt_every=100, num_workers=0),
+        "data": dict(num_studies=512),
+    },
+    "smoke": {
+        "model": dict(image_size=32, patch_size=8, width=32, depth=2, heads=2, fusion_hidden=32,
+                      text_encoder="tiny", text_max_len=32, tiny_text_width=32, tiny_text_depth=1,
+                      vocab_size=64, decoder_width=32, decoder_depth=1, decoder_heads=2,
+                      decoder_ffn=64, max_report_len=32),
+        "train": dict(batch_size=4, max_steps=12, warmup_steps=2, lr_vision=3e-2, lr_text=3e-3,
+                      precision="fp32", log_every=2, ckpt_every=4, num_workers=0),
+        "data": dict(num_studies=24, val_fraction=0.25),
+    },
+}
+
+
+def deep_update(base: dict, upd: Mapping[str, Any]) -> dict:
+    """Merge ``upd`` into ``base`` in place; unknown keys are kept so validation names them."""
+    for k, v in upd.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``["train.max_steps=5", "model.agg_mode=add"]`` -> nested dict (values stay strings)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override key {key!r} must look like section.key (e.g. train.max_steps)")
+        out.setdefault(parts[0], {})[parts[1]] = value.strip()
+    return out
+
+
+def get_config(profile: str = "smoke", overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Config:
+    """Resolve a named profile plus overrides into a validated :class:`Config`."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    d = Config(profile=profile).to_dict()
+    deep_update(d, copy.deepcopy(PROFILES[profile]))
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_overrides(list(overrides))
+        deep_update(d, overrides)
+    return Config.from_dict(d)

@@ -1,0 +1,110 @@
+"""REFERS: the whole pre-training model (Figure 1a).
+
+    study (B, V, C, H, W) --radiograph transformer--> per-view tokens (B, V, 1+N, D)
+      --view fusion--> v^k (B, V*D) and weights (B, V)
+      --Task 1: report transformer over the fused visual tokens--> report logits  (Eq. 1)
+      --Task 2: cos(v^k, t^k) / tau against BERT(report) projected to V*D     (Eq. 2)
+
+The report transformer cross-attends to the study's fused visual tokens: for each view, its
+aggregation embedding and its patch tokens, all scaled by that view's fusion weight. The
+weighted aggregation embeddings, concatenated, are exactly v^k, so the decoder reads v^k (as the
+paper says) together with the spatial detail a report needs, and both tasks train the fusion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..config import Config, LossConfig, ModelConfig
+from ..losses import REFERSLoss, REFERSLosses
+from .radiograph_transformer import RadiographTransformer
+from .report_transformer import ReportTransformer
+from .text_encoder import TextEncoder
+from .view_fusion import ViewFusion
+
+
+@dataclass
+class StudyFeatures:
+    fused: torch.Tensor  # v^k (B, V*D)
+    weights: torch.Tensor  # (B, V), sum to 1 over the real views
+    memory: torch.Tensor  # weighted visual tokens (B, V*(1+N), D)
+    memory_mask: torch.Tensor  # (B, V*(1+N)) True = real view
+
+
+@dataclass
+class REFERSOutput:
+    losses: REFERSLosses
+    study: torch.Tensor  # v^k (B, V*D)
+    report: torch.Tensor | None  # t^k (B, V*D), None when Task 2 is off
+    view_weights: torch.Tensor  # (B, V)
+    logits: torch.Tensor | None  # (B, T-1, vocab), None when Task 1 is off
+
+
+class REFERS(nn.Module):
+    def __init__(self, model: ModelConfig, loss: LossConfig):
+        super().__init__()
+        self.cfg, self.loss_cfg = model, loss
+        self.encoder = RadiographTransformer.from_config(model)
+        self.fusion = ViewFusion(model.width, model.num_views, model.fusion_hidden)
+        self.decoder = ReportTransformer(model.vocab_size, model.width, model.decoder_width, model.decoder_depth,
+                                         model.decoder_heads, model.decoder_ffn, model.max_report_len,
+                                         model.decoder_dropout, model.pad_id, model.bos_id, model.eos_id) \
+            if loss.use_generation else None
+        self.text_encoder = TextEncoder(model.text_encoder, self.fusion.out_dim, model.text_pooling,
+                                        model.text_freeze_layers, model.tiny_text_width, model.tiny_text_depth) \
+            if loss.use_consistency else None
+        self.criterion = REFERSLoss(loss, model.pad_id)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "REFERS":
+        return cls(cfg.model, cfg.loss)
+
+    # -- vision side --------------------------------------------------------------------------
+    def encode_study(self, images: torch.Tensor, view_mask: torch.Tensor | None = None) -> StudyFeatures:
+        if images.ndim != 5:
+            raise ValueError(f"expected a batch of studies (B, V, C, H, W), got shape {tuple(images.shape)}")
+        B, V = images.shape[:2]
+        if B == 0:
+            raise ValueError("empty batch: no studies to encode")
+        if V != self.cfg.num_views:
+            raise ValueError(f"expected {self.cfg.num_views} views per study (pad and mask missing ones), got {V}")
+        if view_mask is None:
+            view_mask = torch.ones(B, V, dtype=torch.bool, device=images.device)
+        view_mask = view_mask.bool()
+        tokens = self.encoder.forward_tokens(images.flatten(0, 1)).unflatten(0, (B, V))  # (B, V, 1+N, D)
+        fused, weights = self.fusion(tokens[:, :, 0], view_mask)  # (B, V*D), (B, V)
+        memory = (tokens * weights[:, :, None, None].to(tokens.dtype)).flatten(1, 2)  # (B, V*(1+N), D)
+        memory_mask = view_mask[:, :, None].expand(-1, -1, tokens.shape[2]).flatten(1)  # (B, V*(1+N))
+        return StudyFeatures(fused, weights, memory, memory_mask)
+
+    # -- both tasks ---------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor, view_mask: torch.Tensor | None, report_ids: torch.Tensor | None = None,
+                text_ids: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> REFERSOutput:
+        """images (B, V, C, H, W); view_mask (B, V); report_ids (B, T) decoder ids, BOS ... EOS, padded;
+        text_ids / text_mask (B, L) for the text encoder."""
+        study = self.encode_study(images, view_mask)
+        B = images.shape[0]
+        logits = targets = report = None
+        if self.decoder is not None:
+            if report_ids is None or report_ids.ndim != 2 or report_ids.shape[0] != B or report_ids.shape[1] < 2:
+                raise ValueError(f"report generation needs report_ids of shape ({B}, T>=2), got "
+                                 f"{None if report_ids is None else tuple(report_ids.shape)}")
+            logits = self.decoder(report_ids[:, :-1], study.memory, study.memory_mask)  # teacher forcing
+            targets = report_ids[:, 1:]
+        if self.text_encoder is not None:
+            if text_ids is None or text_mask is None or text_ids.shape[0] != B:
+                raise ValueError(f"study-report consistency needs text_ids and text_mask with {B} rows")
+            report = self.text_encoder(text_ids, text_mask)  # (B, V*D)
+        losses = self.criterion(logits, targets, study.fused, report)
+        return REFERSOutput(losses, study.fused, report, study.weights, logits)
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, view_mask: torch.Tensor | None = None, max_len: int | None = None,
+                 num_beams: int = 1) -> torch.Tensor:
+        """Reports from images alone: (B, V, C, H, W) -> (B, L) ids, BOS ... EOS, padded."""
+        if self.decoder is None:
+            raise RuntimeError("this model was built without the report transformer (loss.use_generation=false)")
+        study = self.encode_study(images, view_mask)
+        return self.decoder.generate(study.memory, study.memory_mask, max_len=max_len, num_beams=num_beams)
