@@ -1,0 +1,463 @@
+"""Cross-supervised pre-training (Methods 4.2, "Training and testing methodologies").
+
+The paper's recipe: SGD (momentum 0.9, weight decay 1e-4 except on LayerNorm and biases),
+lr 3e-3 for the radiograph transformer and the view fusion, 3e-4 for the report transformer and
+BERT, linear warm-up then cosine decay, batch counted in studies, gradient clipping; validation
+loss after every epoch, keeping the checkpoint with the lowest validation loss and the last one.
+
+Mixed precision through ``torch.autocast``: bf16 (CUDA when supported, and CPU) or fp16 with a
+``GradScaler``; ``precision="fp32"`` switches it off.
+
+Exact resume: ``last.pt`` holds model, optimiser, scheduler, scaler, every RNG state and the
+sampler position; batches depend only on their position in the run (see ``data/studies.py``),
+so a run killed and resumed ends with the same weights as one that was never interrupted.
+
+Nothing here assumes a single process: rank 0 alone logs and writes checkpoints, and the
+sampler shards by rank, so the same loop can run under ``torchrun`` (DDP is another issue).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .checkpoint import TRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
+from .config import Config
+from .data.studies import MultiViewStudies, ResumableSampler, StudyCollator
+from .models.refers import REFERS
+
+# -- distributed-friendly helpers --------------------------------------------------------------
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+# -- device and precision ----------------------------------------------------------------------
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # "fp32" | "bf16" | "fp16"
+    dtype: torch.dtype | None  # autocast dtype, None for fp32
+    use_scaler: bool
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """``auto``: bf16 where the device supports it, else fp16 + GradScaler on CUDA."""
+    if name == "auto":
+        if device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu":
+            name = "bf16"
+        else:
+            name = "fp32"
+    return {"fp32": Precision("fp32", None, False),
+            "bf16": Precision("bf16", torch.bfloat16, False),
+            "fp16": Precision("fp16", torch.float16, True)}[name]
+
+
+# -- optimiser and schedule --------------------------------------------------------------------
+
+
+def param_groups(model: REFERS, cfg: Config) -> list[dict]:
+    """Four groups: {vision, text} x {decay, no decay}.
+
+    Vision (lr_vision): radiograph transformer and view fusion. Text (lr_text): report transformer
+    and the BERT text encoder with its projection. No weight decay on parameters with fewer than
+    two dimensions: LayerNorm weights and every bias (the nanoGPT rule). Frozen parameters are left out.
+    """
+    t = cfg.train
+    vision = {id(p) for mod in (model.encoder, model.fusion) for p in mod.parameters()}
+    groups = {(kind, decay): [] for kind in ("vision", "text") for decay in (True, False)}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        groups[("vision" if id(p) in vision else "text", p.ndim >= 2)].append(p)
+    out = []
+    for (kind, decay), params in groups.items():
+        if params:
+            out.append({"params": params, "lr": t.lr_vision if kind == "vision" else t.lr_text,
+                        "weight_decay": t.weight_decay if decay else 0.0, "name": f"{kind}_{'decay' if decay else 'no_decay'}"})
+    return out
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(model: REFERS, cfg: Config, device: torch.device):
+    t = cfg.train
+    kw = {"foreach": True} if device.type == "cuda" else {}
+    opt = torch.optim.SGD(param_groups(model, cfg), momentum=t.momentum, **kw)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, t.warmup_steps, t.max_steps))
+    return opt, sched
+
+
+# -- RNG state ---------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuplify(state["python"]))
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x):
+    return tuple(_tuplify(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    step: int
+    best_val_loss: float
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    interrupted: bool = False
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    nb = device.type == "cuda"
+    return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _model_inputs(batch: dict) -> dict:
+    return {k: batch.get(k) for k in ("images", "view_mask", "report_ids", "text_ids", "text_mask")}
+
+
+class Pretrainer:
+    """One pre-training run in ``out_dir``: train, validate, checkpoint, resume."""
+
+    def __init__(self, cfg: Config, train_set: Dataset, val_set: Dataset, out_dir: str | Path,
+                 text_tokenizer=None, model: REFERS | None = None, progress: bool = True):
+        self.cfg, self.out_dir = cfg, Path(out_dir)
+        t, m = cfg.train, cfg.model
+        if len(train_set) < 2 * world_size():
+            raise ValueError(f"the training set has {len(train_set)} studies; need at least 2 per process")
+        if len(val_set) < 1:
+            raise ValueError("the validation set is empty")
+        self.device = resolve_device(t.device)
+        self.precision = resolve_precision(t.precision, self.device)
+        seed_everything(t.seed)
+        self.model = (model or REFERS.from_config(cfg)).to(self.device)
+        if cfg.loss.use_consistency and text_tokenizer is None:
+            from .models.text_encoder import load_text_tokenizer
+            text_tokenizer = load_text_tokenizer(m.text_encoder)
+        self.collate = StudyCollator(text_tokenizer if cfg.loss.use_consistency else None, m.text_max_len,
+                                     m.max_report_len, m.pad_id, m.eos_id)
+        self.train_set = MultiViewStudies(train_set, m.num_views, seed=t.seed, name="training set")
+        self.val_set = MultiViewStudies(val_set, m.num_views, seed=t.seed + 1, name="validation set")
+        self.batch_size = min(t.batch_size, len(train_set) // world_size())
+        if self.batch_size < t.batch_size:
+            warnings.warn(f"train.batch_size={t.batch_size} exceeds the {len(train_set)} training studies; "
+                          f"using {self.batch_size}")
+        self.sampler = ResumableSampler(len(train_set), seed=t.seed, rank=rank(), world_size=world_size())
+        self.steps_per_epoch = len(train_set) // world_size() // self.batch_size
+        self.opt, self.sched = build_optimizer(self.model, cfg, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
+        self.progress = progress and is_main_process()
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best_val = float("inf")
+        self.nonfinite_streak = 0
+        self.skipped_steps = 0
+
+    # -- paths and logging
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    def log(self, record: dict) -> None:
+        if is_main_process():
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # -- checkpoints
+    def state(self) -> dict:
+        return {"format": TRAIN_FORMAT, "config": self.cfg.to_dict(), "model": unwrap(self.model).state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
+                "skipped_steps": self.skipped_steps}
+
+    def save(self, path: Path) -> None:
+        if is_main_process():
+            save_checkpoint(self.state(), path)
+
+    def resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, TRAIN_FORMAT)
+        if ckpt["config"] != self.cfg.to_dict():
+            diff = sorted(f"{s}.{k}" for s, sec in self.cfg.to_dict().items() if isinstance(sec, dict)
+                          for k in sec if ckpt["config"].get(s, {}).get(k) != sec[k])
+            raise CheckpointError(f"{path}: was written with a different config (differs in: {', '.join(diff)}); "
+                                  f"use another --out folder or the same settings")
+        load_state_dict_strict(unwrap(self.model), ckpt["model"], str(path))
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        self.best_val, self.skipped_steps = ckpt["best_val_loss"], ckpt["skipped_steps"]
+        self._truncate_metrics(self.step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+        if not is_main_process() or not self.metrics_path.exists():
+            return
+        keep = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()
+                and json.loads(ln).get("step", 0) <= step]
+        self.metrics_path.write_text("".join(ln + "\n" for ln in keep))
+
+    # -- one step
+    def train_step(self, batch: dict) -> dict:
+        t = self.cfg.train
+        self.model.train()
+        batch = to_device(batch, self.device)
+        with self.precision.autocast(self.device):
+            out = self.model(**_model_inputs(batch))
+        loss = out.losses.total
+        self.opt.zero_grad(set_to_none=True)
+        stats = out.losses.as_floats()
+        if not torch.isfinite(loss) and not self.scaler.is_enabled():
+            stepped, grad_norm = False, float("nan")
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+            params = [p for g in self.opt.param_groups for p in g["params"]]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
+            if self.scaler.is_enabled():
+                scale_before = self.scaler.get_scale()
+                self.scaler.step(self.opt)  # skipped internally when gradients are inf/NaN
+                self.scaler.update()
+                stepped = math.isfinite(grad_norm) and self.scaler.get_scale() >= scale_before
+            elif math.isfinite(grad_norm):
+                self.opt.step()
+                stepped = True
+            else:
+                stepped = False
+        self.sched.step()
+        self.step += 1
+        if stepped:
+            self.nonfinite_streak = 0
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            self.nonfinite_streak += 1
+            self.skipped_steps += 1
+            if self.nonfinite_streak > t.max_nonfinite:
+                raise NonFiniteLossError(
+                    f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient (last loss "
+                    f"{stats['loss']}); precision={self.precision.name}. Lower the learning rates, check the "
+                    f"inputs for NaN, or try train.precision=fp32.")
+        stats.update(grad_norm=grad_norm, skipped=not stepped)
+        if self.scaler.is_enabled():
+            stats["loss_scale"] = self.scaler.get_scale()
+        return stats
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        loader = self._loader(self.val_set, ResumableSampler(len(self.val_set), shuffle=False), drop_last=False)
+        totals: dict[str, float] = {}
+        n = 0
+        for batch in loader:
+            if len(batch["study_id"]) < 2 and self.cfg.loss.use_consistency:
+                continue  # a contrastive loss over one study is 0 and meaningless
+            batch = to_device(batch, self.device)
+            with self.precision.autocast(self.device):
+                out = self.model(**_model_inputs(batch))
+            b = batch["images"].shape[0]
+            for k, v in out.losses.as_floats().items():
+                totals[k] = totals.get(k, 0.0) + v * b
+            n += b
+        if n == 0:
+            raise ValueError("validation set too small: need at least 2 studies per batch")
+        return {f"val_{k}": v / n for k, v in totals.items()}
+
+    def _loader(self, dataset, sampler, drop_last: bool, batch_size: int | None = None) -> DataLoader:
+        t = self.cfg.train
+        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler,
+                          collate_fn=self.collate, num_workers=t.num_workers, drop_last=drop_last,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False,
+                          generator=torch.Generator().manual_seed(t.seed))  # never touches the global RNG
+
+    def _end_of_validation(self, val: dict) -> None:
+        self.log({"step": self.step, "epoch": self.epoch, **val})
+        if val["val_loss"] < self.best_val:
+            self.best_val = val["val_loss"]
+            self.save(self.best_path)
+
+    # -- the run
+    def fit(self, resume: bool = True, stop_after: int | None = None,
+            callback: Callable[["Pretrainer", dict], None] | None = None) -> PretrainResult:
+        """Train to ``train.max_steps``. ``stop_after``: return after that many steps of *this* call
+        (with ``last.pt`` written), as if the run had been killed there."""
+        t = self.cfg.train
+        if is_main_process():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(self.out_dir / "config.json")
+        if resume and self.last_path.exists():
+            self.resume(self.last_path)
+        elif self.metrics_path.exists() and is_main_process():
+            self.metrics_path.unlink()  # a fresh run in an old folder starts a fresh log
+        if self.steps_per_epoch < 1:
+            raise ValueError("fewer training studies than one batch")
+        start_step, t0 = self.step, time.time()
+        bar = tqdm(total=t.max_steps, initial=self.step, desc="pre-training", unit="step", disable=not self.progress,
+                   dynamic_ncols=True)
+        interrupted = False
+        try:
+            while self.step < t.max_steps:
+                self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.batch_size)
+                loader = self._loader(self.train_set, self.sampler, drop_last=True)
+                tick = time.time()
+                for batch in loader:
+                    stats = self.train_step(batch)
+                    self.batch_in_epoch += 1
+                    bar.update(1)
+                    now = time.time()
+                    if self.step % t.log_every == 0 or self.step == t.max_steps:
+                        lrs = {f"lr_{g['name'].split('_')[0]}": g["lr"] for g in self.opt.param_groups}
+                        rec = {"step": self.step, "epoch": self.epoch, **stats, **lrs,
+                               "sec_per_step": now - tick, "studies_per_sec": self.batch_size / max(now - tick, 1e-9)}
+                        self.log(rec)
+                        bar.set_postfix(loss=f"{stats['loss']:.3f}")
+                        if callback:
+                            callback(self, rec)
+                    tick = now
+                    if t.val_every and self.step % t.val_every == 0:
+                        self._end_of_validation(self.validate())
+                    if self.step % t.ckpt_every == 0:
+                        self.save(self.last_path)
+                    if self.step >= t.max_steps:
+                        break
+                    if stop_after is not None and self.step - start_step >= stop_after:
+                        self.save(self.last_path)
+                        interrupted = True
+                        return self._result(interrupted)
+                if self.batch_in_epoch >= self.steps_per_epoch:  # epoch finished: validate (paper)
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    self._end_of_validation(self.validate())
+                    self.save(self.last_path)
+            if self.batch_in_epoch != 0:  # finished mid-epoch: one last validation
+                self._end_of_validation(self.validate())
+            self.save(self.last_path)
+        except KeyboardInterrupt:
+            self.save(self.last_path)  # interrupted runs lose nothing
+            interrupted = True
+            if is_main_process():
+                print(f"\ninterrupted at step {self.step}; resume with the same command (last.pt saved)")
+        finally:
+            bar.close()
+        if is_main_process() and not interrupted:
+            self._write_summary(time.time() - t0, self.step - start_step)
+        return self._result(interrupted)
+
+    def _result(self, interrupted: bool) -> PretrainResult:
+        return PretrainResult(self.out_dir, self.step, self.best_val, self.last_path,
+                              self.best_path if self.best_path.exists() else None, interrupted)
+
+    def _write_summary(self, seconds: float, steps: int) -> None:
+        summary = {"steps": self.step, "steps_this_run": steps, "seconds_this_run": round(seconds, 2),
+                   "best_val_loss": self.best_val, "skipped_steps": self.skipped_steps,
+                   "device": str(self.device), "precision": self.precision.name}
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            from .plots import plot_loss_curves
+            fig = plot_loss_curves(self.metrics_path)
+            fig.savefig(self.out_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
+            import matplotlib.pyplot as plt
+            plt.close(fig)
+        except ImportError:  # matplotlib is optional for headless training
+            pass
+
+
+def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None, val_set: Dataset | None = None,
+             resume: bool = True, progress: bool = True, stop_after: int | None = None) -> PretrainResult:
+    """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides (``"toy"``: synthetic studies)."""
+    if train_set is None or val_set is None:
+        if cfg.data.source != "toy":
+            raise ValueError(f"data.source={cfg.data.source!r}: pass train_set and val_set for non-toy data")
+        from .data.toy import build_toy_datasets
+        train_set, val_set, tok = build_toy_datasets(cfg)
+        if tok.vocab_size > cfg.model.vocab_size:
+            raise ValueError(f"report vocabulary has {tok.vocab_size} tokens > model.vocab_size={cfg.model.vocab_size}")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        tok.save(Path(out_dir) / "report_tokenizer.json")
+    trainer = Pretrainer(cfg, train_set, val_set, out_dir, progress=progress)
+    return trainer.fit(resume=resume, stop_after=stop_after)
