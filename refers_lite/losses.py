@@ -23,17 +23,22 @@ import torch.nn.functional as F
 from .config import LossConfig
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in fp32 (or fp64) even under fp16/bf16 autocast."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def language_model_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Eq. 1: logits (B, T, V) predicting targets (B, T); padding is ignored. Mean over real tokens."""
     if logits.shape[:2] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree")
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+    return F.cross_entropy(_at_least_fp32(logits).flatten(0, 1), targets.flatten(), ignore_index=pad_id)
 
 
 def consistency_logits(v: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
     """cos(v^k, t^i) / tau for every pair: (B, D) x (B, D) -> (B, B), rows = studies."""
-    v = F.normalize(v.float(), dim=-1)
-    t = F.normalize(t.float(), dim=-1)
+    v = F.normalize(_at_least_fp32(v), dim=-1)
+    t = F.normalize(_at_least_fp32(t), dim=-1)
     return v @ t.t() / temperature
 
 

@@ -1,0 +1,110 @@
+"""The ``refers-lite`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+refers_lite: REFERS (Zhou et al., 2022), cross-supervised pre-training of a radiograph
+transformer from free-text radiology reports, for a laptop CPU, a lab GPU or Colab.
+
+verbs:
+  config     print the resolved configuration of a profile (with --set overrides)
+  pretrain   pre-train REFERS (report generation + study-report consistency); resumes by default
+  export     write the image encoder of a pre-training checkpoint for fine-tuning
+  plot       draw the loss curves of a run folder into a PNG
+
+profiles: smoke (seconds, CI), demo (minutes on a 2-core CPU), paper (the paper's setting, a GPU).
+Run `refers-lite VERB --help` for the options of a verb.
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="smoke", choices=["smoke", "demo", "paper"],
+                   help="named configuration (default: smoke)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting, e.g. --set train.max_steps=50 --set model.agg_mode=add (repeatable)")
+    p.add_argument("--config", type=Path, help="a config.json (e.g. from a run folder) instead of a profile")
+
+
+def _resolve(args):
+    from .config import Config, deep_update, get_config, parse_overrides
+    if args.config:
+        d = Config.load(args.config).to_dict()
+        deep_update(d, parse_overrides(args.overrides))
+        return Config.from_dict(d)
+    return get_config(args.profile, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refers-lite", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    p = sub.add_parser("config", help="print the resolved configuration as JSON")
+    _add_config_args(p)
+
+    p = sub.add_parser("pretrain", help="pre-train REFERS; writes config.json, metrics.jsonl, last.pt, best.pt",
+                       description="Pre-train REFERS into --out. Re-running the same command resumes from "
+                                   "last.pt exactly where it stopped (Ctrl-C saves it).")
+    _add_config_args(p)
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("export", help="write the radiograph transformer of a checkpoint for fine-tuning",
+                       description="Extract the image encoder (radiograph transformer) and its config from a "
+                                   "pre-training checkpoint. Fine-tuning loads it strictly.")
+    p.add_argument("checkpoint", type=Path, help="a pre-training checkpoint (best.pt or last.pt)")
+    p.add_argument("out", type=Path, help="the encoder file to write (e.g. encoder.pt)")
+
+    p = sub.add_parser("plot", help="plot a run's loss curves to a PNG")
+    p.add_argument("run", type=Path, help="run folder (holding metrics.jsonl)")
+    p.add_argument("--out", type=Path, help="PNG path (default: RUN/loss_curves.png)")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+    return f"refers-lite {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    try:
+        if args.verb == "config":
+            print(json.dumps(_resolve(args).to_dict(), indent=2))
+        elif args.verb == "pretrain":
+            from .train import pretrain
+            cfg = _resolve(args)
+            res = pretrain(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
+            state = "interrupted" if res.interrupted else "finished"
+            print(f"{state} at step {res.step}; best validation loss {res.best_val_loss:.4f}; "
+                  f"checkpoints in {res.out_dir}")
+            return 130 if res.interrupted else 0
+        elif args.verb == "export":
+            from .checkpoint import export_image_encoder
+            out = export_image_encoder(args.checkpoint, args.out)
+            print(f"wrote the image encoder to {out}")
+        elif args.verb == "plot":
+            from .plots import plot_loss_curves
+            out = args.out or args.run / "loss_curves.png"
+            plot_loss_curves(args.run).savefig(out, dpi=110, bbox_inches="tight")
+            print(f"wrote {out}")
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"refers-lite {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from refers_lite.config import PROFILES, Config, ConfigError, get_config, parse_overrides
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_profiles_validate_and_round_trip(profile, tmp_path):
+    cfg = get_config(profile)
+    assert cfg.profile == profile
+    cfg.save(tmp_path / "c.json")
+    assert Config.load(tmp_path / "c.json") == cfg
+
+
+def test_paper_profile_is_the_papers_setting():
+    c = get_config("paper")
+    m, t = c.model, c.train
+    assert (m.image_size, m.patch_size, m.width, m.depth, m.heads) == (224, 16, 768, 12, 12)
+    assert m.image_size // m.patch_size == 14 and m.act == "relu" and m.agg_mode == "concat" and m.num_views == 3
+    assert (t.batch_size, t.max_steps, t.warmup_steps) == (32, 300_000, 10_000)
+    assert (t.lr_vision, t.lr_text, t.momentum, t.weight_decay) == (3e-3, 3e-4, 0.9, 1e-4)
+
+
+def test_unknown_keys_are_errors_that_name_them():
+    with pytest.raises(ConfigError, match="model.agg_mod"):
+        get_config("smoke", {"model": {"agg_mod": "add"}})
+    with pytest.raises(ConfigError, match="unknown key.*optimiser"):
+        get_config("smoke", {"optimiser": {}})
+    with pytest.raises(ConfigError, match="unknown profile"):
+        get_config("large")
+
+
+@pytest.mark.parametrize("override, msg", [
+    ({"model": {"agg_mode": "sum"}}, "agg_mode"),
+    ({"model": {"width": 30, "heads": 4}}, "divisible"),
+    ({"model": {"image_size": 30}}, "multiple"),
+    ({"train": {"max_steps": "ten"}}, "max_steps"),
+    ({"train": {"precision": "fp8"}}, "precision"),
+    ({"loss": {"use_generation": False, "use_consistency": False}}, "at least one"),
+    ({"loss": {"temperature": 0}}, "temperature"),
+    ({"train": {"batch_size": 1.5}}, "integer"),
+])
+def test_bad_values_are_rejected(override, msg):
+    with pytest.raises(ConfigError, match=msg):
+        get_config("smoke", override)
+
+
+def test_cli_overrides_are_parsed_and_typed():
+    cfg = get_config("smoke", ["train.max_steps=7", "model.agg_mode=add", "loss.use_generation=false",
+                               "train.lr_vision=1e-2", "train.max_steps=8"])
+    assert cfg.train.max_steps == 8 and cfg.model.agg_mode == "add"
+    assert cfg.loss.use_generation is False and cfg.train.lr_vision == 1e-2
+    with pytest.raises(ConfigError, match="section.key"):
+        parse_overrides(["max_steps=3"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_overrides(["train.max_steps"])
+
+
+def test_load_names_the_file(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"model": {"nope": 1}}))
+    with pytest.raises(ConfigError, match="bad.json.*model.nope"):
+        Config.load(p)
+    p.write_text("{not json")
+    with pytest.raises(ConfigError, match="bad.json.*not valid JSON"):
+        Config.load(p)

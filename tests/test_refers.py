@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from conftest import model_inputs
+from refers_lite.config import get_config
+from refers_lite.models import REFERS
+
+
+def build(cfg, seed=0):
+    torch.manual_seed(seed)
+    return REFERS.from_config(cfg)
+
+
+@pytest.mark.parametrize("agg_mode", ["concat", "add", "none"])
+def test_forward_shapes_every_agg_mode(agg_mode, batch):
+    cfg = get_config("smoke", {"model": {"agg_mode": agg_mode}})
+    out = build(cfg)(**model_inputs(batch))
+    B, V, D = 4, cfg.model.num_views, cfg.model.width
+    assert out.study.shape == (B, V * D) and out.report.shape == (B, V * D)
+    assert out.view_weights.shape == (B, V)
+    torch.testing.assert_close(out.view_weights.sum(-1), torch.ones(B))
+    assert out.logits.shape == (B, batch["report_ids"].shape[1] - 1, cfg.model.vocab_size)
+    assert torch.isfinite(out.losses.total)
+
+
+def test_gradients_reach_every_trainable_parameter(batch):
+    cfg = get_config("smoke", {"model": {"decoder_dropout": 0.0}})
+    model = build(cfg)
+    with torch.no_grad():  # let the aggregation half of the recurrent concatenation act
+        model.encoder.rec_concat.proj.weight.normal_(0, 0.02)
+    model(**model_inputs(batch)).losses.total.backward()
+    dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert dead == []
+
+
+def test_text_encoder_learns_from_both_contrastive_directions(batch):
+    cfg = get_config("smoke", {"loss": {"use_generation": False}})
+    model = build(cfg)
+    out = model(**model_inputs(batch))
+    v, t = out.study, out.report
+    logits = torch.nn.functional.normalize(v, dim=-1) @ torch.nn.functional.normalize(t, dim=-1).t() / 0.1
+    labels = torch.arange(4)
+    params = [p for p in model.text_encoder.parameters() if p.requires_grad]
+    g_i2t = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, labels), params, retain_graph=True)
+    g_t2i = torch.autograd.grad(torch.nn.functional.cross_entropy(logits.t(), labels), params, retain_graph=True)
+    g_sum = torch.autograd.grad(out.losses.total, params)
+    for a, b, s in zip(g_i2t, g_t2i, g_sum):
+        torch.testing.assert_close(s, 0.5 * (a + b))
+    assert sum(float(g.abs().sum()) for g in g_t2i) > 0
+
+
+def test_ablation_switches_drop_the_modules(batch):
+    gen_only = build(get_config("smoke", {"loss": {"use_consistency": False}}))
+    assert gen_only.text_encoder is None
+    out = gen_only(images=batch["images"], view_mask=batch["view_mask"], report_ids=batch["report_ids"])
+    assert out.report is None and out.losses.consistency is None
+    con_only = build(get_config("smoke", {"loss": {"use_generation": False}}))
+    assert con_only.decoder is None
+    with pytest.raises(RuntimeError, match="without the report transformer"):
+        con_only.generate(batch["images"])
+
+
+def test_generation_from_images_alone(batch, toy):
+    _, _, tok = toy
+    model = build(get_config("smoke")).eval()
+    for beams in (1, 2):
+        out = model.generate(batch["images"], batch["view_mask"], max_len=12, num_beams=beams)
+        assert out.shape[0] == 4 and out.shape[1] <= 12
+        assert (out[:, 0] == 1).all() and (out == 2).any(1).all()
+        assert all(isinstance(tok.decode(r), str) for r in out)
+
+
+def test_padded_views_do_not_change_the_study(batch):
+    model = build(get_config("smoke")).eval()
+    imgs, mask = batch["images"].clone(), batch["view_mask"].clone()
+    mask[:, 2] = False
+    out1 = model(imgs, mask, batch["report_ids"], batch["text_ids"], batch["text_mask"])
+    imgs[:, 2] = torch.randn_like(imgs[:, 2])
+    out2 = model(imgs, mask, batch["report_ids"], batch["text_ids"], batch["text_mask"])
+    torch.testing.assert_close(out1.study, out2.study)
+    torch.testing.assert_close(out1.logits, out2.logits)
+    assert (out1.view_weights[:, 2] == 0).all()
+
+
+def test_bad_inputs_are_clear_errors(batch):
+    model = build(get_config("smoke"))
+    x = batch["images"]
+    with pytest.raises(ValueError, match=r"\(B, V, C, H, W\)"):
+        model(x[:, 0], None, batch["report_ids"], batch["text_ids"], batch["text_mask"])
+    with pytest.raises(ValueError, match="empty batch"):
+        model(x[:0], None, batch["report_ids"][:0], batch["text_ids"][:0], batch["text_mask"][:0])
+    with pytest.raises(ValueError, match="expected 3 views"):
+        model(x[:, :2], None, batch["report_ids"], batch["text_ids"], batch["text_mask"])
+    with pytest.raises(ValueError, match="report_ids"):
+        model(x, None, None, batch["text_ids"], batch["text_mask"])
+    with pytest.raises(ValueError, match="text_ids"):
+        model(x, None, batch["report_ids"], None, None)
