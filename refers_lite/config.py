@@ -246,7 +246,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {
         "model": dict(image_size=32, patch_size=8, width=32, depth=2, heads=2, fusion_hidden=32,
                       text_encoder="tiny", text_max_len=32, tiny_text_width=32, tiny_text_depth=1,
-                      vocab_size=64, decoder_width=32, decoder_depth=1, decoder_heads=2,
+                      vocab_size=128, decoder_width=32, decoder_depth=1, decoder_heads=2,
                       decoder_ffn=64, max_report_len=32),
         "train": dict(batch_size=4, max_steps=12, warmup_steps=2, lr_vision=3e-2, lr_text=3e-3,
                       precision="fp32", log_every=2, ckpt_every=4, num_workers=0),

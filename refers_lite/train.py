@@ -310,7 +310,9 @@ class Pretrainer:
                 stepped = True
             else:
                 stepped = False
-        self.sched.step()
+        with warnings.catch_warnings():  # a skipped step still advances the schedule: say nothing
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            self.sched.step()
         self.step += 1
         if stepped:
             self.nonfinite_streak = 0

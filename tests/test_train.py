@@ -1,0 +1,191 @@
+import json
+
+import pytest
+import torch
+
+from conftest import model_inputs
+from refers_lite.checkpoint import CheckpointError, load_checkpoint
+from refers_lite.config import get_config
+from refers_lite.models import REFERS
+from refers_lite.train import (NonFiniteLossError, Pretrainer, build_optimizer, param_groups, pretrain,
+                               resolve_precision, warmup_cosine)
+
+
+def test_weight_decay_groups_follow_the_paper():
+    cfg = get_config("smoke", {"model": {"text_freeze_layers": 1, "tiny_text_depth": 2}})
+    torch.manual_seed(0)
+    model = REFERS.from_config(cfg)
+    groups = {g["name"]: g for g in param_groups(model, cfg)}
+    assert set(groups) == {"vision_decay", "vision_no_decay", "text_decay", "text_no_decay"}
+    by_id = {id(p): name for name, p in model.named_parameters()}
+    names = {k: {by_id[id(p)] for p in g["params"]} for k, g in groups.items()}
+    # no decay on LayerNorm and biases, decay on the rest
+    for k in ("vision_no_decay", "text_no_decay"):
+        assert groups[k]["weight_decay"] == 0.0
+        assert all(n.endswith("bias") or "norm" in n.lower() for n in names[k]), names[k]
+    assert groups["vision_decay"]["weight_decay"] == cfg.train.weight_decay
+    assert "encoder.blocks.0.attn.qkv.weight" in names["vision_decay"]
+    assert "encoder.blocks.0.norm1.weight" in names["vision_no_decay"]
+    assert "fusion.mlp.0.weight" in names["vision_decay"]
+    # 3e-3-style lr for the radiograph transformer and fusion, 3e-4-style for report transformer and BERT
+    assert groups["vision_decay"]["lr"] == cfg.train.lr_vision and groups["text_decay"]["lr"] == cfg.train.lr_text
+    assert any(n.startswith("decoder.") for n in names["text_decay"])
+    assert any(n.startswith("text_encoder.") for n in names["text_decay"])
+    assert not any(n.startswith(("encoder.", "fusion.")) for n in names["text_decay"] | names["text_no_decay"])
+    # frozen parameters are not optimised
+    all_params = {n for v in names.values() for n in v}
+    assert not any(n.startswith("text_encoder.backbone.encoder.layer.0.") for n in all_params)
+    assert any(n.startswith("text_encoder.backbone.encoder.layer.1.") for n in all_params)
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
+    assert warmup_cosine(55, 10, 100) == pytest.approx(0.5)
+    assert warmup_cosine(100, 10, 100) == pytest.approx(0.0)
+    lrs = [warmup_cosine(s, 10, 100) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_precision_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu).dtype == torch.bfloat16
+    assert resolve_precision("fp32", cpu).dtype is None
+    p = resolve_precision("fp16", cpu)
+    assert p.dtype == torch.float16 and p.use_scaler
+
+
+def test_smoke_run_writes_checkpoints_logs_and_curves(tmp_path):
+    cfg = get_config("smoke")
+    res = pretrain(cfg, tmp_path, progress=False)
+    assert res.step == cfg.train.max_steps and not res.interrupted
+    for f in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", "loss_curves.png",
+              "report_tokenizer.json"):
+        assert (tmp_path / f).is_file(), f
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["config"] == cfg.to_dict() and ckpt["step"] == cfg.train.max_steps
+    recs = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in recs if "val_loss" in r]
+    steps_per_epoch = 18 // cfg.train.batch_size
+    assert len(vals) == -(-cfg.train.max_steps // steps_per_epoch)  # once per epoch (+ a final partial one)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in vals))
+
+
+def _final_state(path):
+    return load_checkpoint(path)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},  # fp32, dropout on: the RNG state must be restored exactly
+    {"train": {"precision": "bf16", "ckpt_every": 3}},
+])
+def test_kill_and_resume_equals_the_uninterrupted_run(tmp_path, overrides):
+    cfg = get_config("smoke", overrides)
+    full = pretrain(cfg, tmp_path / "full", progress=False)
+    part = pretrain(cfg, tmp_path / "part", progress=False, stop_after=5)  # "killed" after step 5
+    assert part.interrupted and part.step == 5
+    rest = pretrain(cfg, tmp_path / "part", progress=False)  # the same command again resumes
+    assert rest.step == full.step
+    a, b = _final_state(full.last_checkpoint), _final_state(rest.last_checkpoint)
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["best_val_loss"] == b["best_val_loss"]
+    # the log has no duplicated steps after the resume
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(ln)]
+    assert steps == sorted(set(steps))
+
+
+def test_resume_from_a_checkpoint_older_than_the_kill(tmp_path):
+    """Killed between checkpoints: the steps after last.pt are redone and the result is the same."""
+    cfg = get_config("smoke", {"train": {"ckpt_every": 4}})
+    full = pretrain(cfg, tmp_path / "full", progress=False)
+    t = Pretrainer(cfg, *_toy(cfg), tmp_path / "part", progress=False)
+
+    def die_at_7(trainer, rec):
+        if trainer.step == 6:
+            raise RuntimeError("simulated crash")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        t.fit(callback=die_at_7)
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["step"] == 4
+    rest = Pretrainer(cfg, *_toy(cfg), tmp_path / "part", progress=False).fit()
+    a, b = load_checkpoint(full.last_checkpoint)["model"], load_checkpoint(rest.last_checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _toy(cfg):
+    from refers_lite.data.toy import build_toy_datasets
+    train, val, _ = build_toy_datasets(cfg)
+    return train, val
+
+
+def test_ctrl_c_saves_last_checkpoint(tmp_path):
+    cfg = get_config("smoke")
+
+    def interrupt(trainer, rec):
+        if trainer.step == 4:
+            raise KeyboardInterrupt
+    res = Pretrainer(cfg, *_toy(cfg), tmp_path, progress=False).fit(callback=interrupt)
+    assert res.interrupted and load_checkpoint(tmp_path / "last.pt")["step"] == 4
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    pretrain(get_config("smoke"), tmp_path, progress=False, stop_after=2)
+    with pytest.raises(CheckpointError, match="different config.*model.agg_mode"):
+        pretrain(get_config("smoke", {"model": {"agg_mode": "add"}}), tmp_path, progress=False)
+
+
+def test_training_reduces_the_loss_on_a_fixed_batch(batch):
+    cfg = get_config("smoke", {"model": {"decoder_dropout": 0.0}, "train": {"max_steps": 40, "warmup_steps": 0,
+                                                                             "lr_vision": 0.05, "lr_text": 0.05}})
+    torch.manual_seed(0)
+    model = REFERS.from_config(cfg)
+    opt, sched = build_optimizer(model, cfg, torch.device("cpu"))
+    losses = []
+    for _ in range(40):
+        out = model(**model_inputs(batch))
+        opt.zero_grad()
+        out.losses.total.backward()
+        opt.step()
+        losses.append(out.losses.total.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_nan_under_fp16_is_skipped_by_the_scaler(tmp_path, toy):
+    cfg = get_config("smoke", {"train": {"precision": "fp16"}})
+    train, val, _ = toy
+    t = Pretrainer(cfg, train, val, tmp_path, progress=False)
+    loader = t._loader(t.train_set, t.sampler, drop_last=True)
+    batch = next(iter(loader))
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    scale = t.scaler.get_scale()
+    bad = dict(batch, images=batch["images"].clone())
+    bad["images"][0, 0, 0, 0, 0] = float("nan")
+    stats = t.train_step(bad)
+    assert stats["skipped"] and t.scaler.get_scale() < scale
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    stats = t.train_step(batch)  # a good batch trains again
+    assert not stats["skipped"]
+    assert not all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+
+
+def test_persistent_nan_without_scaler_is_a_clear_error(tmp_path, toy):
+    cfg = get_config("smoke", {"train": {"max_nonfinite": 2}})
+    train, val, _ = toy
+    t = Pretrainer(cfg, train, val, tmp_path, progress=False)
+    batch = next(iter(t._loader(t.train_set, t.sampler, drop_last=True)))
+    batch["images"][:] = float("nan")
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    assert t.train_step(batch)["skipped"] and t.train_step(batch)["skipped"]
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    with pytest.raises(NonFiniteLossError, match="3 consecutive steps"):
+        t.train_step(batch)
+
+
+def test_training_set_smaller_than_two_is_refused(tmp_path, toy):
+    train, val, _ = toy
+    with pytest.raises(ValueError, match="at least 2"):
+        Pretrainer(get_config("smoke"), torch.utils.data.Subset(train, [0]), val, tmp_path, progress=False)
