@@ -47,16 +47,17 @@ class ModelConfig:
     num_views: int = 3
     fusion_hidden: int = 512
     # Text encoder (BERT family)
-    text_encoder: str = "minilm"  # "minilm" (offline default), "tiny" (random), a hub name or a path
+    text_encoder: str = "minilm"  # "minilm" (offline default), "random" (untrained BERT), a hub name or a path
     text_pooling: str = "mean"
     text_freeze_layers: int = 0
     text_max_len: int = 128
-    tiny_text_width: int = 32
-    tiny_text_depth: int = 2
+    random_text_width: int = 32  # size of the "random" BERT (smoke runs, benchmarks)
+    random_text_depth: int = 2
+    random_text_heads: int = 2
     # Report transformer (decoder)
     vocab_size: int = 3000
     decoder_width: int = 512
-    decoder_depth: int = 3
+    decoder_depth: int = 6  # Vaswani et al.'s base decoder: 6 x 512, 8 heads, FFN 2048
     decoder_heads: int = 8
     decoder_ffn: int = 2048
     decoder_dropout: float = 0.1
@@ -151,6 +152,8 @@ class Config:
         for name in ("depth", "num_views", "decoder_depth", "vocab_size", "max_report_len", "fusion_hidden"):
             _check(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
         _check(0 <= m.decoder_dropout < 1 and 0 <= m.drop_path < 1, "dropout rates must be in [0, 1)")
+        _check(m.random_text_width % m.random_text_heads == 0,
+               "model.random_text_width must be divisible by model.random_text_heads")
         _check(m.text_freeze_layers >= 0, "model.text_freeze_layers must be >= 0")
         ids = (m.pad_id, m.bos_id, m.eos_id)
         _check(len(set(ids)) == 3 and all(0 <= i < m.vocab_size for i in ids),
@@ -245,7 +248,7 @@ PROFILES: dict[str, dict] = {
     },
     "smoke": {
         "model": dict(image_size=32, patch_size=8, width=32, depth=2, heads=2, fusion_hidden=32,
-                      text_encoder="tiny", text_max_len=32, tiny_text_width=32, tiny_text_depth=1,
+                      text_encoder="random", text_max_len=32, random_text_width=32, random_text_depth=1,
                       vocab_size=128, decoder_width=32, decoder_depth=1, decoder_heads=2,
                       decoder_ffn=64, max_report_len=32),
         "train": dict(batch_size=4, max_steps=12, warmup_steps=2, lr_vision=3e-2, lr_text=3e-3,

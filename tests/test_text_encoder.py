@@ -30,7 +30,7 @@ def test_offline_minilm_encoder_is_pretrained_and_projects_to_the_joint_space(te
 
 
 def test_mean_pooling_ignores_padding(text_tokenizer):
-    enc = TextEncoder("tiny", out_dim=8, tiny_width=16, tiny_depth=1).eval()
+    enc = TextEncoder("random", out_dim=8, random_width=16, random_depth=1).eval()
     one = text_tokenizer(["no effusion."], return_tensors="pt")
     padded = text_tokenizer(["no effusion.", "a much longer report with many more words in it."],
                             padding=True, return_tensors="pt")
@@ -41,7 +41,7 @@ def test_mean_pooling_ignores_padding(text_tokenizer):
 
 
 def test_freezing_the_first_k_layers(text_tokenizer):
-    enc = TextEncoder("tiny", out_dim=8, tiny_width=16, tiny_depth=2, freeze_layers=1)
+    enc = TextEncoder("random", out_dim=8, random_width=16, random_depth=2, freeze_layers=1)
     layers = enc._layers()
     assert not any(p.requires_grad for p in layers[0].parameters())
     assert not any(p.requires_grad for p in enc.backbone.embeddings.parameters())

