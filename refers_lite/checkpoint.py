@@ -91,14 +91,28 @@ def export_image_encoder(ckpt_path: str | Path, out_path: str | Path) -> Path:
     return save_checkpoint(payload, out_path)
 
 
+def _saved_config(ckpt: dict, path: str | Path) -> Config:
+    try:
+        return Config.from_dict(ckpt["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its saved config is invalid: {e}") from e
+
+
+def load_refers(path: str | Path):
+    """Rebuild the whole pre-training model from a training checkpoint (best.pt / last.pt); strict."""
+    from .models.refers import REFERS
+    ckpt = load_checkpoint(path, TRAIN_FORMAT)
+    cfg = _saved_config(ckpt, path)
+    model = REFERS.from_config(cfg)
+    load_state_dict_strict(model, ckpt["model"], str(path))
+    return model.eval(), cfg
+
+
 def load_image_encoder(path: str | Path):
     """Rebuild the radiograph transformer from an exported file; strict load."""
     from .models.radiograph_transformer import RadiographTransformer
     ckpt = load_checkpoint(path, ENCODER_FORMAT)
-    try:
-        cfg = Config.from_dict(ckpt["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: its saved config is invalid: {e}") from e
+    cfg = _saved_config(ckpt, path)
     enc = RadiographTransformer.from_config(cfg.model)
     load_state_dict_strict(enc, ckpt["state_dict"], str(path))
     return enc

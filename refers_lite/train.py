@@ -211,8 +211,7 @@ class Pretrainer:
         if cfg.loss.use_consistency and text_tokenizer is None:
             from .models.text_encoder import load_text_tokenizer
             text_tokenizer = load_text_tokenizer(m.text_encoder)
-        self.collate = StudyCollator(text_tokenizer if cfg.loss.use_consistency else None, m.text_max_len,
-                                     m.max_report_len, m.pad_id, m.eos_id)
+        self.collate = StudyCollator.from_config(cfg, text_tokenizer)
         self.train_set = MultiViewStudies(train_set, m.num_views, seed=t.seed, name="training set")
         self.val_set = MultiViewStudies(val_set, m.num_views, seed=t.seed + 1, name="validation set")
         self.batch_size = min(t.batch_size, len(train_set) // world_size())

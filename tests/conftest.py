@@ -9,9 +9,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from refers_lite.config import get_config  # noqa: E402
-from refers_lite.data.studies import StudyCollator  # noqa: E402
+from refers_lite.data.studies import MultiViewStudies, StudyCollator  # noqa: E402
 from refers_lite.data.toy import build_toy_datasets  # noqa: E402
-from refers_lite.data.studies import MultiViewStudies  # noqa: E402
 from refers_lite.models.text_encoder import load_text_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
@@ -37,10 +36,8 @@ def toy(request):
 def batch(toy, text_tokenizer, smoke_cfg):
     """A real collated batch of 4 smoke-sized toy studies."""
     train, _, _ = toy
-    m = smoke_cfg.model
-    ds = MultiViewStudies(train, m.num_views)
-    collate = StudyCollator(text_tokenizer, m.text_max_len, m.max_report_len, m.pad_id, m.eos_id)
-    return collate([ds[i] for i in range(4)])
+    ds = MultiViewStudies(train, smoke_cfg.model.num_views)
+    return StudyCollator.from_config(smoke_cfg, text_tokenizer)([ds[i] for i in range(4)])
 
 
 def model_inputs(batch):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from refers_lite.checkpoint import (CheckpointError, export_image_encoder, load_checkpoint, load_image_encoder,
-                                    save_checkpoint)
+                                    load_refers, save_checkpoint)
 from refers_lite.config import get_config
 from refers_lite.models import RadiographClassifier
 from refers_lite.train import pretrain
@@ -75,3 +75,10 @@ def test_saved_config_is_validated_on_load(run, tmp_path):
     save_checkpoint(ckpt, tmp_path / "e2.pt")
     with pytest.raises(CheckpointError, match="e2.pt: its saved config is invalid.*model.mystery"):
         load_image_encoder(tmp_path / "e2.pt")
+
+
+def test_whole_model_reloads_from_a_training_checkpoint(run):
+    model, cfg = load_refers(run / "last.pt")
+    sd = load_checkpoint(run / "last.pt")["model"]
+    assert cfg.train.max_steps == 4 and not model.training
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())

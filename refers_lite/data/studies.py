@@ -80,6 +80,13 @@ class StudyCollator:
         self.text_tokenizer, self.text_max_len = text_tokenizer, text_max_len
         self.max_report_len, self.pad_id, self.eos_id = max_report_len, pad_id, eos_id
 
+    @classmethod
+    def from_config(cls, cfg, text_tokenizer=None) -> "StudyCollator":
+        """The collator a run of ``cfg`` uses (text tokenised only when Task 2 is on)."""
+        m = cfg.model
+        return cls(text_tokenizer if cfg.loss.use_consistency else None, m.text_max_len, m.max_report_len,
+                   m.pad_id, m.eos_id)
+
     def __call__(self, items: Sequence[dict]) -> dict[str, Any]:
         if not items:
             raise ValueError("empty batch")
