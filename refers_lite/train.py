@@ -131,7 +131,10 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 def build_optimizer(model: REFERS, cfg: Config, device: torch.device):
     t = cfg.train
     kw = {"foreach": True} if device.type == "cuda" else {}
-    opt = torch.optim.SGD(param_groups(model, cfg), momentum=t.momentum, **kw)
+    if t.optimizer == "sgd":  # the paper
+        opt = torch.optim.SGD(param_groups(model, cfg), momentum=t.momentum, **kw)
+    else:
+        opt = torch.optim.AdamW(param_groups(model, cfg), betas=(t.momentum, 0.999), **kw)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, t.warmup_steps, t.max_steps))
     return opt, sched
 

@@ -40,6 +40,7 @@ def test_unknown_keys_are_errors_that_name_them():
     ({"loss": {"use_generation": False, "use_consistency": False}}, "at least one"),
     ({"loss": {"temperature": 0}}, "temperature"),
     ({"train": {"batch_size": 1.5}}, "integer"),
+    ({"train": {"optimizer": "lamb"}}, "optimizer"),
 ])
 def test_bad_values_are_rejected(override, msg):
     with pytest.raises(ConfigError, match=msg):

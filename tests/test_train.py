@@ -38,6 +38,21 @@ def test_weight_decay_groups_follow_the_paper():
     assert any(n.startswith("text_encoder.backbone.encoder.layer.1.") for n in all_params)
 
 
+def test_optimizers_keep_the_groups():
+    cfg = get_config("smoke")
+    torch.manual_seed(0)
+    model = REFERS.from_config(cfg)
+    sgd, _ = build_optimizer(model, cfg, torch.device("cpu"))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9
+    adamw, sched = build_optimizer(model, get_config("smoke", {"train": {"optimizer": "adamw"}}), torch.device("cpu"))
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert [g["name"] for g in adamw.param_groups] == [g["name"] for g in sgd.param_groups]
+    assert [g["weight_decay"] for g in adamw.param_groups] == [g["weight_decay"] for g in sgd.param_groups]
+    # the scheduler scales every group's own base lr
+    assert [g["lr"] for g in adamw.param_groups] == pytest.approx(
+        [b * warmup_cosine(0, cfg.train.warmup_steps, cfg.train.max_steps) for b in sched.base_lrs])
+
+
 def test_warmup_then_cosine():
     assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
     assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
