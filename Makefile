@@ -28,7 +28,6 @@ endif
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export MPLBACKEND := Agg
 
 .PHONY: help install install-book test book notebooks html benchmark smoke clean distclean
 
@@ -82,8 +81,8 @@ $(BUILD)/profile.$(PROFILE):  # changing PROFILE re-executes the notebooks
 	@mkdir -p $(BUILD) && touch $@
 
 $(BUILD)/site/notebooks/%.ipynb: notebooks/%.ipynb $(VENV)/.book $(BUILD)/profile.$(PROFILE) $(wildcard refers_lite/*.py refers_lite/*/*.py)
-	@mkdir -p $(dir $@) $(BUILD)/runs
-	$(VENV)/bin/papermill --cwd notebooks -k python3 -p PROFILE $(PROFILE) $< $@
+	@mkdir -p $(dir $@) $(BUILD)/work
+	$(VENV)/bin/papermill --cwd $(BUILD)/work -k python3 -p PROFILE $(PROFILE) $< $@
 
 notebooks: $(EXECUTED)
 

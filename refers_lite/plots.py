@@ -24,13 +24,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def plot_loss_curves(path: str | Path):
     """Training and validation losses against step, one panel per loss; returns the figure."""
-    import matplotlib
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            import matplotlib.pyplot as plt  # noqa: F401
-        except Exception:  # headless without a display
-            matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # picks a non-interactive backend by itself when there is no display
 
     recs = read_metrics(path)
     train = [r for r in recs if "loss" in r]
