@@ -380,6 +380,8 @@ class Pretrainer:
             self.metrics_path.unlink()  # a fresh run in an old folder starts a fresh log
         if self.steps_per_epoch < 1:
             raise ValueError("fewer training studies than one batch")
+        if self.step >= t.max_steps:  # resumed a run that had already finished: nothing to redo
+            return self._result(False)
         start_step, t0 = self.step, time.time()
         bar = tqdm(total=t.max_steps, initial=self.step, desc="pre-training", unit="step", disable=not self.progress,
                    dynamic_ncols=True)

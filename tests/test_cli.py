@@ -35,8 +35,11 @@ def test_pretrain_export_plot_end_to_end(tmp_path, capsys):
     assert (tmp_path / "enc.pt").is_file()
     assert main(["plot", str(out), "--out", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 1000
-    # run again: resumes, nothing left to do
+    # run again: resumes, nothing left to do, nothing rewritten
+    log = (out / "metrics.jsonl").read_text()
     assert main(["pretrain", "--config", str(out / "config.json"), "--out", str(out), "--no-progress"]) == 0
+    assert "finished at step 4" in capsys.readouterr().out
+    assert (out / "metrics.jsonl").read_text() == log
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys):
