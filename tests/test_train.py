@@ -204,3 +204,25 @@ def test_training_set_smaller_than_two_is_refused(tmp_path, toy):
     train, val, _ = toy
     with pytest.raises(ValueError, match="at least 2"):
         Pretrainer(get_config("smoke"), torch.utils.data.Subset(train, [0]), val, tmp_path, progress=False)
+
+
+class PlainStudies(torch.utils.data.Dataset):
+    """The interface the loop needs, with nothing toy about it: tensors, token ids and text."""
+
+    def __init__(self, n, size=32, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.items = [{"images": torch.rand(1 + i % 4, 1, size, size, generator=g),
+                       "report_ids": [1, *torch.randint(5, 100, (3 + i % 5,), generator=g).tolist(), 2],
+                       "text": f"report number {i}"} for i in range(n)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_any_plain_dataset_of_studies_trains(tmp_path):
+    cfg = get_config("smoke", {"train": {"max_steps": 3}})
+    res = pretrain(cfg, tmp_path, train_set=PlainStudies(10), val_set=PlainStudies(4, seed=1), progress=False)
+    assert res.step == 3 and res.best_checkpoint is not None
