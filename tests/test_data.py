@@ -90,6 +90,8 @@ def test_report_tokenizer_round_trip_is_deterministic_and_saved(tmp_path):
     assert a.decode(ids) == "left apical pneumothorax."
     assert a.decode(a.encode("the pleura")) == "the pleura"  # an unseen word is spelled in pieces
     assert a.encode("one two three four", max_len=4)[-1] == EOS
+    anon = a.encode("seen by dr. [ANON] on [ANON].")
+    assert anon.count(4) == 2 and a.decode(anon).count("[ANON]") == 2  # the placeholder stays one token
     a.save(tmp_path / "tok.json")
     assert ReportTokenizer.load(tmp_path / "tok.json").encode("no effusion.") == a.encode("no effusion.")
     with pytest.raises(ValueError, match="tok.json|nope.json"):

@@ -40,6 +40,8 @@ class ReportTokenizer:
         n_texts = 0
         for text in texts:
             n_texts += 1
+            for special in SPECIAL_TOKENS:  # special tokens are matched whole, not counted as words
+                text = text.replace(special, " ")
             counts.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
         if n_texts == 0 or not counts:
             raise ValueError("cannot train a report tokenizer on no text")
@@ -55,6 +57,7 @@ class ReportTokenizer:
         tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
                                      max_input_chars_per_word=100)
         tok.decoder = decoders.WordPiece()
+        tok.add_special_tokens(SPECIAL_TOKENS)  # "[ANON]" in a cleaned report is one token, never split
         return cls(tok)
 
     @classmethod
