@@ -173,6 +173,11 @@ def _tuplify(x):
 # -- the loop ----------------------------------------------------------------------------------
 
 
+# Settings that may change between a run and its resumption (another machine, more workers):
+# they do not change what is computed.
+RESUMABLE_CHANGES = {"train.device", "train.num_workers", "train.log_every", "train.ckpt_every"}
+
+
 class NonFiniteLossError(RuntimeError):
     pass
 
@@ -263,9 +268,10 @@ class Pretrainer:
 
     def resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, TRAIN_FORMAT)
-        if ckpt["config"] != self.cfg.to_dict():
-            diff = sorted(f"{s}.{k}" for s, sec in self.cfg.to_dict().items() if isinstance(sec, dict)
-                          for k in sec if ckpt["config"].get(s, {}).get(k) != sec[k])
+        diff = sorted(f"{s}.{k}" for s, sec in self.cfg.to_dict().items() if isinstance(sec, dict)
+                      for k in sec if ckpt["config"].get(s, {}).get(k) != sec[k])
+        diff = [k for k in diff if k not in RESUMABLE_CHANGES]
+        if diff:
             raise CheckpointError(f"{path}: was written with a different config (differs in: {', '.join(diff)}); "
                                   f"use another --out folder or the same settings")
         load_state_dict_strict(unwrap(self.model), ckpt["model"], str(path))

@@ -151,6 +151,9 @@ def test_resume_refuses_a_different_config(tmp_path):
     pretrain(get_config("smoke"), tmp_path, progress=False, stop_after=2)
     with pytest.raises(CheckpointError, match="different config.*model.agg_mode"):
         pretrain(get_config("smoke", {"model": {"agg_mode": "add"}}), tmp_path, progress=False)
+    # where it runs and how often it logs may change
+    res = pretrain(get_config("smoke", {"train": {"log_every": 3, "device": "cpu"}}), tmp_path, progress=False)
+    assert res.step == get_config("smoke").train.max_steps
 
 
 def test_training_reduces_the_loss_on_a_fixed_batch(batch):
