@@ -15,6 +15,7 @@ verbs:
   pretrain   pre-train REFERS (report generation + study-report consistency); resumes by default
   export     write the image encoder of a pre-training checkpoint for fine-tuning
   plot       draw the loss curves of a run folder into a PNG
+  data       prepare and summarise data: `refers-lite data reports` (the IU X-ray report corpus)
 
 profiles: smoke (seconds, CI), demo (minutes on a 2-core CPU), paper (the paper's setting, a GPU).
 Run `refers-lite VERB --help` for the options of a verb.
@@ -61,10 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="a pre-training checkpoint (best.pt or last.pt)")
     p.add_argument("out", type=Path, help="the encoder file to write (e.g. encoder.pt)")
 
+    p = sub.add_parser("data", help="prepare and summarise data (reports: the IU X-ray report corpus)",
+                       description="reports: parse the Indiana University chest X-ray reports shipped in "
+                                   "torchxrayvision, clean them, split them by study, train the report tokenizer on "
+                                   "the training split, write it all to --out and print a summary.")
+    p.add_argument("what", choices=["reports"], help="which data")
+    p.add_argument("--out", type=Path, default=Path("data/iu_xray"), help="data cache folder (default: data/iu_xray)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--vocab-size", type=int, default=3000, help="report tokenizer vocabulary (default 3000)")
+
     p = sub.add_parser("plot", help="plot a run's loss curves to a PNG")
     p.add_argument("run", type=Path, help="run folder (holding metrics.jsonl)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN/loss_curves.png)")
     return parser
+
+
+def _data_reports(args) -> None:
+    from .data.corpus import ReportCorpus
+    from .data.report_dataset import label_counts, prepare_reports
+    prepared = prepare_reports(args.out, seed=args.seed, vocab_size=args.vocab_size)
+    corpus = prepared.corpus
+    with_images = ReportCorpus.from_records(corpus.records, require_images=True)
+    print("Indiana University chest X-ray reports (Demner-Fushman et al. 2016; Open-i, National Library of "
+          "Medicine), CC BY-NC-ND 4.0, read from the torchxrayvision package\n")
+    print(corpus.format_summary())
+    print(f"with >= 1 image    {len(with_images):,}")
+    print("splits            " + ", ".join(f"{k} {len(v):,}" for k, v in prepared.splits.items()))
+    print(f"report vocabulary {prepared.tokenizer.vocab_size:,} tokens (training split only)")
+    top = list(label_counts(corpus.kept).items())[:10]
+    print("structured labels " + ", ".join(f"{k} {v:,}" for k, v in top))
+    print(f"\nwrote splits.csv, report_tokenizer.json and reports_summary.json to {prepared.out_dir}")
 
 
 def _version() -> str:
@@ -95,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             from .checkpoint import export_image_encoder
             out = export_image_encoder(args.checkpoint, args.out)
             print(f"wrote the image encoder to {out}")
+        elif args.verb == "data":
+            _data_reports(args)
         elif args.verb == "plot":
             from .plots import plot_loss_curves
             out = args.out or args.run / "loss_curves.png"
