@@ -79,12 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _data_reports(args) -> None:
     from .data.corpus import ReportCorpus
+    from .data.iu_xray import ATTRIBUTION
     from .data.report_dataset import label_counts, prepare_reports
     prepared = prepare_reports(args.out, seed=args.seed, vocab_size=args.vocab_size)
     corpus = prepared.corpus
     with_images = ReportCorpus.from_records(corpus.records, require_images=True)
-    print("Indiana University chest X-ray reports (Demner-Fushman et al. 2016; Open-i, National Library of "
-          "Medicine), CC BY-NC-ND 4.0, read from the torchxrayvision package\n")
+    print(ATTRIBUTION + "\n")
     print(corpus.format_summary())
     print(f"with >= 1 image    {len(with_images):,}")
     print("splits            " + ", ".join(f"{k} {len(v):,}" for k, v in prepared.splits.items()))

@@ -75,6 +75,8 @@ REPORTS_TGZ = "NLMCXR_reports.tgz"
 METADATA_CSV = "nlmcxr_dicom_metadata.csv.gz"
 TSNE_CSV = "nlmcxr_tsne_pa.csv.gz"
 INSTALL_HINT = "pip install torchxrayvision"
+ATTRIBUTION = ("Indiana University chest X-ray reports (Demner-Fushman et al., JAMIA 2016; Open-i, National Library "
+               "of Medicine), CC BY-NC-ND 4.0, read from the torchxrayvision package")
 
 _TSNE = {"PA": "frontal", "AP": "frontal", "L": "lateral"}
 _ORIENTATION = {"L": "frontal", "R": "frontal", "A": "lateral", "P": "lateral"}
