@@ -81,6 +81,7 @@ def _data_reports(args) -> None:
     from .data.corpus import ReportCorpus
     from .data.iu_xray import ATTRIBUTION
     from .data.report_dataset import label_counts, prepare_reports
+    from .data.structured_labels import label_agreement
     prepared = prepare_reports(args.out, seed=args.seed, vocab_size=args.vocab_size)
     corpus = prepared.corpus
     with_images = ReportCorpus.from_records(corpus.records, require_images=True)
@@ -91,6 +92,10 @@ def _data_reports(args) -> None:
     print(f"report vocabulary {prepared.tokenizer.vocab_size:,} tokens (training split only)")
     top = list(label_counts(corpus.kept).items())[:10]
     print("structured labels " + ", ".join(f"{k} {v:,}" for k, v in top))
+    agreement = label_agreement([r.record.mesh for r in corpus.kept], corpus.texts)
+    worst = agreement.drop(index="macro")["f1"].nsmallest(3)
+    print(f"labels from text vs MeSH tags: macro F1 {agreement.loc['macro', 'f1']:.3f} (lowest: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in worst.items()) + ")")
     print(f"\nwrote splits.csv, report_tokenizer.json and reports_summary.json to {prepared.out_dir}")
 
 

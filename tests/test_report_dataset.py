@@ -71,4 +71,4 @@ def test_cli_data_reports_prints_the_summary(tmp_path, capsys):
     assert main(["data", "reports", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "CC BY-NC-ND 4.0" in out and "3,927" in out and "3,826" in out and "report vocabulary" in out
-    assert "structured labels" in out and (tmp_path / "splits.csv").is_file()
+    assert "structured labels" in out and "macro F1" in out and (tmp_path / "splits.csv").is_file()
