@@ -29,11 +29,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-book test book notebooks html benchmark smoke clean distclean
+.PHONY: help install install-book test book data notebooks html benchmark smoke clean distclean
 
 help:
 	@echo "make test      - set up .venv and run the whole test suite"
 	@echo "make book      - set up, execute every notebook (PROFILE=$(PROFILE)) and build the HTML book"
+	@echo "make data      - prepare the report corpus into data/ (splits, report vocabulary, summary)"
 	@echo "make smoke     - a smoke pre-training run into runs/smoke"
 	@echo "make benchmark - seconds per pre-training step of the paper-sized model, fp32 vs bf16"
 	@echo "make clean     - remove build outputs (keeps .venv)"
@@ -84,7 +85,14 @@ $(BUILD)/site/notebooks/%.ipynb: notebooks/%.ipynb $(VENV)/.book $(BUILD)/profil
 	@mkdir -p $(dir $@) $(BUILD)/work
 	$(VENV)/bin/papermill --cwd $(BUILD)/work -k python3 -p PROFILE $(PROFILE) $< $@
 
-notebooks: $(EXECUTED)
+# -- data ---------------------------------------------------------------------------------------
+DATA ?= data
+$(DATA)/iu_xray/splits.csv: $(VENV)/.dev
+	$(VENV)/bin/refers-lite data reports --out $(DATA)/iu_xray
+
+data: $(DATA)/iu_xray/splits.csv
+
+notebooks: data $(EXECUTED)
 
 html: $(VENV)/.book notebooks
 	@mkdir -p $(BUILD)/site
@@ -99,4 +107,4 @@ clean:
 	rm -rf $(BUILD) runs .pytest_cache
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info $(DATA)
