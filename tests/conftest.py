@@ -26,7 +26,7 @@ def text_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def toy(request):
+def toy():
     cfg = get_config("smoke")
     return build_toy_datasets(cfg)
 

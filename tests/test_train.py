@@ -88,10 +88,6 @@ def test_smoke_run_writes_checkpoints_logs_and_curves(tmp_path):
     assert best["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in vals))
 
 
-def _final_state(path):
-    return load_checkpoint(path)
-
-
 @pytest.mark.parametrize("overrides", [
     {},  # fp32, dropout on: the RNG state must be restored exactly
     {"train": {"precision": "bf16", "ckpt_every": 3}},
@@ -103,7 +99,7 @@ def test_kill_and_resume_equals_the_uninterrupted_run(tmp_path, overrides):
     assert part.interrupted and part.step == 5
     rest = pretrain(cfg, tmp_path / "part", progress=False)  # the same command again resumes
     assert rest.step == full.step
-    a, b = _final_state(full.last_checkpoint), _final_state(rest.last_checkpoint)
+    a, b = load_checkpoint(full.last_checkpoint), load_checkpoint(rest.last_checkpoint)
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -120,11 +116,11 @@ def test_resume_from_a_checkpoint_older_than_the_kill(tmp_path):
     full = pretrain(cfg, tmp_path / "full", progress=False)
     t = Pretrainer(cfg, *_toy(cfg), tmp_path / "part", progress=False)
 
-    def die_at_7(trainer, rec):
+    def die_at_step_6(trainer, rec):
         if trainer.step == 6:
             raise RuntimeError("simulated crash")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        t.fit(callback=die_at_7)
+        t.fit(callback=die_at_step_6)
     assert load_checkpoint(tmp_path / "part" / "last.pt")["step"] == 4
     rest = Pretrainer(cfg, *_toy(cfg), tmp_path / "part", progress=False).fit()
     a, b = load_checkpoint(full.last_checkpoint)["model"], load_checkpoint(rest.last_checkpoint)["model"]

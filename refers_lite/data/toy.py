@@ -110,9 +110,9 @@ class ToyStudies(Dataset):
     """Studies ``indices`` of the toy corpus, with report ids from ``report_tokenizer``."""
 
     def __init__(self, indices: list[int], seed: int, image_size: int, report_tokenizer: ReportTokenizer,
-                 max_report_len: int = 128):
+                 max_report_len: int = 128, specs: list[dict] | None = None):
         self.indices, self.seed, self.size = list(indices), seed, image_size
-        self.specs = [study_spec(seed, i) for i in self.indices]
+        self.specs = specs if specs is not None else [study_spec(seed, i) for i in self.indices]
         self.report_ids = [report_tokenizer.encode(s["text"], max_report_len) for s in self.specs]
 
     def __len__(self) -> int:
@@ -136,7 +136,8 @@ def build_toy_datasets(cfg: Config) -> tuple[ToyStudies, ToyStudies, ReportToken
         raise ValueError(f"data.num_studies={d.num_studies} leaves fewer than 2 training studies")
     order = np.random.default_rng([d.seed, 1]).permutation(d.num_studies).tolist()
     val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-    tok = ReportTokenizer.train((study_spec(d.seed, i)["text"] for i in train_idx), vocab_size=m.vocab_size)
-    train = ToyStudies(train_idx, d.seed, m.image_size, tok, m.max_report_len)
+    train_specs = [study_spec(d.seed, i) for i in train_idx]
+    tok = ReportTokenizer.train((s["text"] for s in train_specs), vocab_size=m.vocab_size)
+    train = ToyStudies(train_idx, d.seed, m.image_size, tok, m.max_report_len, specs=train_specs)
     val = ToyStudies(val_idx, d.seed, m.image_size, tok, m.max_report_len)
     return train, val, tok
