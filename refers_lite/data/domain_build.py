@@ -90,6 +90,26 @@ def _write_boxes(cache, path: Path) -> int:
     return len(rows)
 
 
+def _write_class_boxes(cache, classes: list[str], name: str, path: Path) -> int:
+    """boxes.csv of a target domain: one row per (box, positive class whose finding drew it).
+
+    VinBigData's ILD and Pulmonary fibrosis are both drawn as fibrosis: a fibrosis box is written for
+    whichever of them the image is positive for.  Boxes of findings that are no class of the domain
+    (e.g. bacterial pneumonia in COVID task 1) are left out."""
+    from .target_domains import class_findings
+
+    of_class = class_findings(name)  # class -> findings
+    rows = []
+    for _, r in cache.index.iterrows():
+        positive = [c for c in classes if int(r[c]) == 1]
+        for label, x0, y0, x1, y1, _side in json.loads(r["boxes"]):
+            for c in positive:
+                if label in of_class.get(c, ()):
+                    rows.append((r["image_id"], c, x0, y0, x1, y1))
+    pd.DataFrame(rows, columns=["image_id", "label", "x0", "y0", "x1", "y1"]).to_csv(path, index=False)
+    return len(rows)
+
+
 def _check_findings(needed: set[str], what: str) -> None:
     from .findings import FINDINGS
 
@@ -159,7 +179,8 @@ def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 
                         functools.partial(render_item_shard, items=plan.items, extra=extra, size=image_size),
                         fingerprint=_fingerprint("target", name, n, seed, image_size), image_size=image_size,
                         shard_size=SHARD_SIZE, workers=workers, desc=f"{name} radiographs", progress=progress)
-    n_boxes = _write_boxes(cache, out / "boxes.csv")
+    _write_boxes(cache, out / "finding_boxes.csv")  # every rendered finding, named as rendered, with its side
+    n_boxes = _write_class_boxes(cache, classes, plan.info.name, out / "boxes.csv")
     ids = [it.image_id for it in plan.items]
     splits = split_items(ids, plan.labels, seed=seed, groups=plan.groups)
     pos = {i: k for k, i in enumerate(ids)}

@@ -215,6 +215,21 @@ def plan_target_items(name: str, n: int, *, seed: int = 0, shard_size: int = 256
     return TargetPlan(info, items, labels, [r[2] for r in rows])
 
 
+def class_findings(name: str) -> dict[str, tuple[str, ...]]:
+    """Target domain class -> the findings that render it (the positive class of binary tasks)."""
+    if name == "nih":
+        return {c: (f,) for c, f in NIH_FINDINGS.items()}
+    if name == "vindr":
+        return {c: (f,) for c, f in VINDR_FINDINGS.items()}
+    if name == "shenzhen":
+        return {"Tuberculosis": ("tuberculosis",)}
+    if name == "covid_t1":
+        return {"COVID-19": ("ground_glass_covid",)}
+    if name == "covid_t2":
+        return {"Viral": ("ground_glass_covid", "viral_pneumonia")}
+    raise ValueError(f"unknown target domain {name!r}; known: {sorted(TARGET_DOMAINS)}")
+
+
 def available_findings() -> Sequence[str]:
     from .findings import FINDINGS
 
