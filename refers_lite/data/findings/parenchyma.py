@@ -479,7 +479,7 @@ def ground_glass_covid(anatomy: Anatomy, rng: np.random.Generator, *, side: str 
     """Bilateral peripheral, lower-zone predominant, patchy ground glass (vessels stay visible)."""
     side = pick(rng, side, ("bilateral",), "side")
     zone = pick(rng, zone, ("lower", "diffuse"), "zone")
-    mu_gg = severity_scale(severity, 0.0105, 0.0135, 0.0165)
+    mu_gg = severity_scale(severity, 0.011, 0.0145, 0.018)
     cover = severity_scale(severity, 0.35, 0.5, 0.7)
     sp = anatomy.spacing_mm
     parts = []
@@ -512,7 +512,7 @@ def viral_pneumonia(anatomy: Anatomy, rng: np.random.Generator, *, side: str | N
     side = pick(rng, side, ("bilateral",), "side")
     zone = pick(rng, zone, ("diffuse",), "zone")
     n = int(severity_scale(severity, 7, 11, 15))
-    haze = severity_scale(severity, 0.1, 0.18, 0.28)
+    haze = severity_scale(severity, 0.12, 0.22, 0.32)
     wall_d = severity_scale(severity, 0.7, 0.8, 0.9)
     sp = anatomy.spacing_mm
     parts = []
@@ -566,7 +566,7 @@ def tuberculosis(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None
     rr = R * (1.0 + 0.2 * smooth_noise(rng, box.shape, 14.0, sp)) + 2.5 * smooth_noise(rng, box.shape, 5.0, sp)
     fill = 0.95 * sigmoid((rr - r) / 2.5)
     # patchy (acinar) airspace disease around it, fading out over ~2 radii
-    patch = sigmoid((smooth_noise(rng, box.shape, 7.0, sp) - 0.3) / 0.25) * torch.exp(-((r / (1.9 * R)) ** 2))
+    patch = sigmoid((smooth_noise(rng, box.shape, 7.0, sp) - 0.3) / 0.25) * torch.exp(-((r / (1.6 * R)) ** 2))
     fill = torch.maximum(fill, 0.6 * patch)
     # the cavity: air inside a thick wall (>= 4 mm), off-centre
     rc = max(R - max(5.0, 0.5 * R), 4.0) * float(rng.uniform(0.8, 1.0))
@@ -576,7 +576,7 @@ def tuberculosis(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None
     # satellite nodules around it, and fibrotic strands to the hilum
     extra = torch.zeros(box.shape)
     for _ in range(n_sat):
-        p = c + _unit(rng.standard_normal(3) * np.array([1.0, 1.0, 0.7])) * float(rng.uniform(1.3 * R, 1.3 * R + 25.0))
+        p = c + _unit(rng.standard_normal(3) * np.array([1.0, 1.0, 0.7])) * float(rng.uniform(1.25 * R, 1.25 * R + 20.0))
         rn = float(rng.uniform(2.5, 4.5))
         tube(extra, box, p, p + 0.01, rn, rn, value=0.95)
     if severity != "mild":

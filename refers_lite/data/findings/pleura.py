@@ -12,7 +12,7 @@ replaces attenuation where the finding is:
   hilum (a backward-mapped anisotropic shrink of the lung and its vessels, so the collapsed
   lung keeps its markings); pleural air (0) fills the rim, the retracted lung is slightly
   denser (mass kept in part) and its edge carries a thin visceral pleural line.
-* ``pleural_thickening``: a smooth band of soft tissue, a few mm thick, along the costal
+* ``pleural_thickening``: a smooth band of soft tissue, a few mm thick, along the lateral costal
   surface of the lung (not the mediastinal or diaphragmatic one) in a zone; "upper" is an
   apical cap.
 
@@ -398,7 +398,12 @@ def pleural_thickening(anatomy: Anatomy, rng: np.random.Generator, *, side: str 
         t = thick * (1.0 + 0.3 * smooth_noise(rng, box.shape, 25.0, anatomy.spacing_mm)).clamp_min(0.3)
         if zone == "upper":  # apical cap: thickest over the apex
             t = t * (0.5 + 1.6 * ((z - ext["z0"]) / (ext["z1"] - ext["z0"])).clamp(0, 1) ** 3)
-        w = sigmoid((t - d) / 0.8) * zone_weight(z, ext, zone) * lung
+        x_lat = ext["x1"] if s == "left" else ext["x0"]
+        dlat = (x_lat - x) if s == "left" else (x - x_lat)  # mm medial of the lung's most lateral point
+        # the lateral pleura (and, apically, the cap): within ~15 % of the lung width of its lateral edge
+        lateral = torch.maximum(sigmoid((0.15 * (ext["x1"] - ext["x0"]) - dlat) / 4.0),
+                                sigmoid((z - (ext["z1"] - 0.15 * (ext["z1"] - ext["z0"]))) / 4.0))
+        w = sigmoid((t - d) / 0.8) * lateral * zone_weight(z, ext, zone, soft_mm=4.0) * lung
         delta = w * (MU_WATER * 0.95 - box.mu)
         out.append(crop_lesion("pleural_thickening", delta, side=s, zone=zone, severity=severity, origin=box.origin,
                                thickness_mm=float(thick), bilateral=side == "bilateral"))
