@@ -5,13 +5,14 @@ What each profile builds (images; ``--size name=N`` overrides one):
 =========  ========================  ======  =====  ========  =====================
 profile    source (IU studies)       nih     vindr  shenzhen  covid_t1 / covid_t2
 =========  ========================  ======  =====  ========  =====================
-smoke      24 studies (~47 images)   48      32     24        32 / 32
+smoke      12 studies (~24 images)   32      24     16        16 / 16
 demo       all 3,826 (7,430 images)  4,480   600    662       930 / 930
 paper      all 3,826 (7,430 images)  112,120 15,000 662       930 / 930
 =========  ========================  ======  =====  ========  =====================
 
 NIH : VinBigData is 7.5 : 1 as in the paper (112,120 : 15,000); Shenzhen and COVID keep the real
-collections' sizes.  Every domain is a folder under ``--out`` (default ``data/synthetic``)::
+collections' sizes.  At ``smoke`` every domain uses the same single patient (so the whole build
+takes seconds); otherwise each domain has its own pool of patients.  Every domain is a folder under ``--out`` (default ``data/synthetic``)::
 
     <domain>/domain.json   name, kind (source / target), task, classes, sizes, provenance
     <domain>/cache/        uint8 256 x 256 images (refers_lite.data.image_cache)
@@ -48,6 +49,7 @@ class BuildPlan:
     sizes: dict[str, int] = field(default_factory=dict)  # target domain -> images
     seed: int = 0
     image_size: int = IMAGE_SIZE
+    shared_patients: bool = False  # every domain draws from the source's patient pool (smoke: one patient)
 
     def with_sizes(self, overrides: dict[str, int]) -> "BuildPlan":
         from .target_domains import TARGET_DOMAINS
@@ -67,7 +69,8 @@ class BuildPlan:
 
 
 BUILD_PROFILES: dict[str, BuildPlan] = {
-    "smoke": BuildPlan(24, {"nih": 48, "vindr": 32, "shenzhen": 24, "covid_t1": 32, "covid_t2": 32}),
+    "smoke": BuildPlan(12, {"nih": 32, "vindr": 24, "shenzhen": 16, "covid_t1": 16, "covid_t2": 16},
+                       shared_patients=True),
     "demo": BuildPlan(None, {"nih": 4480, "vindr": 600, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930}),
     "paper": BuildPlan(None, {"nih": 112_120, "vindr": 15_000, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930}),
 }
@@ -78,7 +81,7 @@ def _fingerprint(kind: str, name: str, n: int, seed: int, image_size: int) -> di
     from .assets import ASSETS
 
     return {"kind": kind, "domain": name, "n": n, "seed": seed, "image_size": image_size,
-            "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": _BASE_VERSION, "synthesis_version": 1}
+            "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": _BASE_VERSION, "synthesis_version": 2}
 
 
 def _write_boxes(cache, path: Path) -> int:
@@ -160,14 +163,14 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
 
 
 def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 2, image_size: int = IMAGE_SIZE,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, patient_base: int | None = None) -> dict:
     """Render target domain ``name`` with ``n`` images into ``out``; writes splits and ratio files."""
     from .image_cache import build_cache
     from .label_ratios import ratio_subsets, split_items, write_split_files
     from .target_domains import NIH_FINDINGS, VINDR_FINDINGS, plan_target_items
 
     t0 = time.perf_counter()
-    plan = plan_target_items(name, n, seed=seed, shard_size=SHARD_SIZE)
+    plan = plan_target_items(name, n, seed=seed, shard_size=SHARD_SIZE, patient_base=patient_base)
     needed = {"nih": set(NIH_FINDINGS.values()), "vindr": set(VINDR_FINDINGS.values()),
               "shenzhen": {"tuberculosis"}}.get(name, {"ground_glass_covid", "viral_pneumonia", "pneumonia",
                                                        "infiltration"})
@@ -177,7 +180,8 @@ def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 
     out.mkdir(parents=True, exist_ok=True)
     cache = build_cache(out / "cache", len(plan.items),
                         functools.partial(render_item_shard, items=plan.items, extra=extra, size=image_size),
-                        fingerprint=_fingerprint("target", name, n, seed, image_size), image_size=image_size,
+                        fingerprint=_fingerprint("target", name, n, seed, image_size) | {"patient_base": patient_base},
+                        image_size=image_size,
                         shard_size=SHARD_SIZE, workers=workers, desc=f"{name} radiographs", progress=progress)
     _write_boxes(cache, out / "finding_boxes.csv")  # every rendered finding, named as rendered, with its side
     n_boxes = _write_class_boxes(cache, classes, plan.info.name, out / "boxes.csv")
@@ -220,7 +224,8 @@ def build_domains(profile: str, out: str | Path = "data/synthetic", *, sizes: di
                              image_size=plan.image_size, progress=progress)
         elif plan.sizes.get(name, 0) > 0:
             s = build_target(name, out / name, plan.sizes[name], seed=plan.seed, workers=workers,
-                             image_size=plan.image_size, progress=progress)
+                             image_size=plan.image_size, progress=progress,
+                             patient_base=1000 if plan.shared_patients else None)
         else:
             continue
         rate = s["images"] / max(s["seconds"], 1e-9)

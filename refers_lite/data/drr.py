@@ -334,15 +334,19 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def to_radiograph(line_integrals: torch.Tensor, exposure: float = 1.0,
                   window: tuple[float, float] = (1.0, 99.5), gamma: float = 1.0, blur_sigma_px: float = 0.0,
-                  noise_std: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                  noise_std: float = 0.0, generator: torch.Generator | None = None,
+                  unsharp_amount: float = 0.0, unsharp_sigma_px: float = 8.0) -> torch.Tensor:
     """Film-like display image in [0, 1] (dense = bright) from line integrals (H, W) or (B, H, W).
 
     1. Beer-Lambert: detector intensity ``I = exp(-exposure * integral)`` (1 = unattenuated).
     2. Detector blur: gaussian of ``blur_sigma_px`` pixels on ``I``.
     3. Quantum noise: ``I += noise_std * sqrt(I) * N(0, 1)`` (Poisson-like; ``noise_std`` is the
        relative noise of an unattenuated pixel), drawn from ``generator`` (seeded = reproducible).
-    4. Film density ``d = -log(I)``; windowed per image between its ``window`` percentiles
-       (``p_lo``, ``p_hi``) to [0, 1], then ``** gamma``.
+    4. Film density ``d = -log(I)``; with ``unsharp_amount > 0``, the local contrast enhancement
+       of digital radiography: ``d += amount * (d - gaussian(d, unsharp_sigma_px))`` (it lifts lung
+       detail out of the wide dynamic range between lungs and mediastinum).
+    5. Windowed per image between its ``window`` percentiles (``p_lo``, ``p_hi``) to [0, 1], then
+       ``** gamma``.
     Returns float32 of the input's shape.
     """
     li = line_integrals
@@ -360,6 +364,8 @@ def to_radiograph(line_integrals: torch.Tensor, exposure: float = 1.0,
                             dtype=inten.dtype).to(inten.device)
         inten = inten + noise_std * inten.clamp_min(0).sqrt() * noise
     dens = -torch.log(inten.clamp_min(1e-12))  # (B, H, W)
+    if unsharp_amount > 0:
+        dens = dens + unsharp_amount * (dens - _gaussian_blur(dens, unsharp_sigma_px))
     flat = dens.reshape(dens.shape[0], -1).sort(dim=-1).values  # (B, HW)
     n = flat.shape[-1]
     lo = flat[:, int(round(lo_p / 100 * (n - 1)))][:, None, None]

@@ -52,6 +52,7 @@ class Acquisition:
     rotation_deg: tuple[float, float] = (-2.0, 2.0)
     shift_px: tuple[float, float] = (-6.0, 6.0)
     collimation_px: tuple[float, float] = (0.0, 8.0)  # extra unexposed border on each side
+    unsharp: tuple[float, float] = (0.7, 1.1)  # local contrast enhancement of digital processing
 
     def sample(self, rng: np.random.Generator, view: str) -> dict:
         """Concrete settings for one radiograph of ``view`` ("frontal" | "pa" | "ap" | "lateral")."""
@@ -67,20 +68,20 @@ class Acquisition:
                     noise_std=u(self.noise_std) * (0.4 if view == "lateral" else 1.0),
                     window=(u(self.window_low), u(self.window_high)), rotation_deg=u(self.rotation_deg),
                     shift_px=(u(self.shift_px), u(self.shift_px)),
-                    collimation_px=tuple(u(self.collimation_px) for _ in range(4)),
+                    collimation_px=tuple(u(self.collimation_px) for _ in range(4)), unsharp=u(self.unsharp),
                     noise_seed=int(rng.integers(2**31 - 1)))
 
 
 # Each domain's style differs (a domain shift from the source), as real hospitals' films do.
 ACQUISITIONS: dict[str, Acquisition] = {
     "iu": Acquisition("iu"),  # outpatient PA + lateral (Indiana University)
-    "nih": Acquisition("nih", ap_fraction=0.4, blur_sigma_px=(0.8, 1.4), gamma=(1.55, 1.9),
+    "nih": Acquisition("nih", ap_fraction=0.4, blur_sigma_px=(0.8, 1.4), gamma=(1.55, 1.9), unsharp=(0.4, 0.8),
                        noise_std=(0.006, 0.015), rotation_deg=(-3.0, 3.0)),
-    "vindr": Acquisition("vindr", gamma=(1.15, 1.4), blur_sigma_px=(0.3, 0.6), noise_std=(0.002, 0.006),
+    "vindr": Acquisition("vindr", gamma=(1.15, 1.4), unsharp=(0.9, 1.4), blur_sigma_px=(0.3, 0.6), noise_std=(0.002, 0.006),
                          window_low=(2.0, 4.0), collimation_px=(4.0, 14.0)),
-    "shenzhen": Acquisition("shenzhen", detector_mm=(440.0, 470.0), gamma=(1.75, 2.1), exposure=(0.8, 0.95),
+    "shenzhen": Acquisition("shenzhen", detector_mm=(440.0, 470.0), gamma=(1.75, 2.1), exposure=(0.8, 0.95), unsharp=(0.2, 0.5),
                             blur_sigma_px=(1.0, 1.6), collimation_px=(0.0, 4.0)),
-    "covid": Acquisition("covid", ap_fraction=0.7, gamma=(1.25, 1.8), exposure=(0.75, 1.0),
+    "covid": Acquisition("covid", ap_fraction=0.7, gamma=(1.25, 1.8), unsharp=(0.3, 0.9), exposure=(0.75, 1.0),
                          noise_std=(0.01, 0.025), blur_sigma_px=(0.8, 1.5), rotation_deg=(-6.0, 6.0),
                          shift_px=(-12.0, 12.0), collimation_px=(0.0, 20.0)),
 }
@@ -150,7 +151,8 @@ class PatientRenderer:
         img = to_radiograph(li, exposure=settings["exposure"], window=tuple(settings["window"]),
                             gamma=settings["gamma"], blur_sigma_px=settings["blur_sigma_px"],
                             noise_std=settings["noise_std"],
-                            generator=torch.Generator().manual_seed(int(settings["noise_seed"])))
+                            generator=torch.Generator().manual_seed(int(settings["noise_seed"])),
+                            unsharp_amount=settings.get("unsharp", 0.0), unsharp_sigma_px=8.0 * self.size / 256)
         img = self._collimate(img, settings["sid_mm"], settings["detector_mm"], settings["collimation_px"],
                               geom["view"])
         out_boxes = []
