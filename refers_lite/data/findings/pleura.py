@@ -362,8 +362,9 @@ def pneumothorax(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None
         norm.append((qa - (float(ax[0]) - step / 2)) / (ax.numel() * step) * 2 - 1)  # align_corners=False
     grid = torch.stack([norm[2], norm[1], norm[0]], -1).view(1, -1, 1, 1, 3)  # (W=z, H=y, D=x) order
     lung_v = lung[idx[:, 0], idx[:, 1], idx[:, 2]]
-    mu_v = mu[idx[:, 0], idx[:, 1], idx[:, 2]]
-    src = torch.stack([lung, mu * lung])[None]
+    # the lung part of each voxel (partial voxels at the chest wall keep their tissue)
+    lung_part = torch.where(lung > 0.9, mu, mu.clamp(max=0.006))
+    src = torch.stack([lung, lung_part * lung])[None]
     samp = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, :, :, 0, 0]
     ls, lung_mu_s = samp[0], samp[1]
     vol_ratio = float(lung_v.sum()) / max(float(ls.sum()), 1.0)
@@ -371,7 +372,11 @@ def pneumothorax(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None
     line = 4.0 * ls * (1.0 - ls) * ((lung_v - 0.9) / 0.1).clamp(0, 1)  # visceral pleura where the lung retracted
     new_lung = dens * lung_mu_s + 0.011 * line
     delta = torch.zeros(box.shape)
-    delta[idx[:, 0], idx[:, 1], idx[:, 2]] = lung_v * (MU_AIR - mu_v) + torch.minimum(new_lung, lung_v * MU_WATER * 1.2)
+    lp_v = lung_part[idx[:, 0], idx[:, 1], idx[:, 2]]
+    dv = lung_v * (MU_AIR - lp_v) + torch.minimum(new_lung, lung_v * MU_WATER * 1.2)
+    # nothing becomes denser than ~water (compressed vessels moving into a rib's partial voxel)
+    mu_v = mu[idx[:, 0], idx[:, 1], idx[:, 2]]
+    delta[idx[:, 0], idx[:, 1], idx[:, 2]] = torch.minimum(dv, (MU_WATER * 1.2 - mu_v).clamp_min(0.0))
     return [crop_lesion("pneumothorax", delta, side=side, zone=zone, severity=severity, origin=box.origin,
                         apical_rim_mm=float(apex), lateral_rim_mm=float(lat if zone == "diffuse" else 0.0))]
 
