@@ -40,8 +40,8 @@ import torch.nn.functional as F
 
 from ..anatomy import Anatomy, Lesion
 from .base import MU_AIR, MU_WATER, FindingSpec, crop_lesion, pick, severity_scale
-from .pleura import (Coarse, SubBox, costal_distance_mm, disc, lung_extent_mm, one_side, organ_box, sigmoid, smooth_noise,
-                     tube, zone_weight)
+from .pleura import (Coarse, SubBox, costal_distance_mm, disc, lung_extent_mm, one_side, organ_box, sigmoid,
+                     smooth_noise, tube, zone_weight)
 
 __all__ = ["SPECS", "consolidation", "pneumonia", "atelectasis", "edema", "infiltration", "fibrosis", "emphysema",
            "ground_glass_covid", "viral_pneumonia", "tuberculosis"]
@@ -161,12 +161,6 @@ def branching_tree(rng: np.random.Generator, root: Sequence[float], direction: S
     return segs
 
 
-def _check(value: str, options: Sequence[str], what: str) -> str:
-    if value not in options:
-        raise ValueError(f"{what} must be one of {tuple(options)}, got {value!r}")
-    return value
-
-
 # ----------------------------------------------------------------------------- consolidation / pneumonia
 def _airspace(anatomy: Anatomy, rng: np.random.Generator, side: str, zone: str, severity: str, lobar: bool):
     name, box, lobe = lobe_occupancy(anatomy, side, zone)
@@ -187,7 +181,8 @@ def _airspace(anatomy: Anatomy, rng: np.random.Generator, side: str, zone: str, 
         dx, dy, dz = x - float(hil[0]), y - float(hil[1]), z - float(hil[2])
         r = torch.sqrt(dx * dx + dy * dy + dz * dz).clamp_min(1e-3)
         ang = torch.acos(((dx * axis[0] + dy * axis[1] + dz * axis[2]) / r).clamp(-1, 1))
-        edge = half * (1.0 + 0.25 * smooth_noise(rng, box.shape, 16.0, sp)) + 0.1 * smooth_noise(rng, box.shape, 5.0, sp)
+        edge = (half * (1.0 + 0.25 * smooth_noise(rng, box.shape, 16.0, sp))
+                + 0.1 * smooth_noise(rng, box.shape, 5.0, sp))
         near = float(np.linalg.norm(tgt - hil)) * float(rng.uniform(0.25, 0.45))  # spares the central lobe
         fill = 0.96 * sigmoid((edge - ang) / 0.04) * sigmoid((r - near) / 4.0)
     fill = fill * (1.0 + 0.06 * smooth_noise(rng, box.shape, 6.0, sp)).clamp(0, 1)
@@ -316,7 +311,8 @@ def edema(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None
         x, y, z = cg.grid()
         d = costal_distance_mm(cg.pool(lung), s, cg.spacing_mm)
         central = (d / 30.0).clamp(0, 1) ** 1.3
-        perihilar = torch.exp(-0.5 * (((x - hx) / (0.5 * w_)) ** 2 + ((z - hz) / (0.42 * h_)) ** 2 + ((y - hy) / 70.0) ** 2))
+        perihilar = torch.exp(-0.5 * (((x - hx) / (0.5 * w_)) ** 2 + ((z - hz) / (0.42 * h_)) ** 2
+                                      + ((y - hy) / 70.0) ** 2))
         w = central * perihilar * (1.0 + 0.3 * smooth_noise(rng, cg.shape, 14.0, cg.spacing_mm))
         fill = cg.up((amp * w).clamp(0, 0.85))
         # Kerley B: short horizontal septal sheets meeting the lateral pleura at the bases
@@ -576,7 +572,8 @@ def tuberculosis(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None
     # satellite nodules around it, and fibrotic strands to the hilum
     extra = torch.zeros(box.shape)
     for _ in range(n_sat):
-        p = c + _unit(rng.standard_normal(3) * np.array([1.0, 1.0, 0.7])) * float(rng.uniform(1.25 * R, 1.25 * R + 20.0))
+        direction = _unit(rng.standard_normal(3) * np.array([1.0, 1.0, 0.7]))
+        p = c + direction * float(rng.uniform(1.25 * R, 1.25 * R + 20.0))
         rn = float(rng.uniform(2.5, 4.5))
         tube(extra, box, p, p + 0.01, rn, rn, value=0.95)
     if severity != "mild":

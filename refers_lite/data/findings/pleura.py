@@ -257,8 +257,8 @@ def one_side(side: str) -> list[str]:
 
 
 def check_lung(anatomy: Anatomy, side: str) -> None:
-    if float(anatomy.organ(f"lung_{side}").max()) < 0.5:
-        raise ValueError(f"this anatomy has no {side} lung")
+    """ValueError if the anatomy has no lung on that side (cheap: the cached lung extent)."""
+    lung_extent_mm(anatomy, side)  # bbox_index raises ValueError for an empty organ
 
 
 # ----------------------------------------------------------------------------- pleural effusion
@@ -396,8 +396,14 @@ def pleural_thickening(anatomy: Anatomy, rng: np.random.Generator, *, side: str 
     for s in one_side(side):
         check_lung(anatomy, s)
         box = organ_box(anatomy, [f"lung_{s}"], pad=2)
-        lung = box.organ(f"lung_{s}")
         ext = lung_extent_mm(anatomy, s)
+        if zone != "diffuse":  # only the zone's slab (+ the soft edge), a third of the work
+            h = ext["z1"] - ext["z0"]
+            lo_f, hi_f = {"lower": (-1.0, 1 / 3), "middle": (1 / 3, 2 / 3), "upper": (2 / 3, 2.0)}[zone]
+            k0 = int(math.floor(anatomy.mm_to_index((0, 0, ext["z0"] + lo_f * h - 20.0))[2]))
+            k1 = int(math.ceil(anatomy.mm_to_index((0, 0, ext["z0"] + hi_f * h + 20.0))[2])) + 1
+            box = SubBox(anatomy, (box.lo[0], box.lo[1], max(box.lo[2], k0)), (box.hi[0], box.hi[1], min(box.hi[2], k1)))
+        lung = box.organ(f"lung_{s}")
         x, y, z = box.grid()
         d = costal_distance_mm(lung, s, anatomy.spacing_mm)
         t = thick * (1.0 + 0.3 * smooth_noise(rng, box.shape, 25.0, anatomy.spacing_mm)).clamp_min(0.3)
