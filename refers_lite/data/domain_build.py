@@ -39,7 +39,7 @@ from .synthesis import render_item_shard
 
 __all__ = ["BUILD_PROFILES", "BuildPlan", "build_domains", "build_source", "build_target"]
 
-SHARD_SIZE = 256
+SHARD_SIZE = 512  # images per cache shard; a patient covers one shard (its set-up cost is ~5 s)
 IMAGE_SIZE = 256
 
 

@@ -332,6 +332,18 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return y[:, 0]
 
 
+def _smooth_large(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A wide gaussian of (B, H, W), computed at a quarter of the resolution when sigma >= 4 px
+    (average-pool by 4, blur by sigma / 4, bilinear back up): the result is smooth at that scale
+    anyway, and it costs ~1/16 of a full-resolution blur."""
+    f = 4 if sigma >= 4 and img.shape[-1] % 4 == 0 and img.shape[-2] % 4 == 0 else 1
+    if f == 1:
+        return _gaussian_blur(img, sigma)
+    small = F.avg_pool2d(img[:, None], f)[:, 0]
+    small = _gaussian_blur(small, sigma / f)
+    return F.interpolate(small[:, None], size=img.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
 def to_radiograph(line_integrals: torch.Tensor, exposure: float = 1.0,
                   window: tuple[float, float] = (1.0, 99.5), gamma: float = 1.0, blur_sigma_px: float = 0.0,
                   noise_std: float = 0.0, generator: torch.Generator | None = None,
@@ -365,11 +377,12 @@ def to_radiograph(line_integrals: torch.Tensor, exposure: float = 1.0,
         inten = inten + noise_std * inten.clamp_min(0).sqrt() * noise
     dens = -torch.log(inten.clamp_min(1e-12))  # (B, H, W)
     if unsharp_amount > 0:
-        dens = dens + unsharp_amount * (dens - _gaussian_blur(dens, unsharp_sigma_px))
-    flat = dens.reshape(dens.shape[0], -1).sort(dim=-1).values  # (B, HW)
+        dens = dens + unsharp_amount * (dens - _smooth_large(dens, unsharp_sigma_px))
+    flat = dens.reshape(dens.shape[0], -1)  # (B, HW)
     n = flat.shape[-1]
-    lo = flat[:, int(round(lo_p / 100 * (n - 1)))][:, None, None]
-    hi = flat[:, int(round(hi_p / 100 * (n - 1)))][:, None, None]
+    # order statistics by selection (kthvalue is 1-based), not a full sort: same values, ~5x faster
+    lo = flat.kthvalue(int(round(lo_p / 100 * (n - 1))) + 1, dim=-1).values[:, None, None]
+    hi = flat.kthvalue(int(round(hi_p / 100 * (n - 1))) + 1, dim=-1).values[:, None, None]
     out = ((dens - lo) / (hi - lo).clamp_min(1e-12)).clamp(0.0, 1.0)
     if gamma != 1.0:
         out = out**gamma
