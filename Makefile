@@ -83,9 +83,9 @@ EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/site/notebooks/%.ipynb,$(NOTEB
 $(BUILD)/profile.$(PROFILE):  # changing PROFILE re-executes the notebooks
 	@mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/site/notebooks/%.ipynb: notebooks/%.ipynb $(VENV)/.book $(BUILD)/profile.$(PROFILE) $(wildcard refers_lite/*.py refers_lite/*/*.py)
+$(BUILD)/site/notebooks/%.ipynb: notebooks/%.ipynb $(VENV)/.book $(BUILD)/profile.$(PROFILE) $(wildcard refers_lite/*.py refers_lite/*/*.py refers_lite/*/*/*.py)
 	@mkdir -p $(dir $@) $(BUILD)/work
-	$(VENV)/bin/papermill --cwd $(BUILD)/work -k python3 -p PROFILE $(PROFILE) $< $@
+	$(VENV)/bin/papermill --cwd $(BUILD)/work -k python3 -p PROFILE $(PROFILE) -p DATA_DIR $(abspath $(DATA))/synthetic $< $@
 
 # -- assets and data -----------------------------------------------------------------------------
 # Assets are files taken from PyPI wheels, pinned by version and sha256 (refers_lite/data/assets.py).
