@@ -118,8 +118,13 @@ def _data_build(args) -> None:
         sizes[key.strip()] = int(value)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
-    build_domains(args.profile, args.out or Path("data/synthetic"), sizes=sizes, seed=args.seed,
-                  workers=args.workers, only=args.only)
+    out = args.out or Path("data/synthetic")
+    try:
+        build_domains(args.profile, out, sizes=sizes, seed=args.seed, workers=args.workers, only=args.only)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cache shards under {out} are kept; run the same command to resume",
+              file=sys.stderr)
+        raise SystemExit(130)
 
 
 def _version() -> str:

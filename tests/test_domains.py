@@ -124,3 +124,17 @@ def test_tiny_build_writes_domains_that_load(tmp_path):
     again = build_domains("smoke", tmp_path, sizes={"source": 3, "shenzhen": 20}, only=["shenzhen"], workers=1,
                           progress=False, log=lines.append)
     assert again[0]["images"] == 20
+
+
+def test_cli_data_build(tmp_path, capsys):
+    from refers_lite.cli import main
+
+    assert main(["data", "build", "--profile", "smoke", "--out", str(tmp_path), "--only", "shenzhen",
+                 "--size", "shenzhen=6", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "shenzhen" in out and "built 6 radiographs for profile 'smoke'" in out
+    assert (tmp_path / "shenzhen" / "splits" / "train_1pct_seed0.txt").exists()
+    assert main(["data", "build", "--profile", "smoke", "--out", str(tmp_path), "--size", "nih=ten"]) == 2
+    assert "--size wants DOMAIN=N" in capsys.readouterr().err
+    assert main(["data", "build", "--profile", "smoke", "--out", str(tmp_path), "--size", "chexpert=3"]) == 2
+    assert "unknown domain 'chexpert'" in capsys.readouterr().err
