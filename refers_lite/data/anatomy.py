@@ -254,11 +254,13 @@ class PatientParams:
 
 
 def sample_patient_params(seed: int) -> PatientParams:
-    """Seeded, plausible adult variation (ranges a few percent to ~15 %, a few degrees, ~2 cm)."""
+    """Seeded, plausible adult variation (ranges a few percent to ~15 %, a few degrees, ~2 cm).
+
+    The diaphragm mostly moves down (-28..+6 mm): films are taken at full inspiration, the CT need not be."""
     r = np.random.default_rng([seed, 20220501])
     return PatientParams(
         width=float(r.uniform(0.9, 1.1)), depth=float(r.uniform(0.9, 1.12)), height=float(r.uniform(0.92, 1.06)),
-        diaphragm_mm=float(r.uniform(-12.0, 15.0)), heart_scale=float(r.uniform(0.92, 1.08)),
+        diaphragm_mm=float(r.uniform(-28.0, 6.0)), heart_scale=float(r.uniform(0.92, 1.08)),
         yaw_deg=float(r.normal(0, 2.0)), tilt_deg=float(r.normal(0, 2.5)), warp_mm=float(r.uniform(1.0, 4.0)),
         soft_tissue=float(r.uniform(0.88, 1.15)), bone=float(r.uniform(0.85, 1.15)),
         lung_density=float(r.uniform(0.8, 1.25)), seed=int(seed))

@@ -42,13 +42,13 @@ class Acquisition:
     ap_fraction: float = 0.0  # frontal views taken AP (portable) instead of PA
     sid_mm: tuple[float, float] = (1750.0, 1850.0)  # PA source-image distance
     ap_sid_mm: tuple[float, float] = (1000.0, 1200.0)  # portable AP
-    detector_mm: tuple[float, float] = (410.0, 440.0)
+    detector_mm: tuple[float, float] = (335.0, 365.0)  # field: apices to the domes, chest wall to chest wall
     exposure: tuple[float, float] = (0.9, 1.1)
-    gamma: tuple[float, float] = (1.4, 1.7)  # > 1: darker lungs, as on film
+    gamma: tuple[float, float] = (1.3, 1.55)  # > 1: darker lungs, as on film
     blur_sigma_px: tuple[float, float] = (0.4, 0.9)
     noise_std: tuple[float, float] = (0.004, 0.012)
     window_low: tuple[float, float] = (0.5, 2.0)  # percentiles
-    window_high: tuple[float, float] = (99.3, 99.8)
+    window_high: tuple[float, float] = (96.5, 98.0)  # spine and abdomen saturate, as on film
     rotation_deg: tuple[float, float] = (-2.0, 2.0)
     shift_px: tuple[float, float] = (-6.0, 6.0)
     collimation_px: tuple[float, float] = (0.0, 8.0)  # extra unexposed border on each side
@@ -75,15 +75,17 @@ class Acquisition:
 # Each domain's style differs (a domain shift from the source), as real hospitals' films do.
 ACQUISITIONS: dict[str, Acquisition] = {
     "iu": Acquisition("iu"),  # outpatient PA + lateral (Indiana University)
-    "nih": Acquisition("nih", ap_fraction=0.4, blur_sigma_px=(0.8, 1.4), gamma=(1.55, 1.9), unsharp=(0.4, 0.8),
-                       noise_std=(0.006, 0.015), rotation_deg=(-3.0, 3.0)),
-    "vindr": Acquisition("vindr", gamma=(1.15, 1.4), unsharp=(0.9, 1.4), blur_sigma_px=(0.3, 0.6), noise_std=(0.002, 0.006),
-                         window_low=(2.0, 4.0), collimation_px=(4.0, 14.0)),
-    "shenzhen": Acquisition("shenzhen", detector_mm=(440.0, 470.0), gamma=(1.75, 2.1), exposure=(0.8, 0.95), unsharp=(0.2, 0.5),
-                            blur_sigma_px=(1.0, 1.6), collimation_px=(0.0, 4.0)),
-    "covid": Acquisition("covid", ap_fraction=0.7, gamma=(1.25, 1.8), unsharp=(0.3, 0.9), exposure=(0.75, 1.0),
-                         noise_std=(0.01, 0.025), blur_sigma_px=(0.8, 1.5), rotation_deg=(-6.0, 6.0),
-                         shift_px=(-12.0, 12.0), collimation_px=(0.0, 20.0)),
+    "nih": Acquisition("nih", ap_fraction=0.4, gamma=(1.4, 1.7), window_high=(97.0, 99.0), unsharp=(0.4, 0.8),
+                       blur_sigma_px=(0.8, 1.4), noise_std=(0.006, 0.015), rotation_deg=(-3.0, 3.0)),
+    "vindr": Acquisition("vindr", gamma=(1.1, 1.3), window_low=(2.0, 4.0), window_high=(96.0, 98.0),
+                         unsharp=(0.9, 1.4), blur_sigma_px=(0.3, 0.6), noise_std=(0.002, 0.006),
+                         collimation_px=(4.0, 14.0)),
+    "shenzhen": Acquisition("shenzhen", detector_mm=(365.0, 395.0), gamma=(1.6, 1.9), exposure=(0.8, 0.95),
+                            window_high=(97.5, 99.5), unsharp=(0.2, 0.5), blur_sigma_px=(1.0, 1.6),
+                            collimation_px=(0.0, 4.0)),
+    "covid": Acquisition("covid", ap_fraction=0.7, gamma=(1.2, 1.6), exposure=(0.75, 1.0), window_high=(97.0, 99.5),
+                         unsharp=(0.3, 0.9), noise_std=(0.01, 0.025), blur_sigma_px=(0.8, 1.5),
+                         rotation_deg=(-6.0, 6.0), shift_px=(-12.0, 12.0), collimation_px=(0.0, 20.0)),
 }
 
 
@@ -123,7 +125,7 @@ class PatientRenderer:
         # REFERENCE_DETECTOR_MM and the zoom is applied in 2D with the rotation.  The source-image
         # distance (magnification) is rounded to 50 mm so a patient needs a few base renders per view.
         return dict(view=s["view"], size=self.size, sid_mm=float(round(s["sid_mm"] / 50.0) * 50.0),
-                    detector_mm=REFERENCE_DETECTOR_MM)
+                    detector_mm=REFERENCE_DETECTOR_MM, center_offset_mm=FIELD_CENTER_MM)
 
     def base(self, geom: dict) -> torch.Tensor:
         key = tuple(sorted(geom.items()))
@@ -167,13 +169,16 @@ class PatientRenderer:
         """Clear-film borders: top/bottom at least past the projected ends of the CT volume."""
         H = W = self.size
         ext_z = self.anatomy.shape[2] * self.anatomy.spacing_mm[2] / 2
+        cz = FIELD_CENTER_MM[2]
         # the volume's cranial / caudal faces project (cone beam) at most at magnification sid / (sid - depth)
         ax = 0 if view == "lateral" else 1
         depth = self.anatomy.shape[ax] * self.anatomy.spacing_mm[ax] / 2
         mag = sid_mm / (sid_mm - 150.0 - depth)
-        edge_px = (detector_mm / 2 - ext_z * mag) / (detector_mm / H)
-        top = int(math.ceil(max(0.0, edge_px) + 3 + extra[0]))
-        bottom = int(math.ceil(max(0.0, edge_px) + 3 + extra[1]))
+        pitch = detector_mm / H
+        top_px = (detector_mm / 2 - (ext_z - cz) * mag) / pitch  # rows above the volume's cranial face
+        bottom_px = (detector_mm / 2 - (ext_z + cz) * mag) / pitch
+        top = int(math.ceil(max(0.0, top_px) + 3 + extra[0]))
+        bottom = int(math.ceil(max(0.0, bottom_px) + 3 + extra[1]))
         left, right = int(round(extra[2])), int(round(extra[3]))
         out = img.clone()
         clear = 0.92
@@ -225,7 +230,10 @@ def _transform_box(b: Sequence[int], rotation_deg: float, shift_px: Sequence[flo
     return nx0, ny0, nx1, ny1
 
 
-REFERENCE_DETECTOR_MM = 430.0
+REFERENCE_DETECTOR_MM = 350.0  # base renders; each film zooms to its own detector size
+# The isocentre sits 10 mm above the middle of the CT box: the field then runs from the top of the
+# volume (just above the apices; the CT holds no neck) to below the costophrenic recesses.
+FIELD_CENTER_MM = (0.0, 0.0, 10.0)
 _SWAP = {"left": "right", "right": "left"}
 
 
