@@ -17,10 +17,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..anatomy import Anatomy, Lesion
+from ..anatomy import ORGAN_GROUPS, Anatomy, Lesion
 
 __all__ = ["MU_AIR", "MU_WATER", "MU_FAT", "MU_CALCIUM", "MU_METAL", "SIDES", "ZONES", "SEVERITIES",
-           "FindingSpec", "lung_zone", "crop_lesion", "box_from_projection", "severity_scale", "pick"]
+           "FindingSpec", "lung_zone", "crop_lesion", "box_from_projection", "severity_scale", "pick", "organ_bbox",
+           "organ_crop"]
 
 MU_AIR, MU_FAT, MU_WATER, MU_CALCIUM, MU_METAL = 0.0, 0.018, 0.02, 0.045, 0.2
 SIDES = ("left", "right", "bilateral", "midline")
@@ -54,6 +55,48 @@ def pick(rng: np.random.Generator, value: str | None, options: Sequence[str], wh
     return value
 
 
+def organ_bbox(anatomy: Anatomy, name: str, threshold: float = 0.5) -> tuple[tuple[int, int], ...]:
+    """``anatomy.bbox_index(name, threshold)``, memoised on the anatomy (organs do not change once a
+    patient is drawn), from the organ's per-axis occupancy maxima (computed once per organ, for every
+    threshold; ~10x faster than ``any`` on the mask)."""
+    key = f"findings.bbox:{name}:{threshold}"
+    if key not in anatomy._cache:
+        pkey = f"findings.profiles:{name}"
+        if pkey not in anatomy._cache:
+            if name in ORGAN_GROUPS and name not in anatomy.organs:
+                # a union: only where one of its organs is present (its occupancy is 0 elsewhere)
+                boxes = [organ_bbox(anatomy, n, 1e-30) for n in ORGAN_GROUPS[name]]
+                lo = [min(b[ax][0] for b in boxes) for ax in range(3)]
+                sl = tuple(slice(lo[ax], max(b[ax][1] for b in boxes)) for ax in range(3))
+                occ = torch.zeros(anatomy.shape)
+                occ[sl] = organ_crop(anatomy, name, sl)
+            else:
+                occ = anatomy.organ(name)
+            a = occ.amax(2)
+            anatomy._cache[pkey] = (a.amax(1), a.amax(0), occ.amax((0, 1)))
+        out = []
+        for p in anatomy._cache[pkey]:
+            hit = torch.nonzero(p >= threshold).flatten()
+            if hit.numel() == 0:
+                raise ValueError(f"organ {name!r} is empty in this anatomy")
+            out.append((int(hit[0]), int(hit[-1]) + 1))
+        anatomy._cache[key] = tuple(out)
+    return anatomy._cache[key]
+
+
+def organ_crop(anatomy: Anatomy, name: str, sl: tuple[slice, ...]) -> torch.Tensor:
+    """``anatomy.organ(name)[sl]`` without building a union's whole grid: the union of
+    ``ORGAN_GROUPS[name]`` summed on the crop only (the same sum, in the same order, as
+    ``Anatomy.organ``'s).  For small crops of rarely used unions (e.g. "lung")."""
+    if name in anatomy.organs or name not in ORGAN_GROUPS:
+        return anatomy.organ(name)[sl]
+    names = ORGAN_GROUPS[name]
+    out = anatomy.organs[names[0]][sl].clone()
+    for n in names[1:]:
+        out += anatomy.organs[n][sl]
+    return out.clamp_(0, 1)
+
+
 def lung_zone(anatomy: Anatomy, side: str, zone: str) -> torch.Tensor:
     """Lung occupancy (X, Y, Z) restricted to a side and a zone.
 
@@ -69,7 +112,7 @@ def lung_zone(anatomy: Anatomy, side: str, zone: str) -> torch.Tensor:
         return occ
     if zone not in ("upper", "middle", "lower"):
         raise ValueError(f"zone must be one of {ZONES}, got {zone!r}")
-    (_, _), (_, _), (k0, k1) = anatomy.bbox_index(f"lung_{side}")
+    (_, _), (_, _), (k0, k1) = organ_bbox(anatomy, f"lung_{side}")
     cut = np.linspace(k0, k1, 4).round().astype(int)  # lower third first (z grows superior)
     lo, hi = {"lower": (cut[0], cut[1]), "middle": (cut[1], cut[2]), "upper": (cut[2], cut[3])}[zone]
     out = torch.zeros_like(occ)
@@ -84,11 +127,16 @@ def crop_lesion(finding: str, delta_mu: torch.Tensor, *, side: str, zone: str, s
     ``delta_mu`` is defined on a sub-box of the anatomy grid starting at voxel ``origin``
     (default: the whole grid).  Raises ValueError if the change is empty.
     """
-    nz = torch.nonzero(delta_mu.abs() > eps)
-    if nz.numel() == 0:
+    # the box from per-axis maxima of |delta| (torch.nonzero over the volume is ~10x slower)
+    mag = delta_mu.abs()
+    a = mag.amax(2) if mag.numel() else None
+    if a is None or not float(a.max()) > eps:
         raise ValueError(f"finding {finding!r} ({side}, {zone}, {severity}) changed no voxel")
-    lo = (nz.min(0).values - margin).clamp_min(0)
-    hi = torch.minimum(nz.max(0).values + 1 + margin, torch.tensor(delta_mu.shape))
+    lo, hi = [], []
+    for ax, p in enumerate((a.amax(1), a.amax(0), mag.amax((0, 1)))):
+        hit = torch.nonzero(p > eps).flatten()
+        lo.append(max(int(hit[0]) - margin, 0))
+        hi.append(min(int(hit[-1]) + 1 + margin, delta_mu.shape[ax]))
     crop = delta_mu[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].contiguous()
     org = tuple(int(o) + int(l) for o, l in zip(origin, lo))
     return Lesion(finding, crop, org, side=side, zone=zone, severity=severity, attrs=dict(attrs))  # type: ignore

@@ -258,12 +258,16 @@ def make_degenerative_spine(anatomy: Anatomy, rng: np.random.Generator, *, side:
         r = torch.sqrt(ux**2 + uy**2).clamp_min(1e-3)
         front_side = ((uy / r + 0.45) / 0.8).clamp(0, 1)  # anterior and lateral, none posteriorly
         length = float(rng.uniform(l_lo, l_hi))
+        # a beak lies within 2.5 mm (z_e) + 3 mm (half thickness) + half a voxel of the disc level: only
+        # the slices within 7 mm of it can change (o is exactly 0 beyond)
+        ks = torch.nonzero((zz[0, 0] - z_d).abs() <= 7.0).flatten()
+        zs = slice(int(ks[0]), int(ks[-1]) + 1)
         for e in (+1.0, -1.0):  # beaks from the upper and the lower endplate, curving towards the disc
             L = length * front_side[:, :, None] * (0.35 + 0.65 * (knob[:, :, max(kz - 2, 0):max(kz - 2, 0) + 1] + 0.6).clamp(0, 1.4))
             z_e = z_d + e * (2.5 - 1.6 * (d2[:, :, None] / max(length, 1e-3)).clamp(0, 1))
             half_t = 2.6 * (1 - d2[:, :, None] / L.clamp_min(1e-3)).clamp(0, 1) + 0.4
-            o = soft_step(L - d2[:, :, None], vox) * soft_step(half_t - (zz - z_e).abs(), vox) * (d2[:, :, None] > 0)
-            occ = torch.maximum(occ, o)
+            o = soft_step(L - d2[:, :, None], vox) * soft_step(half_t - (zz[:, :, zs] - z_e).abs(), vox) * (d2[:, :, None] > 0)
+            occ[:, :, zs] = torch.maximum(occ[:, :, zs], o)
     target = MU_CALCIUM * float(rng.uniform(0.85, 1.0))
     delta = occ * (1 - sp) * (target - box.take(anatomy.mu)).clamp_min(0.0)
     return [crop_lesion("degenerative_spine", delta, side="midline", zone=zone, severity=severity, origin=box.origin,

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..anatomy import Anatomy, Lesion
-from .base import MU_CALCIUM, MU_WATER, FindingSpec, crop_lesion, pick, severity_scale
+from .base import MU_CALCIUM, MU_WATER, FindingSpec, crop_lesion, organ_bbox, organ_crop, pick, severity_scale
+from .resample import gaussian_weights, interpolated_moments, resize_weights, separable
 
 __all__ = ["SPECS", "make_nodule", "make_mass", "make_calcified_granuloma", "make_calcification",
            "make_lung_opacity", "make_other_lesion"]
@@ -80,16 +81,18 @@ def smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma_mm: float
 
     Smooth fields (``sigma_mm`` of several voxels) are drawn on a grid coarser by up to 4 (about
     sigma / 2 per cell) and interpolated trilinearly: the same field statistics, far cheaper."""
-    from scipy.ndimage import gaussian_filter
-
     shape = tuple(int(s) for s in shape)
     f = max(1, min(4, int(sigma_mm / (1.5 * max(spacing_mm)))))
     small = tuple(max(2, -(-n // f) + 1) for n in shape) if f > 1 else shape
-    white = rng.standard_normal(small)
-    g = gaussian_filter(white, sigma=[max(sigma_mm / (s * f), 0.3) for s in spacing_mm], mode="reflect", truncate=3.0)
-    out = torch.from_numpy(g.astype(np.float32))
-    if f > 1:
-        out = torch.nn.functional.interpolate(out[None, None], size=shape, mode="trilinear", align_corners=False)[0, 0]
+    white = torch.from_numpy(rng.standard_normal(small).astype(np.float32))
+    # gaussian_filter(mode="reflect", truncate=3) and, if f > 1, trilinear interpolation to ``shape``
+    # (align_corners=False): one small matrix per axis (see .resample), applied in one separable pass
+    ws = [gaussian_weights(m, max(sigma_mm / (s * f), 0.3), "reflect", 3.0) for m, s in zip(small, spacing_mm)]
+    if f > 1:  # normalised on the small grid (the weights' rows sum to 1: constants are kept)
+        ws = [resize_weights(m, n, False) @ w for m, n, w in zip(small, shape, ws)]
+        mean, sd = interpolated_moments(white, ws)
+        return separable((white - mean) / sd if sd > 0 else white - mean, *ws)
+    out = separable(white, *ws)
     out = out - out.mean()
     sd = float(out.std())
     return out / sd if sd > 0 else out
@@ -117,21 +120,6 @@ def segment_distance(d: Sequence[torch.Tensor], a: Sequence[float], b: Sequence[
     t = (((d[0] - a[0]) * ab[0] + (d[1] - a[1]) * ab[1] + (d[2] - a[2]) * ab[2]) / L2).clamp(0.0, 1.0)
     dist = torch.sqrt((d[0] - a[0] - t * ab[0]) ** 2 + (d[1] - a[1] - t * ab[1]) ** 2 + (d[2] - a[2] - t * ab[2]) ** 2)
     return dist, t
-
-
-def organ_bbox(anatomy: Anatomy, name: str, threshold: float = 0.5) -> tuple[tuple[int, int], ...]:
-    """``anatomy.bbox_index`` memoised on the anatomy (organs do not change once a patient is drawn)."""
-    key = f"findings.bbox:{name}:{threshold}"
-    if key not in anatomy._cache:
-        m = anatomy.organ(name) >= threshold
-        out = []
-        for ax in range(3):
-            hit = torch.nonzero(m.any(dim=[a for a in range(3) if a != ax])).flatten()
-            if hit.numel() == 0:
-                raise ValueError(f"organ {name!r} is empty in this anatomy")
-            out.append((int(hit.min()), int(hit.max()) + 1))
-        anatomy._cache[key] = tuple(out)
-    return anatomy._cache[key]
 
 
 def organ_centroid(anatomy: Anatomy, name: str) -> tuple[float, float, float]:
@@ -163,6 +151,27 @@ def lung_thickness(anatomy: Anatomy, side: str) -> torch.Tensor:
     return anatomy._cache[key]
 
 
+def lung_depth_mm(anatomy: Anatomy, side: str) -> torch.Tensor:
+    """``anatomy.distance_inside_mm(f"lung_{side}")`` (X, Y, Z), memoised on the anatomy, computed on the
+    lung's bounding box plus one voxel: outside it there is no lung, and the nearest non-lung voxel of a
+    lung voxel is never beyond that margin (clamping it into the box only brings it closer).  The same
+    distances for ~1/10 of the work."""
+    key = f"findings.lung_depth:{side}"
+    if key not in anatomy._cache:
+        from scipy.ndimage import distance_transform_edt
+
+        (i0, i1), (j0, j1), (k0, k1) = organ_bbox(anatomy, f"lung_{side}")
+        lo = [max(a - 1, 0) for a in (i0, j0, k0)]
+        hi = [min(b + 1, n) for b, n in zip((i1, j1, k1), anatomy.shape)]
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        # (where the box meets the grid's edge, so does the whole-grid transform: nothing lies beyond)
+        m = (anatomy.organ(f"lung_{side}")[sl] >= 0.5).numpy()
+        d = torch.zeros(anatomy.shape)
+        d[sl] = torch.from_numpy(distance_transform_edt(m, sampling=anatomy.spacing_mm).astype(np.float32))
+        anatomy._cache[key] = d
+    return anatomy._cache[key]
+
+
 def sample_lung_point(anatomy: Anatomy, rng: np.random.Generator, side: str, zone: str,
                       min_depth_mm: float, occ_min: float = 0.9,
                       lung_field: float | None = None) -> tuple[tuple[float, float, float], float]:
@@ -171,27 +180,43 @@ def sample_lung_point(anatomy: Anatomy, rng: np.random.Generator, side: str, zon
     ``lung_field``: also prefer points seen through the lung field on a PA film (not over the
     mediastinum, the spine or the diaphragm domes): the PA ray through them crosses at least that
     fraction of the largest lung thickness of that side.  Returns the point and its depth (mm)."""
-    (i0, i1), (j0, j1), _ = organ_bbox(anatomy, f"lung_{side}")
-    k0, k1 = zone_z_range(anatomy, side, zone)
-    occ = anatomy.organ(f"lung_{side}")[i0:i1, j0:j1, k0:k1]
-    depth = anatomy.distance_inside_mm(f"lung_{side}")[i0:i1, j0:j1, k0:k1]
-    ok = occ >= occ_min
-    deep = ok & (depth >= min_depth_mm)
-    if lung_field is not None and bool(deep.any()):
-        th = lung_thickness(anatomy, side)
-        clear = deep & (th[i0:i1, k0:k1] >= lung_field * float(th.max()))[:, None, :]
-        if bool(clear.any()):
-            deep = clear
-    if not bool(deep.any()):
-        best = float(depth[ok].max()) if bool(ok.any()) else 0.0
+    (i0, j0, k0), shape, flat, depth, clear = _lung_voxels(anatomy, side, zone, occ_min, lung_field)
+    deep = depth >= np.float32(min_depth_mm)  # (float32 comparisons, as on the tensors)
+    if clear is not None and deep.any():
+        if (deep & clear).any():
+            deep = deep & clear
+    if not deep.any():
+        best = float(depth.max()) if depth.size else 0.0
         if best <= 0:
             raise ValueError(f"lung {side} {zone} has no voxel with occupancy >= {occ_min}")
-        deep = ok & (depth >= 0.85 * best)
-    idx = torch.nonzero(deep)
-    i, j, k = (int(v) for v in idx[int(rng.integers(len(idx)))])
+        deep = depth >= np.float32(0.85 * best)
+    cand = np.flatnonzero(deep)
+    c = int(cand[int(rng.integers(cand.size))])
+    i, j, k = (int(v) for v in np.unravel_index(int(flat[c]), shape))
     jitter = rng.uniform(-0.5, 0.5, size=3)
     p = anatomy.index_to_mm((i0 + i + jitter[0], j0 + j + jitter[1], k0 + k + jitter[2]))
-    return p, float(depth[i, j, k])
+    return p, float(depth[c])
+
+
+def _lung_voxels(anatomy: Anatomy, side: str, zone: str, occ_min: float, lung_field: float | None):
+    """The voxels :func:`sample_lung_point` draws from, once per patient: the corner and shape of the
+    zone's slab of the lung's box, the flat (C-order) indices in the slab of the voxels with occupancy
+    >= ``occ_min``, their depth in the lung (mm) and whether their PA ray is in the lung field."""
+    key = f"findings.lung_voxels:{side}:{zone}:{occ_min}:{lung_field}"
+    if key not in anatomy._cache:
+        (i0, i1), (j0, j1), _ = organ_bbox(anatomy, f"lung_{side}")
+        k0, k1 = zone_z_range(anatomy, side, zone)
+        ok = (anatomy.organ(f"lung_{side}")[i0:i1, j0:j1, k0:k1] >= occ_min).numpy()
+        flat = np.flatnonzero(ok)
+        depth = lung_depth_mm(anatomy, side)[i0:i1, j0:j1, k0:k1].numpy().ravel()[flat]
+        clear = None
+        if lung_field is not None:
+            th = lung_thickness(anatomy, side)
+            col = (th[i0:i1, k0:k1] >= lung_field * float(th.max())).numpy()  # (x, z) columns in the lung field
+            ii, _, kk = np.unravel_index(flat, ok.shape)
+            clear = col[ii, kk]
+        anatomy._cache[key] = ((i0, j0, k0), ok.shape, flat, depth, clear)
+    return anatomy._cache[key]
 
 
 def check_choice(value: str | None, options: Sequence[str], what: str) -> None:
@@ -241,7 +266,7 @@ def make_nodule(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None 
     box = SubBox(anatomy, center, R * (1 + 3 * lob) * max(axes) + 2 * vox)
     occ = lobulated_ball(box, rng, R, lob, edge_mm=0.8 * vox, axes=axes)
     target = MU_WATER * float(rng.uniform(1.0, 1.08)) * (1 + 0.03 * smooth_noise(rng, box.shape, 2.0, box.spacing_mm))
-    delta = replace(box.take(anatomy.mu), occ * box.take(anatomy.organ("lung")), target)
+    delta = replace(box.take(anatomy.mu), occ * organ_crop(anatomy, "lung", box.slices), target)
     return [_lesion("nodule", delta, box, side, zone, severity, diameter_mm=diam, center_mm=center)]
 
 
@@ -286,7 +311,7 @@ def make_mass(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = 
     if spiculated:
         occ = torch.maximum(occ, _spicules(box, rng, R * min(axes), int(rng.integers(10, 20)), vox))
     target = MU_WATER * float(rng.uniform(1.02, 1.1)) * (1 + 0.05 * smooth_noise(rng, box.shape, 4.0, box.spacing_mm))
-    delta = replace(box.take(anatomy.mu), occ * box.take(anatomy.organ("lung")), target)
+    delta = replace(box.take(anatomy.mu), occ * organ_crop(anatomy, "lung", box.slices), target)
     return [_lesion("mass", delta, box, side, zone, severity, diameter_mm=diam, center_mm=center,
                     spiculated=spiculated)]
 
@@ -299,7 +324,6 @@ def make_calcified_granuloma(anatomy: Anatomy, rng: np.random.Generator, *, side
                                             ((5.5, 8.0), (2, 4)))
     side, zone = _lung_lesion("calcified_granuloma", anatomy, rng, side, zone)
     vox = min(anatomy.spacing_mm)
-    lung = anatomy.organ("lung")
     out = []
     for _ in range(int(rng.integers(nlo, nhi + 1))):
         diam = float(rng.uniform(dlo, dhi))
@@ -308,7 +332,7 @@ def make_calcified_granuloma(anatomy: Anatomy, rng: np.random.Generator, *, side
         box = SubBox(anatomy, center, R + 2 * vox)
         occ = lobulated_ball(box, rng, R, 0.06, edge_mm=vox, lobe_mm=2.0)
         target = MU_CALCIUM * float(rng.uniform(1.6, 2.0))  # dense, homogeneous calcification
-        delta = replace(box.take(anatomy.mu), occ * box.take(lung), target)
+        delta = replace(box.take(anatomy.mu), occ * organ_crop(anatomy, "lung", box.slices), target)
         out.append(_lesion("calcified_granuloma", delta, box, side, zone, severity, diameter_mm=diam,
                            center_mm=center))
     return out
@@ -328,6 +352,23 @@ def occupancy_normals(occ: torch.Tensor, spacing_mm, smooth_mm: float = 2.0):
 def _aortic_knob_calcification(anatomy: Anatomy, rng: np.random.Generator, severity: str) -> tuple[torch.Tensor, SubBox, dict]:
     """Curvilinear intimal calcification along the outer (superior and left) wall of the aortic arch,
     in patches of the wall that a PA beam meets tangentially (so it projects as a thin curved line)."""
+    box, wall_occ, cand = _aortic_arch_wall(anatomy)
+    extent = severity_scale(severity, 0.35, 0.6, 0.85)
+    patches = smooth_noise(rng, box.shape, 5.0, box.spacing_mm)
+    thr = float(torch.quantile(patches[cand], 1.0 - extent)) if bool(cand.any()) else 0.0
+    plaque = ((patches - thr) / 0.4).clamp(0, 1)
+    occ = wall_occ * plaque
+    target = MU_CALCIUM * float(rng.uniform(1.6, 2.0))
+    delta = occ * (target - box.take(anatomy.mu)).clamp_min(0.0) * 0.7  # a thin rim: ~70 % of a voxel
+    return delta, box, {"site": "aortic_arch"}
+
+
+def _aortic_arch_wall(anatomy: Anatomy) -> tuple[SubBox, torch.Tensor, torch.Tensor]:
+    """The arch's box, the occupancy of its outer wall seen edge-on in PA (before the random plaques),
+    and where it exceeds 0.05; memoised on the anatomy (it depends on the patient only)."""
+    key = "findings.aortic_arch_wall"
+    if key in anatomy._cache:
+        return anatomy._cache[key]
     (_, _), (_, _), (_, k1) = organ_bbox(anatomy, "aorta")
     top = anatomy.index_to_mm((0, 0, k1 - 1))[2]
     aorta = anatomy.organ("aorta")
@@ -346,15 +387,9 @@ def _aortic_knob_calcification(anatomy: Anatomy, rng: np.random.Generator, sever
     outer = torch.maximum(((n[2] - 0.35) / 0.3).clamp(0, 1), ((n[0] - 0.45) / 0.3).clamp(0, 1) * (x > c[0]))
     edge_on = ((0.55 - n[1].abs()) / 0.25).clamp(0, 1)
     arch_zone = torch.sigmoid((z - (top - 40.0)) / 3.0)
-    extent = severity_scale(severity, 0.35, 0.6, 0.85)
-    patches = smooth_noise(rng, box.shape, 5.0, box.spacing_mm)
-    cand = (wall * outer * edge_on * arch_zone) > 0.05
-    thr = float(torch.quantile(patches[cand], 1.0 - extent)) if bool(cand.any()) else 0.0
-    plaque = ((patches - thr) / 0.4).clamp(0, 1)
-    occ = wall * outer * edge_on * arch_zone * plaque
-    target = MU_CALCIUM * float(rng.uniform(1.6, 2.0))
-    delta = occ * (target - box.take(anatomy.mu)).clamp_min(0.0) * 0.7  # a thin rim: ~70 % of a voxel
-    return delta, box, {"site": "aortic_arch"}
+    wall_occ = wall * outer * edge_on * arch_zone
+    anatomy._cache[key] = (box, wall_occ, wall_occ > 0.05)
+    return anatomy._cache[key]
 
 
 def _calcified_lymph_node(anatomy: Anatomy, rng: np.random.Generator, side: str, severity: str, station: str):
@@ -362,28 +397,9 @@ def _calcified_lymph_node(anatomy: Anatomy, rng: np.random.Generator, side: str,
     ``station`` "hilar" (around and below the carina) or "paratracheal" (above it)."""
     diam = float(rng.uniform(*severity_scale(severity, (6.0, 8.0), (8.0, 11.0), (11.0, 14.0))))  # type: ignore[misc]
     R = diam / 2
-    (_, _), (_, _), (kb, _) = organ_bbox(anatomy, "trachea")  # the carina: the trachea's lowest level
-    z_carina = anatomy.index_to_mm((0, 0, kb))[2]
-    z_lo, z_hi = (z_carina - 35.0, z_carina + 8.0) if station == "hilar" else (z_carina + 5.0, z_carina + 45.0)
-    zlo = max(int(round(anatomy.mm_to_index((0, 0, z_lo))[2])), 0)
-    zhi = min(int(round(anatomy.mm_to_index((0, 0, z_hi))[2])) + 1, anatomy.shape[2])
-    lung_s = anatomy.organ(f"lung_{side}")[:, :, zlo:zhi]
-    d = anatomy.distance_inside_mm(f"lung_{side}")[:, :, zlo:zhi]
-    x, y = anatomy.coords_mm()[0][:, :, zlo:zhi], anatomy.coords_mm()[1][:, :, zlo:zhi]
-    tc = organ_centroid(anatomy, "trachea")
-    sign = 1.0 if side == "left" else -1.0
-    # lung voxels 1-8 mm inside the lung boundary, on the mediastinal side, near the airway in depth
-    ok = (lung_s >= 0.5) & (d > 1.0) & (d < 8.0) & ((x - tc[0]) * sign > 0) & ((x - tc[0]) * sign < 70.0)
-    ok &= (y > tc[1] - 35.0) & (y < tc[1] + 30.0)
-    # seen beside the mediastinum on a PA film, not through it: enough lung in front and behind
-    th = lung_thickness(anatomy, side)
-    seen = ok & (th[:, zlo:zhi] >= 0.3 * float(th.max()))[:, None, :]
-    ok = seen if bool(seen.any()) else ok
-    if not bool(ok.any()):
+    zlo, keep = _node_sites(anatomy, side, station)
+    if keep is None:
         raise ValueError(f"no {station} position found on the {side}")
-    idx = torch.nonzero(ok)
-    order = torch.argsort(((x - tc[0]).abs())[ok])
-    keep = idx[order[: max(1, len(order) // 4)]]  # among the most medial candidates
     i, j, k = (int(v) for v in keep[int(rng.integers(len(keep)))])
     center = anatomy.index_to_mm((i, j, zlo + k))
     vox = min(anatomy.spacing_mm)
@@ -393,6 +409,41 @@ def _calcified_lymph_node(anatomy: Anatomy, rng: np.random.Generator, side: str,
     target = MU_CALCIUM * float(rng.uniform(1.6, 2.0)) * clumps
     delta = occ * (target - box.take(anatomy.mu)).clamp_min(0.0)
     return delta, box, {"site": f"{station}_node", "diameter_mm": diam, "center_mm": center}
+
+
+def _node_sites(anatomy: Anatomy, side: str, station: str):
+    """Candidate voxels of a calcified lymph node at ``station`` (see :func:`_calcified_lymph_node`):
+    the slab's first z index and the candidates (n, 3) in it, or None; memoised on the anatomy."""
+    key = f"findings.node_sites:{side}:{station}"
+    if key in anatomy._cache:
+        return anatomy._cache[key]
+    (_, _), (_, _), (kb, _) = organ_bbox(anatomy, "trachea")  # the carina: the trachea's lowest level
+    z_carina = anatomy.index_to_mm((0, 0, kb))[2]
+    z_lo, z_hi = (z_carina - 35.0, z_carina + 8.0) if station == "hilar" else (z_carina + 5.0, z_carina + 45.0)
+    zlo = max(int(round(anatomy.mm_to_index((0, 0, z_lo))[2])), 0)
+    zhi = min(int(round(anatomy.mm_to_index((0, 0, z_hi))[2])) + 1, anatomy.shape[2])
+    (i0, i1), (j0, j1), _ = organ_bbox(anatomy, f"lung_{side}")  # (no lung >= 0.5 outside its box)
+    sl = (slice(i0, i1), slice(j0, j1), slice(zlo, zhi))
+    lung_s = anatomy.organ(f"lung_{side}")[sl]
+    d = lung_depth_mm(anatomy, side)[sl]
+    x, y = anatomy.coords_mm()[0][sl], anatomy.coords_mm()[1][sl]
+    tc = organ_centroid(anatomy, "trachea")
+    sign = 1.0 if side == "left" else -1.0
+    # lung voxels 1-8 mm inside the lung boundary, on the mediastinal side, near the airway in depth
+    ok = (lung_s >= 0.5) & (d > 1.0) & (d < 8.0) & ((x - tc[0]) * sign > 0) & ((x - tc[0]) * sign < 70.0)
+    ok &= (y > tc[1] - 35.0) & (y < tc[1] + 30.0)
+    # seen beside the mediastinum on a PA film, not through it: enough lung in front and behind
+    th = lung_thickness(anatomy, side)
+    seen = ok & (th[i0:i1, zlo:zhi] >= 0.3 * float(th.max()))[:, None, :]
+    ok = seen if bool(seen.any()) else ok
+    keep = None
+    if bool(ok.any()):
+        idx = torch.nonzero(ok)
+        order = torch.argsort(((x - tc[0]).abs())[ok])
+        keep = idx[order[: max(1, len(order) // 4)]]  # among the most medial candidates
+        keep = keep + torch.tensor([i0, j0, 0])  # grid x, y; z in the slab
+    anatomy._cache[key] = (zlo, keep)
+    return anatomy._cache[key]
 
 
 def make_calcification(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None,
@@ -443,7 +494,7 @@ def make_lung_opacity(anatomy: Anatomy, rng: np.random.Generator, *, side: str |
     fill = float(rng.uniform(0.7, 0.95)) * severity_scale(severity, 0.85, 1.0, 1.1)
     patchy = (0.85 + 0.3 * smooth_noise(rng, box.shape, 3.5, box.spacing_mm)).clamp(0.3, 1.2)
     occ = (occ * fill * patchy).clamp(0, 1)
-    delta = replace(box.take(anatomy.mu), occ * box.take(anatomy.organ("lung")), MU_WATER)
+    delta = replace(box.take(anatomy.mu), occ * organ_crop(anatomy, "lung", box.slices), MU_WATER)
     delta = delta.clamp_min(0.0)  # an opacity never lowers attenuation (vessels stay)
     return [_lesion("lung_opacity", delta, box, side, zone, severity, diameter_mm=diam, center_mm=center)]
 

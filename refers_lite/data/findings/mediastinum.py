@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..anatomy import Anatomy, Lesion
 from .base import MU_AIR, MU_WATER, FindingSpec, crop_lesion, severity_scale
 from .focal import SubBox, check_choice, lobulated_ball, organ_bbox, organ_centroid, smooth_noise, soft_step
+from .resample import linear_weights, separable
 
 __all__ = ["SPECS", "make_cardiomegaly", "make_aortic_enlargement", "make_hiatal_hernia",
            "cardiothoracic_ratio"]
@@ -64,22 +64,17 @@ def cardiothoracic_ratio(anatomy: Anatomy, heart: torch.Tensor | None = None,
 
 def _scaled_occupancy(box: SubBox, occ: torch.Tensor, scales: dict[str, float]) -> torch.Tensor:
     """``occ`` (on ``box``) scaled about the box centre, piecewise per half-axis: ``scales`` has keys
-    '+x', '-x', '+y', '-y', '+z', '-z' (factors >= 1)."""
-    src = []
+    '+x', '-x', '+y', '-y', '+z', '-z' (factors >= 1).
+
+    A trilinear resampling (zeros outside the box) whose source coordinate along each axis depends
+    on that axis only: separable, one small matrix of linear weights per axis (:mod:`.resample`)."""
+    ws = []
     for ax, name in enumerate("xyz"):
-        d = box.d[ax]
+        d = box.d[ax][tuple(slice(None) if a == ax else 0 for a in range(3))]  # the axis' offsets (n,)
         s = torch.where(d >= 0, torch.tensor(scales[f"+{name}"]), torch.tensor(scales[f"-{name}"]))
-        src.append(d / s)
-    # normalised grid_sample coordinates of the source points in the box (align_corners=False)
-    norm = []
-    for ax in range(3):
-        n = box.shape[ax]
         first = float(box.d[ax][(0, 0, 0)])
-        idx = (src[ax] - first) / box.spacing_mm[ax]  # continuous voxel index
-        norm.append((idx + 0.5) / n * 2 - 1)
-    grid = torch.stack([norm[2], norm[1], norm[0]], -1)[None]  # (1, X, Y, Z, 3) as (W=z, H=y, D=x)
-    return F.grid_sample(occ[None, None].float(), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)[0, 0]
+        ws.append(linear_weights((d / s - first) / box.spacing_mm[ax], box.shape[ax], "zeros"))  # continuous index
+    return separable(occ.float(), *ws)
 
 
 def make_cardiomegaly(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None,

@@ -36,12 +36,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..anatomy import Anatomy, Lesion
-from .base import MU_AIR, MU_WATER, FindingSpec, crop_lesion, pick, severity_scale
-from .pleura import (Coarse, SubBox, costal_distance_mm, disc, lung_extent_mm, one_side, organ_box, sigmoid,
-                     smooth_noise, tube, zone_weight)
+from .base import MU_AIR, MU_WATER, FindingSpec, crop_lesion, organ_bbox, organ_crop, pick, severity_scale
+from .pleura import (Coarse, SubBox, coarse_costal_distance, disc, lung_extent_mm, lung_side, one_side, organ_box,
+                     sigmoid, smooth_noise, tube, zone_weight)
+from .resample import linear_weights, separable
 
 __all__ = ["SPECS", "consolidation", "pneumonia", "atelectasis", "edema", "infiltration", "fibrosis", "emphysema",
            "ground_glass_covid", "viral_pneumonia", "tuberculosis"]
@@ -73,7 +73,7 @@ def lung_mu_typical(anatomy: Anatomy) -> float:
     key = "lungfindings:lung_mu"
     if key not in anatomy._cache:
         box = organ_box(anatomy, ["lung"], pad=0)
-        m = box.organ("lung") > 0.9
+        m = organ_crop(anatomy, "lung", box.sl) > 0.9
         anatomy._cache[key] = float(box.mu[m][::7].median())
     return anatomy._cache[key]
 
@@ -114,7 +114,7 @@ def lobe_occupancy(anatomy: Anatomy, side: str, zone: str, pad: int = 3) -> tupl
     name = _LOBE[(side, zone)]
     box = organ_box(anatomy, [name], pad=pad)
     if (side, zone) == ("left", "middle"):
-        (_, _), (_, _), (k0, k1) = anatomy._cache[f"lungfindings:bbox:{name}:0.05"]
+        (_, _), (_, _), (k0, k1) = organ_bbox(anatomy, name, 0.05)
         z0, z1 = anatomy.index_to_mm((0, 0, k0))[2], anatomy.index_to_mm((0, 0, k1 - 1))[2]
         cut = z0 + 0.42 * (z1 - z0)
         box = z_box(anatomy, box, None, cut + 15.0)
@@ -123,19 +123,30 @@ def lobe_occupancy(anatomy: Anatomy, side: str, zone: str, pad: int = 3) -> tupl
     return name, box, box.organ(name)
 
 
-def random_points(rng: np.random.Generator, box, weight: torch.Tensor, threshold: float = 0.5, n: int = 1):
+def candidates(weight: torch.Tensor, threshold: float = 0.5) -> np.ndarray:
+    """Flat (C-order) indices where ``weight >= threshold``, else where it is maximal (for :func:`random_points`)."""
+    w = weight.numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
+    cand = np.flatnonzero(w >= threshold)  # the order of torch.nonzero, which is ~10x slower
+    if cand.size == 0:
+        cand = np.flatnonzero(w >= float(w.max()) * 0.999)
+    return cand
+
+
+def random_points(rng: np.random.Generator, box, weight: torch.Tensor | None, threshold: float = 0.5, n: int = 1,
+                  cand: np.ndarray | None = None):
     """``n`` random voxel centres (mm) of ``box`` (a SubBox or Coarse grid) where ``weight >= threshold``
-    (else where it is maximal)."""
-    cand = torch.nonzero(weight >= threshold)
-    if cand.shape[0] == 0:
-        cand = torch.nonzero(weight >= float(weight.max()) * 0.999)
-    pick_ = rng.integers(cand.shape[0], size=n)
-    return [tuple(float(box.axes[a][int(cand[i, a])]) for a in range(3)) for i in pick_]
+    (else where it is maximal); ``cand``: precomputed :func:`candidates` (then ``weight`` is not used)."""
+    if cand is None:
+        cand = candidates(weight, threshold)
+    pick_ = rng.integers(cand.size, size=n)
+    idx = np.unravel_index(cand[pick_], tuple(weight.shape) if weight is not None else box.shape)
+    return [tuple(float(box.axes[a][int(idx[a][i])]) for a in range(3)) for i in range(n)]
 
 
-def random_point(rng: np.random.Generator, box, weight: torch.Tensor, threshold: float = 0.5):
-    """One random voxel centre (mm) of ``box`` where ``weight >= threshold``."""
-    return random_points(rng, box, weight, threshold, 1)[0]
+def random_point(rng: np.random.Generator, box, weight: torch.Tensor | None, threshold: float = 0.5,
+                 cand: np.ndarray | None = None):
+    """One random voxel centre (mm) of ``box`` where ``weight >= threshold`` (see :func:`random_points`)."""
+    return random_points(rng, box, weight, threshold, 1, cand=cand)[0]
 
 
 def _unit(v) -> np.ndarray:
@@ -163,24 +174,25 @@ def branching_tree(rng: np.random.Generator, root: Sequence[float], direction: S
 
 # ----------------------------------------------------------------------------- consolidation / pneumonia
 def _airspace(anatomy: Anatomy, rng: np.random.Generator, side: str, zone: str, severity: str, lobar: bool):
-    name, box, lobe = lobe_occupancy(anatomy, side, zone)
+    pre = _lobe_anatomy(anatomy, side, zone)
+    name, box, lobe = pre["name"], pre["box"], pre["lobe"]
     x, y, z = box.grid()
     sp = anatomy.spacing_mm
     if lobar:  # most of the lobe, filled from a random seed region outwards
         frac = severity_scale(severity, 0.45, 0.75, 0.97)
         field = smooth_noise(rng, box.shape, 35.0, sp) + 0.35 * smooth_noise(rng, box.shape, 9.0, sp)
-        vals = field[lobe >= 0.5]
+        vals = field[pre["inside"]]
         thr = float(torch.quantile(vals[:: max(1, vals.numel() // 100000)], 1.0 - frac)) if frac < 0.999 else -1e9
         fill = sigmoid((field - thr) / 0.12) * 0.97
     else:  # a segment: a wedge from the hilum to the pleura, with fluffy, lobulated edges
         half = math.radians(severity_scale(severity, 17.0, 24.0, 33.0) * float(rng.uniform(0.9, 1.1)))
         hil = np.asarray(hilum_mm(anatomy, side))
-        tgt = np.asarray(random_point(rng, box, lobe * (zone_weight(z, lung_extent_mm(anatomy, side), zone)
-                                                        if (side, zone) != ("left", "middle") else 1.0), 0.9))
-        axis = torch.tensor(_unit(tgt - hil), dtype=torch.float32)
-        dx, dy, dz = x - float(hil[0]), y - float(hil[1]), z - float(hil[2])
-        r = torch.sqrt(dx * dx + dy * dy + dz * dz).clamp_min(1e-3)
-        ang = torch.acos(((dx * axis[0] + dy * axis[1] + dz * axis[2]) / r).clamp(-1, 1))
+        tgt = np.asarray(random_point(rng, box, None, cand=pre["targets"]))
+        axis = _unit(tgt - hil)
+        r = pre["r_hilum"]
+        cos = (x - float(hil[0])) * float(axis[0]) + (y - float(hil[1])) * float(axis[1])
+        cos = cos + (z - float(hil[2])) * float(axis[2])
+        ang = torch.acos(cos.div_(r).clamp_(-1, 1))
         edge = (half * (1.0 + 0.25 * smooth_noise(rng, box.shape, 16.0, sp))
                 + 0.1 * smooth_noise(rng, box.shape, 5.0, sp))
         near = float(np.linalg.norm(tgt - hil)) * float(rng.uniform(0.25, 0.45))  # spares the central lobe
@@ -191,14 +203,33 @@ def _airspace(anatomy: Anatomy, rng: np.random.Generator, side: str, zone: str, 
     hil = hilum_mm(anatomy, side)
     w = fill * lobe
     m = float(w.sum())
-    if m > 1.0:
-        cen = [float((w * g).sum()) / m for g in torch.broadcast_tensors(x, y, z)]
+    if m > 1.0:  # the filling's centroid (sums per axis: no full-size products)
+        cen = [float((w.sum(dim=[b for b in range(3) if b != a]) * box.axes[a]).sum()) / m for a in range(3)]
         root = np.asarray(hil) + 0.45 * (np.asarray(cen) - np.asarray(hil))
         span = float(np.linalg.norm(np.asarray(cen) - root))
         for seg in branching_tree(rng, root, np.asarray(cen) - root, max(0.5 * span, 12.0), 3.4, generations=5):
             tube(air, box, seg[0], seg[1], seg[2], seg[3])
-    delta = fill * (1.0 - 0.9 * air) * lobe * (MU_AIRLESS - box.mu)
+    delta = fill.mul_(air.mul_(-0.9).add_(1.0)).mul_(pre["to_airless"])
     return delta, box, name
+
+
+def _lobe_anatomy(anatomy: Anatomy, side: str, zone: str) -> dict:
+    """Airspace filling of the lobe of (side, zone), what does not depend on the draw (once per patient):
+    :func:`lobe_occupancy`, where the lobe is >= 0.5, the candidate target voxels of a segment (lobe
+    times the zone's window >= 0.9), the distance to the hilum (mm) and lobe * (airless - mu)."""
+    key = f"lungfindings:lobe:{side}:{zone}"
+    if key in anatomy._cache:
+        return anatomy._cache[key]
+    name, box, lobe = lobe_occupancy(anatomy, side, zone)
+    x, y, z = box.grid()
+    hil = np.asarray(hilum_mm(anatomy, side))
+    dx, dy, dz = x - float(hil[0]), y - float(hil[1]), z - float(hil[2])
+    weight = lobe * (zone_weight(z, lung_extent_mm(anatomy, side), zone) if (side, zone) != ("left", "middle") else 1.0)
+    anatomy._cache[key] = {"name": name, "box": box, "lobe": lobe, "inside": lobe >= 0.5,
+                           "targets": candidates(weight, 0.9),
+                           "r_hilum": torch.sqrt(dx * dx + dy * dy + dz * dz).clamp_min(1e-3),
+                           "to_airless": lobe * (MU_AIRLESS - box.mu)}
+    return anatomy._cache[key]
 
 
 def consolidation(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None, zone: str | None = None,
@@ -223,16 +254,46 @@ def pneumonia(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = 
 
 # ----------------------------------------------------------------------------- atelectasis
 def _backward_shrink(box: SubBox, vol: torch.Tensor, anchor: Sequence[float], scale: Sequence[float]) -> torch.Tensor:
-    """``vol`` (box) shrunk about ``anchor`` (mm) by ``scale`` per axis: out(p) = vol(a + (p - a) / s)."""
-    x, y, z = box.grid()
-    q = [anchor[0] + (x - anchor[0]) / scale[0], anchor[1] + (y - anchor[1]) / scale[1],
-         anchor[2] + (z - anchor[2]) / scale[2]]
-    norm = []
-    for qa, ax in zip(q, box.axes):
+    """``vol`` (box) shrunk about ``anchor`` (mm) by ``scale`` per axis: out(p) = vol(a + (p - a) / s)
+    (trilinear, 0 outside the box).  The source of each axis depends on that axis only: separable."""
+    ws = []
+    for a, s, ax in zip(anchor, scale, box.axes):
         step = float(ax[1] - ax[0])
-        norm.append((qa - (float(ax[0]) - step / 2)) / (ax.numel() * step) * 2 - 1)
-    g = torch.stack(torch.broadcast_tensors(norm[2], norm[1], norm[0]), -1)[None]
-    return F.grid_sample(vol[None, None], g, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+        ws.append(linear_weights((a + (ax - a) / s - float(ax[0])) / step, ax.numel(), "zeros"))  # voxel index
+    return separable(vol, *ws)
+
+
+def _plate_anatomy(anatomy: Anatomy, side: str, zone: str) -> tuple[SubBox, np.ndarray, torch.Tensor]:
+    """Plate atelectasis in (side, zone), once per patient: the zone's slab of the lung's box, the
+    candidate disc centres (lung within the zone's band) and lung * (airless - mu)."""
+    key = f"lungfindings:plates:{side}:{zone}"
+    if key not in anatomy._cache:
+        ext = lung_extent_mm(anatomy, side)
+        h = ext["z1"] - ext["z0"]
+        lo_f, hi_f = {"lower": (0.14, 0.36), "middle": (0.38, 0.6), "upper": (0.64, 0.82)}[zone]
+        box = z_box(anatomy, organ_box(anatomy, [f"lung_{side}"], pad=2), ext["z0"] + (lo_f - 0.12) * h,
+                    ext["z0"] + (hi_f + 0.12) * h)
+        lung = box.organ(f"lung_{side}")
+        _, _, z = box.grid()
+        hgt = (z - ext["z0"]) / h
+        cand = lung * sigmoid((hgt - lo_f) / 0.02) * sigmoid((hi_f - hgt) / 0.02)
+        anatomy._cache[key] = (box, candidates(cand, 0.9), lung * (MU_AIRLESS - box.mu))
+    return anatomy._cache[key]
+
+
+def _collapse_anatomy(anatomy: Anatomy, side: str, zone: str):
+    """Lobar collapse in (side, zone), once per patient: :func:`lobe_occupancy` (pad 4) and the lobe's
+    medial x, mean y and z, posterior y, top and bottom z (mm) (occupancy >= 0.5)."""
+    key = f"lungfindings:collapse:{side}:{zone}"
+    if key not in anatomy._cache:
+        name, box, lobe = lobe_occupancy(anatomy, side, zone, pad=4)
+        idx = torch.nonzero(lobe >= 0.5)
+        pts = [box.axes[a][idx[:, a]] for a in range(3)]
+        x_med = float(pts[0].min()) if side == "left" else float(pts[0].max())
+        yc, zc = float(pts[1].mean()), float(pts[2].mean())
+        y_post, z_top, z_bot = float(pts[1].min()), float(pts[2].max()), float(pts[2].min())
+        anatomy._cache[key] = (name, box, lobe, (x_med, yc, zc, y_post, z_top, z_bot))
+    return anatomy._cache[key]
 
 
 def atelectasis(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None, zone: str | None = None,
@@ -246,36 +307,23 @@ def atelectasis(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None 
     severity_scale(severity, 0, 0, 0)
     sp = anatomy.spacing_mm
     ext = lung_extent_mm(anatomy, side)
-    h = ext["z1"] - ext["z0"]
     if severity != "severe":
-        lo_f, hi_f = {"lower": (0.14, 0.36), "middle": (0.38, 0.6), "upper": (0.64, 0.82)}[zone]
-        box = z_box(anatomy, organ_box(anatomy, [f"lung_{side}"], pad=2), ext["z0"] + (lo_f - 0.12) * h,
-                    ext["z0"] + (hi_f + 0.12) * h)
-        lung = box.organ(f"lung_{side}")
-        _, _, z = box.grid()
-        hgt = (z - ext["z0"]) / h
+        box, cand, to_airless = _plate_anatomy(anatomy, side, zone)
         plates = torch.zeros(box.shape)
         n = 1 if severity == "mild" else int(rng.integers(2, 4))
         thick = severity_scale(severity, 3.5, 5.5, 5.5)
-        cand = lung * sigmoid((hgt - lo_f) / 0.02) * sigmoid((hi_f - hgt) / 0.02)
         lateral = ext["x1"] if side == "left" else ext["x0"]
-        for c in random_points(rng, box, cand, 0.9, n):
+        for c in random_points(rng, box, None, n=n, cand=cand):
             radius = float(rng.uniform(22.0, 32.0) if severity == "mild" else rng.uniform(28.0, 42.0))
             c = list(c)  # move the disc towards the lateral pleura, which plate atelectasis usually reaches
             c[0] = c[0] + 0.5 * (lateral - _sgn(side) * 0.6 * radius - c[0])
             tilt = rng.normal(0, 0.18, size=2)
             disc(plates, box, c, (tilt[0], tilt[1], 1.0), radius, thick * float(rng.uniform(0.8, 1.2)), edge_mm=4.0)
         plates = plates * (1.0 + 0.2 * smooth_noise(rng, box.shape, 10.0, sp)).clamp(0, 1)
-        delta = plates * lung * (MU_AIRLESS - box.mu)
+        delta = plates.mul_(to_airless)
         kind = "plate"
     else:
-        name, box, lobe = lobe_occupancy(anatomy, side, zone, pad=4)
-        m = lobe >= 0.5
-        idx = torch.nonzero(m)
-        pts = [box.axes[a][idx[:, a]] for a in range(3)]
-        x_med = float(pts[0].min()) if side == "left" else float(pts[0].max())
-        yc, zc = float(pts[1].mean()), float(pts[2].mean())
-        y_post, z_top, z_bot = float(pts[1].min()), float(pts[2].max()), float(pts[2].min())
+        _, box, lobe, (x_med, yc, zc, y_post, z_top, z_bot) = _collapse_anatomy(anatomy, side, zone)
         s = 0.55 * float(rng.uniform(0.93, 1.07))
         anchor, scale = {
             "upper": ((x_med, yc, z_top), (s, s, 0.5 + 0.5 * s)),
@@ -290,6 +338,30 @@ def atelectasis(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None 
 
 
 # ----------------------------------------------------------------------------- edema
+def _edema_anatomy(anatomy: Anatomy, s: str) -> tuple[torch.Tensor, np.ndarray]:
+    """Edema of lung ``s``, what does not depend on the draw (once per patient), on the lung's coarse
+    grid: the haze's weight (central, fading towards the costal surface, and perihilar) and the
+    candidate centres of the Kerley B lines (lateral bases, near the costal surface)."""
+    key = f"lungfindings:edema:{s}"
+    if key in anatomy._cache:
+        return anatomy._cache[key]
+    ext = lung_extent_mm(anatomy, s)
+    hx, hy, hz = hilum_mm(anatomy, s)
+    w_ = ext["x1"] - ext["x0"]
+    h_ = ext["z1"] - ext["z0"]
+    # the haze is smooth: computed on a 2x coarser grid
+    cg, lung_c, d = coarse_costal_distance(anatomy, s, lung_side(anatomy, s)["box"])
+    x, y, z = cg.grid()
+    central = (d / 30.0).clamp(0, 1) ** 1.3
+    perihilar = torch.exp(-0.5 * (((x - hx) / (0.5 * w_)) ** 2 + ((z - hz) / (0.42 * h_)) ** 2
+                                  + ((y - hy) / 70.0) ** 2))
+    hgt = (z - ext["z0"]) / h_
+    cand = lung_c * sigmoid((hgt - 0.12) / 0.03) * sigmoid((0.38 - hgt) / 0.03) * (d < 8.0) * (
+        sigmoid((_sgn(s) * (x - hx) - 0.55 * w_) / 4.0))
+    anatomy._cache[key] = (central * perihilar, candidates(cand, 0.5))
+    return anatomy._cache[key]
+
+
 def edema(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None, zone: str | None = None,
           severity: str = "moderate") -> list[Lesion]:
     """Bilateral perihilar haze fading to the periphery, with Kerley B lines at the lateral bases."""
@@ -297,33 +369,17 @@ def edema(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None
     zone = pick(rng, zone, ("diffuse",), "zone")
     amp = severity_scale(severity, 0.15, 0.35, 0.75)
     n_lines = severity_scale(severity, 6, 9, 10)
-    sp = anatomy.spacing_mm
     parts = []
     for s in ("left", "right"):
-        ext = lung_extent_mm(anatomy, s)
-        box = organ_box(anatomy, [f"lung_{s}"], pad=2)
-        lung = box.organ(f"lung_{s}")
-        hx, hy, hz = hilum_mm(anatomy, s)
-        w_ = ext["x1"] - ext["x0"]
-        h_ = ext["z1"] - ext["z0"]
-        # the haze is smooth: computed on a 2x coarser grid
-        cg = Coarse(box)
-        x, y, z = cg.grid()
-        d = costal_distance_mm(cg.pool(lung), s, cg.spacing_mm)
-        central = (d / 30.0).clamp(0, 1) ** 1.3
-        perihilar = torch.exp(-0.5 * (((x - hx) / (0.5 * w_)) ** 2 + ((z - hz) / (0.42 * h_)) ** 2
-                                      + ((y - hy) / 70.0) ** 2))
-        w = central * perihilar * (1.0 + 0.3 * smooth_noise(rng, cg.shape, 14.0, cg.spacing_mm))
+        side_ = lung_side(anatomy, s)
+        box, cg = side_["box"], side_["coarse"]
+        base, cand = _edema_anatomy(anatomy, s)
+        w = base * (1.0 + 0.3 * smooth_noise(rng, cg.shape, 14.0, cg.spacing_mm))
         fill = cg.up((amp * w).clamp(0, 0.85))
         # Kerley B: short horizontal septal sheets meeting the lateral pleura at the bases
-        lines = torch.zeros(box.shape)
-        hgt = (z - ext["z0"]) / h_
-        cand = cg.pool(lung) * sigmoid((hgt - 0.12) / 0.03) * sigmoid((0.38 - hgt) / 0.03) * (d < 8.0) * (
-            sigmoid((_sgn(s) * (x - hx) - 0.55 * w_) / 4.0))
-        for c in random_points(rng, cg, cand, 0.5, int(n_lines)):
-            disc(lines, box, c, (0.0, 0.0, 1.0), float(rng.uniform(8.0, 14.0)), 2.0, edge_mm=1.5)
-        fill = torch.maximum(fill, 0.9 * lines)
-        parts.append((box, fill * lung * (MU_WATER - box.mu)))
+        for c in random_points(rng, cg, None, n=int(n_lines), cand=cand):
+            disc(fill, box, c, (0.0, 0.0, 1.0), float(rng.uniform(8.0, 14.0)), 2.0, value=0.9, edge_mm=1.5)
+        parts.append((box, fill.mul_(side_["to_water"])))
     delta, origin = merge(parts)
     return [crop_lesion("edema", delta, side=side, zone=zone, severity=severity, origin=origin)]
 
@@ -377,23 +433,66 @@ def fibrosis(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = N
         if zone == "lower":
             box = z_box(anatomy, box, None, ext["z0"] + 0.75 * h)
         lung = box.organ(f"lung_{s}")
-        cg = Coarse(box)
+        cg, _, d = coarse_costal_distance(anatomy, s, box)
         _, _, z = cg.grid()
-        d = costal_distance_mm(cg.pool(lung), s, cg.spacing_mm)
         hgt = ((z - ext["z0"]) / h).clamp(0, 1)
         basal = sigmoid((0.5 - hgt) / 0.1) if zone == "lower" else 0.35 + 0.65 * (1 - hgt)
         region = cg.up(torch.exp(-d / reach) * basal) * lung
         # walls: the zero sets of two band-limited fields (a sponge of thin sheets, ~5-8 mm cells)
         f1 = smooth_noise(rng, box.shape, 8.0, sp)
         f2 = smooth_noise(rng, box.shape, 13.0, sp)
-        walls = torch.maximum(torch.exp(-(f1 / 0.3) ** 2), 0.8 * torch.exp(-(f2 / 0.3) ** 2))
-        fill = dens * walls * region
-        parts.append((box, fill * (MU_WATER - box.mu)))
+        walls = torch.maximum(f1.div_(0.3).square_().neg_().exp_(), f2.div_(0.3).square_().neg_().exp_().mul_(0.8))
+        fill = walls.mul_(dens).mul_(region)
+        parts.append((box, fill.mul_(MU_WATER - box.mu)))
     delta, origin = merge(parts)
     return [crop_lesion("fibrosis", delta, side=side, zone=zone, severity=severity, origin=origin)]
 
 
 # ----------------------------------------------------------------------------- emphysema
+def _emphysema_anatomy(anatomy: Anatomy, s: str) -> dict:
+    """What emphysema needs of one lung that does not depend on the draw, once per patient: the lung's
+    box and coarse grid, lung occupancy times the lung part of mu, the bullae's candidate voxels
+    (upper zone), and for the flattened hemidiaphragm its dome level and, on the slab of the box
+    up to the domes, the tissue that may become lung (below the lung, within the lung's footprint,
+    never under the heart, not heart / vessels / spine / ribs) and 1 - lung (None: no dome)."""
+    key = f"lungfindings:emphysema:{s}"
+    if key in anatomy._cache:
+        return anatomy._cache[key]
+    from scipy.ndimage import binary_dilation
+
+    ext = lung_extent_mm(anatomy, s)
+    h = ext["z1"] - ext["z0"]
+    box = organ_box(anatomy, [f"lung_{s}"], pad=2)
+    lung = box.organ(f"lung_{s}")
+    mu = box.mu
+    _, _, z = box.grid()
+    hgt = ((z - ext["z0"]) / h).clamp(0, 1)
+    out = {"box": box, "lung": lung, "mu": mu, "coarse": Coarse(box), "lung_mu": lung * lung_part_mu(mu, lung, anatomy),
+           "bullae": candidates(lung * sigmoid((hgt - 0.62) / 0.03), 0.95), "dia": None}
+    m = (lung >= 0.5).numpy()
+    heart = (box.organ("heart") >= 0.2).numpy()
+    above_lung = np.flip(np.maximum.accumulate(np.flip(m, 2), 2), 2)  # lung somewhere above, same column
+    above_heart = np.flip(np.maximum.accumulate(np.flip(heart, 2), 2), 2)
+    has = m.any(2)
+    bottom = np.where(has, np.argmax(m, axis=2), 0)  # lowest lung voxel per column
+    zb = box.axes[2].numpy()[bottom]
+    near_heart = binary_dilation(above_heart.any(2), iterations=5)  # ~1 cm around the heart's columns
+    cols = has & ~near_heart & (zb < ext["z0"] + 0.45 * h)  # columns whose lung ends on the diaphragm
+    if cols.any():
+        dome = float(np.quantile(zb[cols], 0.97))
+        region = above_lung & ~m & ~above_heart & cols[:, :, None] & (box.axes[2].numpy() <= dome + 3.0)[None, None]
+        # the slab of the box up to the region's top (+ 1 voxel, so the lesion's crop is unchanged)
+        top = int(np.flatnonzero(region.any((0, 1)))[-1]) + 2 if region.any() else 1
+        slab = SubBox(anatomy, box.lo, (box.hi[0], box.hi[1], min(box.hi[2], box.lo[2] + top)))
+        k = slab.shape[2]
+        keep = (slab.organ("heart") + slab.organ("aorta") + slab.organ("esophagus") + slab.organ("spine")
+                + slab.organ("ribs")).clamp(0, 1)
+        out["dia"] = (slab, dome, torch.from_numpy(region[:, :, :k].astype(np.float32)) * (1.0 - keep),
+                      1.0 - lung[:, :, :k])
+    anatomy._cache[key] = out
+    return out
+
+
 def emphysema(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None, zone: str | None = None,
               severity: str = "moderate") -> list[Lesion]:
     """Hyperlucent lungs (upper-zone predominant, bullae unless mild) and flat, low hemidiaphragms.
@@ -404,25 +503,19 @@ def emphysema(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = 
     zone = pick(rng, zone, ("diffuse",), "zone")
     loss = severity_scale(severity, 0.22, 0.36, 0.5)  # fraction of lung density lost
     drop = severity_scale(severity, 10.0, 20.0, 30.0)  # how far the domes come down (mm)
-    sp = anatomy.spacing_mm
     parts, dia = [], []
     for s in ("left", "right"):
         ext = lung_extent_mm(anatomy, s)
         h = ext["z1"] - ext["z0"]
-        full = organ_box(anatomy, [f"lung_{s}"], pad=2)
-        box = SubBox(anatomy, full.lo, full.hi)
-        lung = box.organ(f"lung_{s}")
-        x, y, z = box.grid()
-        mu = box.mu
-        cg = Coarse(box)
+        pre = _emphysema_anatomy(anatomy, s)
+        box, lung, mu, cg = pre["box"], pre["lung"], pre["mu"], pre["coarse"]
         _, _, zc = cg.grid()
         r = loss * (0.75 + 0.5 * ((zc - ext["z0"]) / h).clamp(0, 1)) * (
             1.0 + 0.25 * smooth_noise(rng, cg.shape, 20.0, cg.spacing_mm))
-        delta = -cg.up(r.clamp(0, 0.85)) * lung * lung_part_mu(mu, lung, anatomy)
+        delta = -cg.up(r.clamp(0, 0.85)) * pre["lung_mu"]
         if severity != "mild":  # bullae: thin-walled air spaces in the upper zone
-            hgt = ((z - ext["z0"]) / h).clamp(0, 1)
             nb = int(rng.integers(1, 3 if severity == "moderate" else 4))
-            for c in random_points(rng, box, lung * sigmoid((hgt - 0.62) / 0.03), 0.95, nb):
+            for c in random_points(rng, box, None, n=nb, cand=pre["bullae"]):
                 rb = float(rng.uniform(9.0, 16.0 if severity == "moderate" else 24.0))
                 bb = ball_box(anatomy, c, rb + 5.0)
                 lo = [max(p, q) for p, q in zip(bb.lo, box.lo)]
@@ -436,28 +529,13 @@ def emphysema(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = 
                 mu_s, d_s, l_s = mu[sl], delta[sl], lung[sl]
                 delta[sl] = d_s + l_s * (inside * (MU_AIR - mu_s - d_s)
                                          + 0.4 * wall * (MU_WATER * 0.5 - mu_s) * (1 - inside))
-        # flattened, lower hemidiaphragm: below the lung, above a flat level, within the lung's
-        # footprint and never below the heart, tissue becomes hyperlucent lung
-        m = (lung >= 0.5).numpy()
-        heart = (box.organ("heart") >= 0.2).numpy()
-        above_lung = np.flip(np.maximum.accumulate(np.flip(m, 2), 2), 2)  # lung somewhere above, same column
-        above_heart = np.flip(np.maximum.accumulate(np.flip(heart, 2), 2), 2)
-        has = m.any(2)
-        bottom = np.where(has, np.argmax(m, axis=2), 0)  # lowest lung voxel per column
-        zb = box.axes[2].numpy()[bottom]
-        from scipy.ndimage import binary_dilation
-
-        near_heart = binary_dilation(above_heart.any(2), iterations=5)  # ~1 cm around the heart's columns
-        cols = has & ~near_heart & (zb < ext["z0"] + 0.45 * h)  # columns whose lung ends on the diaphragm
-        if cols.any():
-            dome = float(np.quantile(zb[cols], 0.97))
+        if pre["dia"] is not None:  # flattened, lower hemidiaphragm (see _emphysema_anatomy)
+            slab, dome, region_keep, not_lung = pre["dia"]
             flat = max(dome - drop * float(rng.uniform(0.9, 1.1)), ext["z0"] + 12.0)
-            region = above_lung & ~m & ~above_heart & cols[:, :, None] & (box.axes[2].numpy() <= dome + 3.0)[None, None]
-            keep = (box.organ("heart") + box.organ("aorta") + box.organ("esophagus") + box.organ("spine")
-                    + box.organ("ribs")).clamp(0, 1)
-            w = torch.from_numpy(region.astype(np.float32)) * (1.0 - keep) * sigmoid((z - flat) / 1.5) * (1.0 - lung)
+            _, _, z = slab.grid()
+            w = region_keep * sigmoid((z - flat) / 1.5) * not_lung
             target = lung_mu_typical(anatomy) * (1.0 - loss)
-            dia.append((box, w * (target - mu)))
+            dia.append((slab, w * (target - slab.mu)))
         parts.append((box, delta))
     delta, origin = merge(parts)
     out = [crop_lesion("emphysema", delta, side=side, zone=zone, severity=severity, origin=origin,
@@ -470,6 +548,23 @@ def emphysema(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = 
 
 
 # ----------------------------------------------------------------------------- ground glass (COVID-19)
+def _ground_glass_anatomy(anatomy: Anatomy, s: str, zone: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground glass of lung ``s``, once per patient and zone, on the coarse grid: the region
+    (peripheral, lower) clipped to [0, 1], and where region times lung exceeds 0.3."""
+    key = f"lungfindings:ground_glass:{s}:{zone}"
+    if key in anatomy._cache:
+        return anatomy._cache[key]
+    ext = lung_extent_mm(anatomy, s)
+    h = ext["z1"] - ext["z0"]
+    cg, lung_c, d = coarse_costal_distance(anatomy, s, lung_side(anatomy, s)["box"], below=False)
+    _, _, z = cg.grid()
+    hgt = ((z - ext["z0"]) / h).clamp(0, 1)
+    lower = sigmoid((0.6 - hgt) / 0.12) if zone == "lower" else 0.45 + 0.55 * sigmoid((0.6 - hgt) / 0.12)
+    region = torch.exp(-d / 30.0) * lower
+    anatomy._cache[key] = (region.clamp(0, 1), (region * lung_c) > 0.3)
+    return anatomy._cache[key]
+
+
 def ground_glass_covid(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None,
                        zone: str | None = None, severity: str = "moderate") -> list[Lesion]:
     """Bilateral peripheral, lower-zone predominant, patchy ground glass (vessels stay visible)."""
@@ -477,26 +572,19 @@ def ground_glass_covid(anatomy: Anatomy, rng: np.random.Generator, *, side: str 
     zone = pick(rng, zone, ("lower", "diffuse"), "zone")
     mu_gg = severity_scale(severity, 0.011, 0.0145, 0.018)
     cover = severity_scale(severity, 0.35, 0.5, 0.7)
-    sp = anatomy.spacing_mm
     parts = []
     for s in ("left", "right"):
-        ext = lung_extent_mm(anatomy, s)
-        h = ext["z1"] - ext["z0"]
-        box = organ_box(anatomy, [f"lung_{s}"], pad=2)
-        lung = box.organ(f"lung_{s}")
-        cg = Coarse(box)  # everything here is smooth: a 2x coarser grid
-        _, _, z = cg.grid()
-        lung_c = cg.pool(lung)
-        d = costal_distance_mm(lung_c, s, cg.spacing_mm, below=False)
-        hgt = ((z - ext["z0"]) / h).clamp(0, 1)
-        lower = sigmoid((0.6 - hgt) / 0.12) if zone == "lower" else 0.45 + 0.55 * sigmoid((0.6 - hgt) / 0.12)
-        region = torch.exp(-d / 30.0) * lower
+        side_ = lung_side(anatomy, s)
+        box, lung, cg = side_["box"], side_["lung"], side_["coarse"]  # everything here is smooth: a 2x coarser grid
+        region, sel = _ground_glass_anatomy(anatomy, s, zone)
         field = smooth_noise(rng, cg.shape, 18.0, cg.spacing_mm) + 0.4 * smooth_noise(rng, cg.shape, 8.0, cg.spacing_mm)
-        sel = (region * lung_c) > 0.3
         vals = field[sel] if bool(sel.any()) else field.flatten()
         thr = float(torch.quantile(vals[:: max(1, vals.numel() // 100000)], 1.0 - cover))
-        fill = cg.up(sigmoid((field - thr) / 0.35) * region.clamp(0, 1))
-        parts.append((box, fill * lung * (mu_gg - box.mu).clamp_min(0.0)))
+        fill = cg.up(sigmoid((field - thr) / 0.35) * region)
+        key = f"lungfindings:ground_glass:{s}:{mu_gg}"  # lung * (mu_gg - mu), per severity
+        if key not in anatomy._cache:
+            anatomy._cache[key] = lung * (mu_gg - box.mu).clamp_min(0.0)
+        parts.append((box, fill.mul_(anatomy._cache[key])))
     delta, origin = merge(parts)
     return [crop_lesion("ground_glass_covid", delta, side=side, zone=zone, severity=severity, origin=origin)]
 
@@ -510,29 +598,30 @@ def viral_pneumonia(anatomy: Anatomy, rng: np.random.Generator, *, side: str | N
     n = int(severity_scale(severity, 7, 11, 15))
     haze = severity_scale(severity, 0.12, 0.22, 0.32)
     wall_d = severity_scale(severity, 0.7, 0.8, 0.9)
-    sp = anatomy.spacing_mm
     parts = []
     for s in ("left", "right"):
         ext = lung_extent_mm(anatomy, s)
-        box = organ_box(anatomy, [f"lung_{s}"], pad=2)
-        lung = box.organ(f"lung_{s}")
+        side_ = lung_side(anatomy, s)
+        box, cg = side_["box"], side_["coarse"]
         hil = np.asarray(hilum_mm(anatomy, s))
         w_ = ext["x1"] - ext["x0"]
         h_ = ext["z1"] - ext["z0"]
-        cuffs = torch.zeros(box.shape)
+        segs = []
         for _ in range(n):
             d = np.array([_sgn(s) * rng.uniform(0.4, 1.0), rng.normal(0, 0.5), rng.normal(0, 0.8)])
             root = hil + rng.normal(0, 6.0, size=3)
-            for seg in branching_tree(rng, root, d, float(rng.uniform(24.0, 34.0)), 4.5, generations=3,
-                                      spread_deg=(15.0, 30.0)):
-                tube(cuffs, box, seg[0], seg[1], seg[2], seg[3], lumen=0.4)
-        cg = Coarse(box)
-        x, y, z = cg.grid()
-        perihilar = torch.exp(-0.5 * (((x - hil[0]) / (0.45 * w_)) ** 2 + ((z - hil[2]) / (0.35 * h_)) ** 2
-                                      + ((y - hil[1]) / 60.0) ** 2))
-        haze_f = cg.up(haze * perihilar * (1.0 + 0.3 * smooth_noise(rng, cg.shape, 12.0, cg.spacing_mm)))
-        fill = torch.maximum(wall_d * cuffs, haze_f)
-        parts.append((box, fill.clamp(0, 1) * lung * (MU_WATER - box.mu)))
+            segs += branching_tree(rng, root, d, float(rng.uniform(24.0, 34.0)), 4.5, generations=3,
+                                   spread_deg=(15.0, 30.0))
+        key = f"lungfindings:viral:{s}"  # the perihilar weight on the coarse grid, once per patient
+        if key not in anatomy._cache:
+            x, y, z = cg.grid()
+            anatomy._cache[key] = torch.exp(-0.5 * (((x - hil[0]) / (0.45 * w_)) ** 2 + ((z - hil[2]) / (0.35 * h_)) ** 2
+                                                    + ((y - hil[1]) / 60.0) ** 2))
+        perihilar = anatomy._cache[key]
+        fill = cg.up(haze * perihilar * (1.0 + 0.3 * smooth_noise(rng, cg.shape, 12.0, cg.spacing_mm)))
+        for seg in segs:  # the cuffed bronchi, painted (max) over the haze
+            tube(fill, box, seg[0], seg[1], seg[2], seg[3], value=wall_d, lumen=0.4)
+        parts.append((box, fill.clamp_(0, 1).mul_(side_["to_water"])))
     delta, origin = merge(parts)
     return [crop_lesion("viral_pneumonia", delta, side=side, zone=zone, severity=severity, origin=origin)]
 

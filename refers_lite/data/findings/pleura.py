@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..anatomy import Anatomy, Lesion
-from .base import MU_AIR, MU_WATER, FindingSpec, crop_lesion, pick, severity_scale
+from .base import MU_AIR, MU_WATER, FindingSpec, crop_lesion, organ_bbox, pick, severity_scale
+from .resample import gaussian_weights, interpolated_moments, resize_weights, separable
 
 __all__ = ["SPECS", "pleural_effusion", "pneumothorax", "pleural_thickening", "SubBox", "Coarse"]
 
@@ -78,10 +79,7 @@ def organ_box(anatomy: Anatomy, names: Sequence[str], pad: int = 3, threshold: f
     lo = [10**9] * 3
     hi = [-1] * 3
     for name in names:
-        key = f"lungfindings:bbox:{name}:{threshold}"
-        if key not in anatomy._cache:
-            anatomy._cache[key] = anatomy.bbox_index(name, threshold)
-        for ax, (a, b) in enumerate(anatomy._cache[key]):
+        for ax, (a, b) in enumerate(organ_bbox(anatomy, name, threshold)):
             lo[ax], hi[ax] = min(lo[ax], a), max(hi[ax], b)
     return SubBox(anatomy, [a - pad for a in lo], [b + pad for b in hi])
 
@@ -113,16 +111,15 @@ class Coarse:
         return F.avg_pool3d(v, 2)[0, 0]
 
     def up(self, vol_c: torch.Tensor) -> torch.Tensor:
-        n = self.box.shape
-        return F.interpolate(vol_c[None, None], scale_factor=2, mode="trilinear",
-                             align_corners=False)[0, 0, :n[0], :n[1], :n[2]].contiguous()
+        """Trilinear x2 (``align_corners=False``) cut to the box: separable, see :mod:`.resample`."""
+        return separable(vol_c, *(resize_weights(c, 2 * c, False)[:n] for c, n in zip(vol_c.shape, self.box.shape)))
 
 
 def lung_extent_mm(anatomy: Anatomy, side: str, threshold: float = 0.5) -> dict[str, float]:
     """Extent of one lung in mm: x (lo, hi), y (lo, hi), z (lo, hi) voxel-centre coordinates."""
     key = f"lungfindings:extent:{side}:{threshold}"
     if key not in anatomy._cache:
-        (i0, i1), (j0, j1), (k0, k1) = anatomy.bbox_index(f"lung_{side}", threshold)
+        (i0, i1), (j0, j1), (k0, k1) = organ_bbox(anatomy, f"lung_{side}", threshold)
         lo = anatomy.index_to_mm((i0, j0, k0))
         hi = anatomy.index_to_mm((i1 - 1, j1 - 1, k1 - 1))
         anatomy._cache[key] = {"x0": lo[0], "x1": hi[0], "y0": lo[1], "y1": hi[1], "z0": lo[2], "z1": hi[2]}
@@ -136,13 +133,13 @@ def smooth_noise(rng: np.random.Generator, shape: Sequence[int], scale_mm: float
     White noise on a coarse grid (one node per ``scale_mm``), lightly smoothed and upsampled
     trilinearly: cheap, smooth and drawn from ``rng`` only.
     """
-    from scipy.ndimage import gaussian_filter
-
     coarse = [max(2, int(math.ceil(n * s / scale_mm)) + 1) for n, s in zip(shape, spacing_mm)]
-    g = gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 0.6, mode="wrap")
-    up = F.interpolate(torch.from_numpy(g)[None, None], size=tuple(int(n) for n in shape), mode="trilinear",
-                       align_corners=True)[0, 0]
-    return (up - up.mean()) / up.std().clamp_min(1e-6)
+    white = torch.from_numpy(rng.standard_normal(coarse).astype(np.float32))
+    # gaussian_filter(sigma 0.6, mode="wrap") then trilinear (align_corners=True): one matrix per axis
+    # (see .resample); both keep constants (rows sum to 1), so normalise before upsampling
+    ws = [resize_weights(c, int(n), True) @ gaussian_weights(c, 0.6, "wrap") for c, n in zip(coarse, shape)]
+    mean, std = interpolated_moments(white, ws)
+    return separable((white - mean) / max(std, 1e-6), *ws)
 
 
 def costal_distance_mm(lung: torch.Tensor, side: str, spacing_mm: Sequence[float],
@@ -168,6 +165,30 @@ def costal_distance_mm(lung: torch.Tensor, side: str, spacing_mm: Sequence[float
     d = (distance_transform_cdt(closed, "taxicab").astype(np.float32)
          + distance_transform_cdt(closed, "chessboard").astype(np.float32)) * (0.5 * float(np.mean(spacing_mm)))
     return torch.from_numpy(d * m)
+
+
+def lung_side(anatomy: Anatomy, side: str) -> dict:
+    """One lung's working set, once per patient: its ``box`` (:func:`organ_box`, pad 2), ``lung``
+    occupancy and ``mu`` there, the ``coarse`` grid and the pooled lung ``lung_c`` on it, and
+    ``to_water`` = lung * (MU_WATER - mu) (the change where the lung part becomes water)."""
+    key = f"lungfindings:side:{side}"
+    if key not in anatomy._cache:
+        box = organ_box(anatomy, [f"lung_{side}"], pad=2)
+        lung, mu = box.organ(f"lung_{side}"), box.mu
+        cg = Coarse(box)
+        anatomy._cache[key] = {"box": box, "lung": lung, "mu": mu, "coarse": cg, "lung_c": cg.pool(lung),
+                               "to_water": lung * (MU_WATER - mu)}
+    return anatomy._cache[key]
+
+
+def coarse_costal_distance(anatomy: Anatomy, side: str, box: SubBox, below: bool = True):
+    """(coarse grid, pooled lung, :func:`costal_distance_mm` on it) of lung ``side`` on ``box``, memoised."""
+    key = f"lungfindings:costal:{side}:{box.lo}:{box.hi}:{below}"
+    if key not in anatomy._cache:
+        cg = Coarse(box)
+        lung_c = cg.pool(box.organ(f"lung_{side}"))
+        anatomy._cache[key] = (cg, lung_c, costal_distance_mm(lung_c, side, cg.spacing_mm, below=below))
+    return anatomy._cache[key]
 
 
 def sigmoid(t: torch.Tensor | float) -> torch.Tensor:
@@ -258,7 +279,7 @@ def one_side(side: str) -> list[str]:
 
 def check_lung(anatomy: Anatomy, side: str) -> None:
     """ValueError if the anatomy has no lung on that side (cheap: the cached lung extent)."""
-    lung_extent_mm(anatomy, side)  # bbox_index raises ValueError for an empty organ
+    lung_extent_mm(anatomy, side)  # organ_bbox raises ValueError for an empty organ
 
 
 # ----------------------------------------------------------------------------- pleural effusion
@@ -286,6 +307,15 @@ def wall_distance_mm(lung: torch.Tensor, side: str, spacing_mm: Sequence[float])
     return torch.from_numpy(dx.astype(np.float32)), torch.from_numpy(dy.astype(np.float32))
 
 
+def _wall_distances(anatomy: Anatomy, side: str) -> tuple[SubBox, tuple[torch.Tensor, torch.Tensor]]:
+    """The lung's box and :func:`wall_distance_mm` on it, once per patient."""
+    key = f"lungfindings:wall_distance:{side}"
+    if key not in anatomy._cache:
+        box = organ_box(anatomy, [f"lung_{side}"], pad=2)
+        anatomy._cache[key] = (box, wall_distance_mm(box.organ(f"lung_{side}"), side, anatomy.spacing_mm))
+    return anatomy._cache[key]
+
+
 def pleural_effusion(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None,
                      zone: str | None = None, severity: str = "moderate") -> list[Lesion]:
     """Dependent pleural fluid with a meniscus; bilateral gives one lesion per side."""
@@ -302,17 +332,19 @@ def pleural_effusion(anatomy: Anatomy, rng: np.random.Generator, *, side: str | 
         level = ext["z0"] + height * frac * float(rng.uniform(0.9, 1.1))
         r_lat = rise * float(rng.uniform(0.85, 1.15))
         top = level + 1.5 * r_lat + 15.0
-        full = organ_box(anatomy, [f"lung_{s}"], pad=2)
+        full, (dx_full, dy_full) = _wall_distances(anatomy, s)
         k_top = int(math.ceil(anatomy.mm_to_index((0, 0, top))[2])) + 2
         box = SubBox(anatomy, full.lo, (full.hi[0], full.hi[1], min(full.hi[2], k_top)))
         lung = box.organ(f"lung_{s}")
         x, y, z = box.grid()
-        dx, dy = wall_distance_mm(lung, s, anatomy.spacing_mm)
+        k = box.shape[2]  # (per row / column of each z slice: the box's slab of the full box's distances)
+        dx, dy = dx_full[:, :, :k], dy_full[:, :, :k]
         # the fluid surface: a level, climbing the lateral wall (meniscus) and, half as much, the
         # posterior wall (the posterior recess fills first), with a little irregularity
-        surf = (level + r_lat * torch.exp(-dx / reach) + 0.6 * r_lat * torch.exp(-dy / reach)
-                + 2.0 * smooth_noise(rng, box.shape, 30.0, anatomy.spacing_mm))
-        w = sigmoid((surf - z) / 1.5) * lung
+        surf = torch.div(dx, -reach).exp_().mul_(r_lat).add_(level)
+        surf += torch.div(dy, -reach).exp_().mul_(0.6 * r_lat)
+        surf += 2.0 * smooth_noise(rng, box.shape, 30.0, anatomy.spacing_mm)
+        w = sigmoid(surf.sub_(z).div_(1.5)).mul_(lung)
         delta = w * (MU_WATER - box.mu)
         out.append(crop_lesion("pleural_effusion", delta, side=s, zone=zone, severity=severity, origin=box.origin,
                                level_mm=float(level), bilateral=side == "bilateral"))
@@ -386,6 +418,34 @@ _THICK_SIDES = ("left", "right", "bilateral")
 _THICK_ZONES = ("upper", "middle", "lower", "diffuse")
 
 
+def _thickening_anatomy(anatomy: Anatomy, s: str, zone: str) -> tuple[SubBox, torch.Tensor, torch.Tensor]:
+    """Pleural thickening of lung ``s`` in ``zone``, what does not depend on the draw (once per patient):
+    the box (the zone's slab of the lung's box), the costal distance, and where the band goes (the
+    lateral pleura or the apical cap, the zone, the lung) times the change to soft tissue."""
+    key = f"lungfindings:thickening:{s}:{zone}"
+    if key in anatomy._cache:
+        return anatomy._cache[key]
+    box = organ_box(anatomy, [f"lung_{s}"], pad=2)
+    ext = lung_extent_mm(anatomy, s)
+    if zone != "diffuse":  # only the zone's slab (+ the soft edge), a third of the work
+        h = ext["z1"] - ext["z0"]
+        lo_f, hi_f = {"lower": (-1.0, 1 / 3), "middle": (1 / 3, 2 / 3), "upper": (2 / 3, 2.0)}[zone]
+        k0 = int(math.floor(anatomy.mm_to_index((0, 0, ext["z0"] + lo_f * h - 20.0))[2]))
+        k1 = int(math.ceil(anatomy.mm_to_index((0, 0, ext["z0"] + hi_f * h + 20.0))[2])) + 1
+        box = SubBox(anatomy, (box.lo[0], box.lo[1], max(box.lo[2], k0)), (box.hi[0], box.hi[1], min(box.hi[2], k1)))
+    lung = box.organ(f"lung_{s}")
+    x, y, z = box.grid()
+    d = costal_distance_mm(lung, s, anatomy.spacing_mm)
+    x_lat = ext["x1"] if s == "left" else ext["x0"]
+    dlat = (x_lat - x) if s == "left" else (x - x_lat)  # mm medial of the lung's most lateral point
+    # the lateral pleura (and, apically, the cap): within ~15 % of the lung width of its lateral edge
+    lateral = torch.maximum(sigmoid((0.15 * (ext["x1"] - ext["x0"]) - dlat) / 4.0),
+                            sigmoid((z - (ext["z1"] - 0.15 * (ext["z1"] - ext["z0"]))) / 4.0))
+    where = lateral * zone_weight(z, ext, zone, soft_mm=4.0) * lung * (MU_WATER * 0.95 - box.mu)
+    anatomy._cache[key] = (box, d, where)
+    return anatomy._cache[key]
+
+
 def pleural_thickening(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None,
                        zone: str | None = None, severity: str = "moderate") -> list[Lesion]:
     """A smooth soft-tissue band along the costal pleura; "upper" is an apical cap."""
@@ -395,27 +455,13 @@ def pleural_thickening(anatomy: Anatomy, rng: np.random.Generator, *, side: str 
     out = []
     for s in one_side(side):
         check_lung(anatomy, s)
-        box = organ_box(anatomy, [f"lung_{s}"], pad=2)
         ext = lung_extent_mm(anatomy, s)
-        if zone != "diffuse":  # only the zone's slab (+ the soft edge), a third of the work
-            h = ext["z1"] - ext["z0"]
-            lo_f, hi_f = {"lower": (-1.0, 1 / 3), "middle": (1 / 3, 2 / 3), "upper": (2 / 3, 2.0)}[zone]
-            k0 = int(math.floor(anatomy.mm_to_index((0, 0, ext["z0"] + lo_f * h - 20.0))[2]))
-            k1 = int(math.ceil(anatomy.mm_to_index((0, 0, ext["z0"] + hi_f * h + 20.0))[2])) + 1
-            box = SubBox(anatomy, (box.lo[0], box.lo[1], max(box.lo[2], k0)), (box.hi[0], box.hi[1], min(box.hi[2], k1)))
-        lung = box.organ(f"lung_{s}")
-        x, y, z = box.grid()
-        d = costal_distance_mm(lung, s, anatomy.spacing_mm)
+        box, d, where = _thickening_anatomy(anatomy, s, zone)
+        _, _, z = box.grid()
         t = thick * (1.0 + 0.3 * smooth_noise(rng, box.shape, 25.0, anatomy.spacing_mm)).clamp_min(0.3)
         if zone == "upper":  # apical cap: thickest over the apex
             t = t * (0.5 + 1.6 * ((z - ext["z0"]) / (ext["z1"] - ext["z0"])).clamp(0, 1) ** 3)
-        x_lat = ext["x1"] if s == "left" else ext["x0"]
-        dlat = (x_lat - x) if s == "left" else (x - x_lat)  # mm medial of the lung's most lateral point
-        # the lateral pleura (and, apically, the cap): within ~15 % of the lung width of its lateral edge
-        lateral = torch.maximum(sigmoid((0.15 * (ext["x1"] - ext["x0"]) - dlat) / 4.0),
-                                sigmoid((z - (ext["z1"] - 0.15 * (ext["z1"] - ext["z0"]))) / 4.0))
-        w = sigmoid((t - d) / 0.8) * lateral * zone_weight(z, ext, zone, soft_mm=4.0) * lung
-        delta = w * (MU_WATER * 0.95 - box.mu)
+        delta = sigmoid(t.sub_(d).div_(0.8)).mul_(where)
         out.append(crop_lesion("pleural_thickening", delta, side=s, zone=zone, severity=severity, origin=box.origin,
                                thickness_mm=float(thick), bilateral=side == "bilateral"))
     return out
