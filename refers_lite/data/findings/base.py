@@ -72,8 +72,8 @@ def organ_bbox(anatomy: Anatomy, name: str, threshold: float = 0.5) -> tuple[tup
                 occ[sl] = organ_crop(anatomy, name, sl)
             else:
                 occ = anatomy.organ(name)
-            a = occ.amax(2)
-            anatomy._cache[pkey] = (a.amax(1), a.amax(0), occ.amax((0, 1)))
+            a = occ.amax(0)
+            anatomy._cache[pkey] = (occ.reshape(occ.shape[0], -1).amax(1), a.amax(1), a.amax(0))
         out = []
         for p in anatomy._cache[pkey]:
             hit = torch.nonzero(p >= threshold).flatten()
@@ -129,11 +129,11 @@ def crop_lesion(finding: str, delta_mu: torch.Tensor, *, side: str, zone: str, s
     """
     # the box from per-axis maxima of |delta| (torch.nonzero over the volume is ~10x slower)
     mag = delta_mu.abs()
-    a = mag.amax(2) if mag.numel() else None
+    a = mag.amax(0) if mag.numel() else None
     if a is None or not float(a.max()) > eps:
         raise ValueError(f"finding {finding!r} ({side}, {zone}, {severity}) changed no voxel")
     lo, hi = [], []
-    for ax, p in enumerate((a.amax(1), a.amax(0), mag.amax((0, 1)))):
+    for ax, p in enumerate((mag.reshape(mag.shape[0], -1).amax(1), a.amax(1), a.amax(0))):
         hit = torch.nonzero(p > eps).flatten()
         lo.append(max(int(hit[0]) - margin, 0))
         hi.append(min(int(hit[-1]) + 1 + margin, delta_mu.shape[ax]))

@@ -111,12 +111,46 @@ def make_cardiomegaly(anatomy: Anatomy, rng: np.random.Generator, *, side: str |
     # a slightly bumpy new contour (chamber convexities), not a perfect copy
     grown = (grown * (1 + 0.05 * smooth_noise(rng, box.shape, 8.0, box.spacing_mm))).clamp(0, 1)
     shell = (grown - occ_h).clamp(0, 1)
-    mu = box.take(anatomy.mu)
-    mu_h = _median_mu(anatomy, "heart")
-    keep = (1 - _bone(anatomy, box)) * (1 - box.take(anatomy.organ("trachea")))
-    delta = shell * keep * _displaceable(mu) * (mu_h - mu).clamp_min(0.0)
+    keep, fill_to = _heart_surroundings(anatomy, box)
+    delta = shell.mul_(fill_to)
     return [crop_lesion("cardiomegaly", delta, side="midline", zone="diffuse", severity=severity, origin=box.origin,
                         ctr_before=ctr0, ctr=cardiothoracic_ratio(anatomy, grown * keep, box.origin))]
+
+
+def _heart_surroundings(anatomy: Anatomy, box: SubBox) -> tuple[torch.Tensor, torch.Tensor]:
+    """On ``box``: what a growing heart may take (not bone, not the trachea) and, times the weight of
+    displaceable tissue, the change of attenuation to heart density.  Computed once per patient on the
+    box of the largest possible enlargement, and cut from it."""
+    key = "findings.heart_surroundings"
+    if key not in anatomy._cache:
+        # the largest box make_cardiomegaly can ask for: the largest target ratio and scales
+        (i0, i1), (j0, j1), (k0, k1) = organ_bbox(anatomy, "heart")
+        c = organ_centroid(anatomy, "heart")
+        x_lo, x_hi = anatomy.index_to_mm((i0, 0, 0))[0], anatomy.index_to_mm((i1 - 1, 0, 0))[0]
+        thorax, w0 = _width_mm(anatomy, "lung"), _width_mm(anatomy, "heart")
+        k = (max(0.70, w0 / thorax + 0.12) * thorax - w0) / ((x_hi - c[0]) + 0.3 * (c[0] - x_lo))
+        scales = {"+x": 1 + k, "-x": 1 + 0.5 * k, "-y": 1 + 0.8 * k, "+y": 1 + 0.4 * k, "-z": 1 + 0.6 * k,
+                  "+z": 1 + 0.1 * k}
+        half = []
+        for ax, name in enumerate("xyz"):
+            lo_i, hi_i = ((i0, i1), (j0, j1), (k0, k1))[ax]
+            a = anatomy.index_to_mm([lo_i] * 3)[ax] - c[ax]
+            b = anatomy.index_to_mm([hi_i - 1] * 3)[ax] - c[ax]
+            half.append(max(-a * scales[f"-{name}"], b * scales[f"+{name}"]) + 4 * anatomy.spacing_mm[ax])
+        big = SubBox(anatomy, c, half)
+        anatomy._cache[key] = (big,) + _surroundings(anatomy, big)
+    big, keep, fill_to = anatomy._cache[key]
+    if all(a >= b for a, b in zip(box.origin, big.origin)) and all(
+            a + n <= b + m for a, n, b, m in zip(box.origin, box.shape, big.origin, big.shape)):
+        sl = tuple(slice(a - b, a - b + n) for a, b, n in zip(box.origin, big.origin, box.shape))
+        return keep[sl], fill_to[sl]
+    return _surroundings(anatomy, box)
+
+
+def _surroundings(anatomy: Anatomy, box: SubBox) -> tuple[torch.Tensor, torch.Tensor]:
+    mu = box.take(anatomy.mu)
+    keep = (1 - _bone(anatomy, box)) * (1 - box.take(anatomy.organ("trachea")))
+    return keep, keep * _displaceable(mu) * (_median_mu(anatomy, "heart") - mu).clamp_min(0.0)
 
 
 def make_aortic_enlargement(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None,

@@ -165,7 +165,8 @@ def branching_tree(rng: np.random.Generator, root: Sequence[float], direction: S
         q = p + d * L
         segs.append((tuple(p), tuple(q), r, 0.8 * r))
         if g < generations - 1:
-            perp = _unit(np.cross(d, rng.standard_normal(3)))
+            e = rng.standard_normal(3)  # (the cross product d x e, written out: np.cross is slow on 3-vectors)
+            perp = _unit(np.array([d[1] * e[2] - d[2] * e[1], d[2] * e[0] - d[0] * e[2], d[0] * e[1] - d[1] * e[0]]))
             for s in (1.0, -1.0):
                 a = math.radians(float(rng.uniform(*spread_deg)))
                 stack.append((q, d * math.cos(a) + s * perp * math.sin(a), L * 0.78, r * 0.75, g + 1))

@@ -198,12 +198,12 @@ def sigmoid(t: torch.Tensor | float) -> torch.Tensor:
 def _local(box: SubBox, lo: Sequence[float], hi: Sequence[float]):
     """Index slices of the box voxels whose centres lie in [lo, hi] (mm) and their numpy coordinates,
     or None if empty (the box axes are uniform)."""
+    steps = box.__dict__.get("_steps")  # (n, first centre, step) per axis, as Python numbers, once per box
+    if steps is None:
+        steps = box._steps = [(a.numel(), float(a[0]), float(a[1] - a[0]) if a.numel() > 1 else 1.0)
+                              for a in box.axes]
     sl, co = [], []
-    for ax in range(3):
-        a = box.axes[ax]
-        n = a.numel()
-        a0 = float(a[0])
-        step = float(a[1] - a[0]) if n > 1 else 1.0
+    for ax, (n, a0, step) in enumerate(steps):
         i0 = max(0, int(math.ceil((lo[ax] - a0) / step)))
         i1 = min(n, int(math.floor((hi[ax] - a0) / step)) + 1)
         if i1 <= i0:
@@ -215,7 +215,7 @@ def _local(box: SubBox, lo: Sequence[float], hi: Sequence[float]):
 
 def _paint_max(vol: torch.Tensor, sl, w: np.ndarray) -> None:
     v = vol[sl]
-    torch.maximum(v, torch.from_numpy(w.astype(np.float32)), out=v)
+    torch.maximum(v, torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)), out=v)
 
 
 def _sig(t: np.ndarray) -> np.ndarray:
@@ -236,13 +236,25 @@ def tube(vol: torch.Tensor, box: SubBox, p0: Sequence[float], p1: Sequence[float
     sl, (x, y, z) = loc
     d = b - a
     L2 = max(float(d @ d), 1e-6)
-    t = np.clip(((x - a[0]) * d[0] + (y - a[1]) * d[1] + (z - a[2]) * d[2]) / L2, 0.0, 1.0)
-    dist = np.sqrt((x - a[0] - t * d[0]) ** 2 + (y - a[1] - t * d[1]) ** 2 + (z - a[2] - t * d[2]) ** 2)
+    (ax, ay, az), (dx, dy, dz) = (float(v) for v in a), (float(v) for v in d)
+    x, y, z = x - ax, y - ay, z - az  # float32 from here on (Python scalars keep the arrays' type)
+    t = x * dx + y * dy + z * dz
+    t /= L2
+    np.clip(t, 0.0, 1.0, out=t)
+    acc = x - t * dx
+    acc *= acc
+    for c, dc in ((y, dy), (z, dz)):
+        e = c - t * dc
+        e *= e
+        acc += e
+    dist = np.sqrt(acc, out=acc)
     rad = r0 + (r1 - r0) * t
     w = _sig((rad - dist) / 0.6)
     if lumen > 0:
-        w = w - _sig((lumen * rad - dist) / 0.6)
-    _paint_max(vol, sl, value * w)
+        w -= _sig((lumen * rad - dist) / 0.6)
+    if value != 1.0:
+        w *= value
+    _paint_max(vol, sl, w)
 
 
 def disc(vol: torch.Tensor, box: SubBox, c: Sequence[float], normal: Sequence[float], radius: float,
@@ -256,11 +268,13 @@ def disc(vol: torch.Tensor, box: SubBox, c: Sequence[float], normal: Sequence[fl
     if loc is None:
         return
     sl, (x, y, z) = loc
-    x, y, z = x - ct[0], y - ct[1], z - ct[2]
-    h = x * n[0] + y * n[1] + z * n[2]
+    x, y, z = x - float(ct[0]), y - float(ct[1]), z - float(ct[2])  # float32 (Python scalars keep the type)
+    h = x * float(n[0]) + y * float(n[1]) + z * float(n[2])
     rho = np.sqrt(np.maximum(x * x + y * y + z * z - h * h, 0.0))
     w = _sig((thickness / 2 - np.abs(h)) / 0.5) * _sig((radius - rho) / edge_mm)
-    _paint_max(vol, sl, value * w)
+    if value != 1.0:
+        w *= value
+    _paint_max(vol, sl, w)
 
 
 def zone_weight(z: torch.Tensor, ext: dict[str, float], zone: str, soft_mm: float = 8.0) -> torch.Tensor:
