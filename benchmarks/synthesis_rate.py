@@ -31,7 +31,7 @@ def main() -> None:
 
     from refers_lite.data.anatomy import load_base_anatomy, make_patient
     from refers_lite.data.corpus import ReportCorpus
-    from refers_lite.data.domain_build import SHARD_SIZE
+    from refers_lite.data.domain_build import shard_size_for
     from refers_lite.data.image_cache import build_cache
     from refers_lite.data.source_domain import plan_source_items
     from refers_lite.data.synthesis import _MEMO, render_item, render_item_shard
@@ -43,7 +43,8 @@ def main() -> None:
     patient_s = time.perf_counter() - t
 
     kept = [r for r in ReportCorpus.from_iu().kept if r.record.images][: args.studies]
-    items, studies = plan_source_items([r.record for r in kept], [r.text for r in kept], shard_size=SHARD_SIZE)
+    shard = shard_size_for(sum(len(r.record.images) for r in kept))
+    items, studies = plan_source_items([r.record for r in kept], [r.text for r in kept], shard_size=shard)
     abnormal = sum(bool(s.requests) for s in studies) / len(studies)
     first = [it for it in items if it.patient == items[0].patient]
     render_item(first[0], args.size)  # builds the patient
@@ -57,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         build_cache(tmp, len(items), functools.partial(render_item_shard, items=items, size=args.size),
-                    fingerprint={"benchmark": 1}, image_size=args.size, shard_size=SHARD_SIZE,
+                    fingerprint={"benchmark": 1}, image_size=args.size, shard_size=shard,
                     workers=args.workers, desc="benchmark", progress=False)
         build_s = time.perf_counter() - t
     rate = len(items) / build_s

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,18 @@ from .synthesis import render_item_shard
 
 __all__ = ["BUILD_PROFILES", "BuildPlan", "build_domains", "build_source", "build_target"]
 
-SHARD_SIZE = 512  # images per cache shard; a patient covers one shard (its set-up cost is ~5 s)
+SHARD_SIZE = 512  # at most this many images per cache shard; a patient covers one shard (set-up ~3 s)
+
+
+def shard_size_for(n: int) -> int:
+    """Shard size for ``n`` images: an even number of near-equal shards of at most :data:`SHARD_SIZE`,
+    so two workers finish together (600 images: 2 x 300, not 512 + 88); under 256 images, one shard
+    (rendered in-process, no worker start-up).  Depends on ``n`` only, never on the number of
+    workers, so the images are the same however many processes render them."""
+    if n < 256:
+        return max(1, n)
+    n_shards = 2 * max(1, math.ceil(n / (2 * SHARD_SIZE)))
+    return max(1, math.ceil(n / n_shards))
 IMAGE_SIZE = 256
 
 
@@ -137,15 +149,17 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
     kept = [r for r in corpus.kept if r.record.images]
     if n_studies is not None:
         kept = kept[:n_studies] if n_studies <= len(kept) else kept
+    n_images = sum(len(r.record.images) for r in kept)
+    shard = shard_size_for(n_images)
     items, studies = plan_source_items([r.record for r in kept], [r.text for r in kept], seed=seed,
-                                       shard_size=SHARD_SIZE)
+                                       shard_size=shard)
     _check_findings({q.finding for it in items for q in it.requests}, "source domain")
     extra = [{"study_id": s.study_id} for s in studies for _ in s.image_ids]
     out.mkdir(parents=True, exist_ok=True)
     cache = build_cache(out / "cache", len(items),
                         functools.partial(render_item_shard, items=items, extra=extra, size=image_size),
                         fingerprint=_fingerprint("source", "iu", len(items), seed, image_size),
-                        image_size=image_size, shard_size=SHARD_SIZE, workers=workers, desc="source (IU) radiographs",
+                        image_size=image_size, shard_size=shard, workers=workers, desc="source (IU) radiographs",
                         progress=progress)
     n_boxes = _write_boxes(cache, out / "boxes.csv")
     pd.DataFrame([{"study_id": s.study_id, "split": split_of.get(s.study_id, "train"), "patient": s.patient,
@@ -170,7 +184,8 @@ def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 
     from .target_domains import NIH_FINDINGS, VINDR_FINDINGS, plan_target_items
 
     t0 = time.perf_counter()
-    plan = plan_target_items(name, n, seed=seed, shard_size=SHARD_SIZE, patient_base=patient_base)
+    shard = shard_size_for(n)
+    plan = plan_target_items(name, n, seed=seed, shard_size=shard, patient_base=patient_base)
     needed = {"nih": set(NIH_FINDINGS.values()), "vindr": set(VINDR_FINDINGS.values()),
               "shenzhen": {"tuberculosis"}}.get(name, {"ground_glass_covid", "viral_pneumonia", "pneumonia",
                                                        "infiltration"})
@@ -182,7 +197,7 @@ def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 
                         functools.partial(render_item_shard, items=plan.items, extra=extra, size=image_size),
                         fingerprint=_fingerprint("target", name, n, seed, image_size) | {"patient_base": patient_base},
                         image_size=image_size,
-                        shard_size=SHARD_SIZE, workers=workers, desc=f"{name} radiographs", progress=progress)
+                        shard_size=shard, workers=workers, desc=f"{name} radiographs", progress=progress)
     _write_boxes(cache, out / "finding_boxes.csv")  # every rendered finding, named as rendered, with its side
     n_boxes = _write_class_boxes(cache, classes, plan.info.name, out / "boxes.csv")
     ids = [it.image_id for it in plan.items]
