@@ -151,11 +151,13 @@ def lung_thickness(anatomy: Anatomy, side: str) -> torch.Tensor:
     return anatomy._cache[key]
 
 
-def lung_depth_mm(anatomy: Anatomy, side: str) -> torch.Tensor:
-    """``anatomy.distance_inside_mm(f"lung_{side}")`` (X, Y, Z), memoised on the anatomy, computed on the
-    lung's bounding box plus one voxel: outside it there is no lung, and the nearest non-lung voxel of a
-    lung voxel is never beyond that margin (clamping it into the box only brings it closer).  The same
-    distances for ~1/10 of the work."""
+def lung_depth_mm(anatomy: Anatomy, side: str, sl: tuple[slice, slice, slice]) -> torch.Tensor:
+    """``anatomy.distance_inside_mm(f"lung_{side}")[sl]`` (``sl``: three slices with explicit bounds).
+
+    Computed once per patient on the lung's bounding box plus one voxel and kept there: outside
+    it there is no lung, and the nearest non-lung voxel of a lung voxel is never beyond that margin
+    (clamping it into the box only brings it closer; where the box meets the grid's edge, so does the
+    whole-grid transform).  The same distances for ~1/10 of the work and memory."""
     key = f"findings.lung_depth:{side}"
     if key not in anatomy._cache:
         from scipy.ndimage import distance_transform_edt
@@ -163,13 +165,16 @@ def lung_depth_mm(anatomy: Anatomy, side: str) -> torch.Tensor:
         (i0, i1), (j0, j1), (k0, k1) = organ_bbox(anatomy, f"lung_{side}")
         lo = [max(a - 1, 0) for a in (i0, j0, k0)]
         hi = [min(b + 1, n) for b, n in zip((i1, j1, k1), anatomy.shape)]
-        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-        # (where the box meets the grid's edge, so does the whole-grid transform: nothing lies beyond)
-        m = (anatomy.organ(f"lung_{side}")[sl] >= 0.5).numpy()
-        d = torch.zeros(anatomy.shape)
-        d[sl] = torch.from_numpy(distance_transform_edt(m, sampling=anatomy.spacing_mm).astype(np.float32))
-        anatomy._cache[key] = d
-    return anatomy._cache[key]
+        m = (anatomy.organ(f"lung_{side}")[tuple(slice(a, b) for a, b in zip(lo, hi))] >= 0.5).numpy()
+        anatomy._cache[key] = (lo, torch.from_numpy(distance_transform_edt(m, sampling=anatomy.spacing_mm)
+                                                    .astype(np.float32)))
+    lo, d = anatomy._cache[key]
+    out = torch.zeros([s.stop - s.start for s in sl])
+    src = tuple(slice(max(s.start - o, 0), min(s.stop - o, n)) for s, o, n in zip(sl, lo, d.shape))
+    if all(a.stop > a.start for a in src):
+        dst = tuple(slice(a.start + o - s.start, a.stop + o - s.start) for a, s, o in zip(src, sl, lo))
+        out[dst] = d[src]
+    return out
 
 
 def sample_lung_point(anatomy: Anatomy, rng: np.random.Generator, side: str, zone: str,
@@ -208,7 +213,7 @@ def _lung_voxels(anatomy: Anatomy, side: str, zone: str, occ_min: float, lung_fi
         k0, k1 = zone_z_range(anatomy, side, zone)
         ok = (anatomy.organ(f"lung_{side}")[i0:i1, j0:j1, k0:k1] >= occ_min).numpy()
         flat = np.flatnonzero(ok)
-        depth = lung_depth_mm(anatomy, side)[i0:i1, j0:j1, k0:k1].numpy().ravel()[flat]
+        depth = lung_depth_mm(anatomy, side, (slice(i0, i1), slice(j0, j1), slice(k0, k1))).numpy().ravel()[flat]
         clear = None
         if lung_field is not None:
             th = lung_thickness(anatomy, side)
@@ -425,7 +430,7 @@ def _node_sites(anatomy: Anatomy, side: str, station: str):
     (i0, i1), (j0, j1), _ = organ_bbox(anatomy, f"lung_{side}")  # (no lung >= 0.5 outside its box)
     sl = (slice(i0, i1), slice(j0, j1), slice(zlo, zhi))
     lung_s = anatomy.organ(f"lung_{side}")[sl]
-    d = lung_depth_mm(anatomy, side)[sl]
+    d = lung_depth_mm(anatomy, side, sl)
     x, y = anatomy.coords_mm()[0][sl], anatomy.coords_mm()[1][sl]
     tc = organ_centroid(anatomy, "trachea")
     sign = 1.0 if side == "left" else -1.0
