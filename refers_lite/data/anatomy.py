@@ -242,7 +242,7 @@ class PatientParams:
     width: float = 1.0  # thorax scale left-right
     depth: float = 1.0  # antero-posterior
     height: float = 1.0  # cranio-caudal
-    diaphragm_mm: float = 0.0  # + raises the diaphragm domes (shallow inspiration), - lowers them
+    diaphragm_mm: float = 0.0  # + raises the diaphragm domes, - lowers them (inspiration; lungs stretch over ~15 cm)
     heart_scale: float = 1.0  # local scaling about the heart centroid
     yaw_deg: float = 0.0  # rotation about the superior axis (posture)
     tilt_deg: float = 0.0  # rotation about the left-right axis (lordotic / kyphotic posture)
@@ -256,11 +256,11 @@ class PatientParams:
 def sample_patient_params(seed: int) -> PatientParams:
     """Seeded, plausible adult variation (ranges a few percent to ~15 %, a few degrees, ~2 cm).
 
-    The diaphragm mostly moves down (-28..+6 mm): films are taken at full inspiration, the CT need not be."""
+    The diaphragm moves down 20-55 mm: films are taken at full inspiration, and this CT shows high domes."""
     r = np.random.default_rng([seed, 20220501])
     return PatientParams(
         width=float(r.uniform(0.9, 1.1)), depth=float(r.uniform(0.9, 1.12)), height=float(r.uniform(0.92, 1.06)),
-        diaphragm_mm=float(r.uniform(-28.0, 6.0)), heart_scale=float(r.uniform(0.92, 1.08)),
+        diaphragm_mm=float(r.uniform(-55.0, -20.0)), heart_scale=float(r.uniform(0.92, 1.08)),
         yaw_deg=float(r.normal(0, 2.0)), tilt_deg=float(r.normal(0, 2.5)), warp_mm=float(r.uniform(1.0, 4.0)),
         soft_tissue=float(r.uniform(0.88, 1.15)), bone=float(r.uniform(0.85, 1.15)),
         lung_density=float(r.uniform(0.8, 1.25)), seed=int(seed))
@@ -287,9 +287,10 @@ def make_patient(base: Anatomy, params: PatientParams | int) -> Anatomy:
     w = torch.exp(-((dx**2 + dy**2 + dz**2) / (1.6 * h_r) ** 2))
     f = 1.0 + (1.0 / p.heart_scale - 1.0) * w
     qx, qy, qz = hc[0] + dx * f, hc[1] + dy * f, hc[2] + dz * f
-    # 4. diaphragm: shift everything below the domes (and fading over 60 mm above them) by diaphragm_mm.
+    # 4. diaphragm: shift everything below the domes by diaphragm_mm, fading out over ~15 cm above them
+    #    (the lungs stretch as in deep inspiration rather than tearing at one level).
     dome = _dome_level_mm(base)
-    qz = qz - p.diaphragm_mm * torch.sigmoid((dome + 30.0 - qz) / 15.0)
+    qz = qz - p.diaphragm_mm * torch.sigmoid((dome + 60.0 - qz) / 35.0)
     # 5. a smooth random displacement field (4 x 4 x 4 control grid, trilinear).
     if p.warp_mm > 0:
         g = torch.Generator().manual_seed(int(p.seed) + 7919)

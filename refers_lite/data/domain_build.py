@@ -93,7 +93,7 @@ def _fingerprint(kind: str, name: str, n: int, seed: int, image_size: int) -> di
     from .assets import ASSETS
 
     return {"kind": kind, "domain": name, "n": n, "seed": seed, "image_size": image_size,
-            "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": _BASE_VERSION, "synthesis_version": 4}
+            "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": _BASE_VERSION, "synthesis_version": 5}
 
 
 def _complete(root: Path, fingerprint: dict, n: int) -> bool:
