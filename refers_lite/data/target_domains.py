@@ -84,9 +84,14 @@ class TargetPlan:
 
 
 def _xrv_table(name: str) -> Path:
-    import torchxrayvision
+    # Locate the package without importing it (importing torchxrayvision.models silences warnings
+    # process-wide).
+    import importlib.util
 
-    path = Path(torchxrayvision.__file__).parent / "data" / name
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("torchxrayvision is not installed; its label tables are needed (pip install torchxrayvision)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
     if not path.exists():
         raise FileNotFoundError(f"torchxrayvision's label table {path} is missing (reinstall torchxrayvision>=1.5.7)")
     return path
