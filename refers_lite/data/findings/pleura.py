@@ -22,6 +22,7 @@ with :mod:`.parenchyma`.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -37,10 +38,13 @@ __all__ = ["SPECS", "pleural_effusion", "pneumothorax", "pleural_thickening", "S
 
 # ----------------------------------------------------------------------------- shared helpers
 class SubBox:
-    """A box of voxels ``[lo, hi)`` of an anatomy grid: slices, origin and mm coordinates."""
+    """A box of voxels ``[lo, hi)`` of an anatomy grid: slices, origin and mm coordinates.
+
+    It refers to its anatomy weakly: boxes are kept in the anatomy's own cache, and a strong reference
+    would make a cycle that keeps a dropped patient in memory until a full garbage collection."""
 
     def __init__(self, anatomy: Anatomy, lo: Sequence[int], hi: Sequence[int]):
-        self.anatomy = anatomy
+        self._anatomy = weakref.ref(anatomy)
         self.lo = tuple(max(0, int(a)) for a in lo)
         self.hi = tuple(min(n, int(b)) for b, n in zip(hi, anatomy.shape))
         self.sl = tuple(slice(a, b) for a, b in zip(self.lo, self.hi))
@@ -48,6 +52,13 @@ class SubBox:
         sp, full = anatomy.spacing_mm, anatomy.shape
         self.axes = [((torch.arange(a, b, dtype=torch.float32) + 0.5) * s - n * s / 2)
                      for a, b, s, n in zip(self.lo, self.hi, sp, full)]
+
+    @property
+    def anatomy(self) -> Anatomy:
+        anatomy = self._anatomy()
+        if anatomy is None:
+            raise ReferenceError("the anatomy of this box no longer exists")
+        return anatomy
 
     @property
     def origin(self) -> tuple[int, int, int]:
