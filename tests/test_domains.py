@@ -100,7 +100,6 @@ def test_other_target_plans(name):
 
 
 def test_tiny_build_writes_domains_that_load(tmp_path):
-    pytest.importorskip("refers_lite.data.image_cache")
     from refers_lite.data.domain_build import build_domains
     from refers_lite.data.domain_dataset import DomainImages
     from refers_lite.data.image_cache import ImageCache

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from refers_lite.data.assets import AssetMissingError
 from refers_lite.data.findings import FINDINGS, make_finding
 from refers_lite.data.findings import parenchyma, pleura
 from refers_lite.data.findings.base import SEVERITIES, SIDES, ZONES, box_from_projection
+from findings_helpers import first_side, lesions, patient_or_skip
 
 SIZE = 128
 SPECS = {s.name: s for s in pleura.SPECS + parenchyma.SPECS}
@@ -23,27 +23,7 @@ EXPECTED = {"pleural_effusion", "pneumothorax", "pleural_thickening", "consolida
 
 @pytest.fixture(scope="module")
 def patient():
-    from refers_lite.data.anatomy import load_base_anatomy, make_patient
-
-    try:
-        base = load_base_anatomy()
-    except AssetMissingError as e:
-        pytest.skip(f"chest CT asset missing: {e}")
-    return make_patient(base, 11)
-
-
-_MEMO: dict = {}
-
-
-def lesions(anat, name, side=None, zone=None, severity="moderate", seed=0):
-    key = (id(anat), name, side, zone, severity, seed)
-    if key not in _MEMO:
-        _MEMO[key] = make_finding(name, anat, np.random.default_rng(seed), side=side, zone=zone, severity=severity)
-    return _MEMO[key]
-
-
-def first_side(spec):
-    return "left" if "left" in spec.sides else spec.sides[0]
+    return patient_or_skip(11)
 
 
 def x_com_mm(anat, les) -> float:

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .splits import SPLITS
+from .splits import SPLITS, read_splits
 
 __all__ = ["SPLIT_FRACTIONS", "RATIOS", "SEEDS", "split_items", "ratio_subsets", "ratio_filename",
            "write_split_files", "read_split_files"]
@@ -295,40 +295,10 @@ def write_split_files(out_dir, splits: dict[str, list[str]],
     return written
 
 
-def _read_split_csv(path: Path) -> dict[str, list[str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    out: dict[str, list[str]] = {name: [] for name in SPLITS}
-    seen: dict[str, int] = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header] != ["image_id", "split"]:
-                raise ValueError(f"{path}: expected the header 'image_id,split', found {header!r}")
-            for line, row in enumerate(reader, start=2):
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) != 2:
-                    raise ValueError(f"{path}, line {line}: expected 2 columns (image_id,split), got {row!r}")
-                image_id, split = row[0].strip(), row[1].strip()
-                if not image_id:
-                    raise ValueError(f"{path}, line {line}: empty image_id")
-                if split not in SPLITS:
-                    raise ValueError(f"{path}, line {line}: unknown split {split!r}; expected one of {SPLITS}")
-                if image_id in seen:
-                    raise ValueError(f"{path}, line {line}: image {image_id!r} already listed on line {seen[image_id]}")
-                seen[image_id] = line
-                out[split].append(image_id)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 text file ({e})") from e
-    return out
-
-
 def read_split_files(out_dir) -> tuple[dict[str, list[str]], dict[tuple[float, int], list[str]]]:
     """Read what :func:`write_split_files` wrote; a bad or inconsistent file raises ValueError naming it."""
     out = Path(out_dir)
-    splits = _read_split_csv(out / SPLIT_FILE)
+    splits = read_splits(out / SPLIT_FILE, id_column="image_id")
     subsets: dict[tuple[float, int], list[str]] = {}
     where: dict[tuple[float, int], str] = {}
     for path in sorted(out.iterdir()):

@@ -70,9 +70,14 @@ def write_splits(splits: dict[str, Iterable[str]], path: str | Path) -> None:
                 w.writerow([study_id, name])
 
 
-def read_splits(path: str | Path) -> dict[str, list[str]]:
-    """Read a file written by :func:`write_splits`; a bad file raises ValueError naming it and the line."""
+def read_splits(path: str | Path, id_column: str = "study_id") -> dict[str, list[str]]:
+    """Read a file written by :func:`write_splits`; a bad file raises ValueError naming it and the line.
+
+    ``id_column``: the header's first column ("study_id" here; "image_id" for the target domains'
+    ``split.csv`` of :mod:`refers_lite.data.label_ratios`).
+    """
     path = Path(path)
+    noun = id_column.removesuffix("_id")
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path}")
     out: dict[str, list[str]] = {name: [] for name in SPLITS}
@@ -81,22 +86,22 @@ def read_splits(path: str | Path) -> dict[str, list[str]]:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
-            if header is None or [h.strip() for h in header] != ["study_id", "split"]:
-                raise ValueError(f"{path}: expected the header 'study_id,split', found {header!r}")
+            if header is None or [h.strip() for h in header] != [id_column, "split"]:
+                raise ValueError(f"{path}: expected the header '{id_column},split', found {header!r}")
             for line, row in enumerate(reader, start=2):
                 if not row or all(not c.strip() for c in row):
                     continue
                 if len(row) != 2:
-                    raise ValueError(f"{path}, line {line}: expected 2 columns (study_id,split), got {row!r}")
-                study_id, split = row[0].strip(), row[1].strip()
-                if not study_id:
-                    raise ValueError(f"{path}, line {line}: empty study_id")
+                    raise ValueError(f"{path}, line {line}: expected 2 columns ({id_column},split), got {row!r}")
+                item_id, split = row[0].strip(), row[1].strip()
+                if not item_id:
+                    raise ValueError(f"{path}, line {line}: empty {id_column}")
                 if split not in SPLITS:
                     raise ValueError(f"{path}, line {line}: unknown split {split!r}; expected one of {SPLITS}")
-                if study_id in seen:
-                    raise ValueError(f"{path}, line {line}: study {study_id!r} already listed on line {seen[study_id]}")
-                seen[study_id] = line
-                out[split].append(study_id)
+                if item_id in seen:
+                    raise ValueError(f"{path}, line {line}: {noun} {item_id!r} already listed on line {seen[item_id]}")
+                seen[item_id] = line
+                out[split].append(item_id)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not a UTF-8 text file ({e})") from e
     return out

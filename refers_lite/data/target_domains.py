@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -233,9 +232,3 @@ def class_findings(name: str) -> dict[str, tuple[str, ...]]:
     if name == "covid_t2":
         return {"Viral": ("ground_glass_covid", "viral_pneumonia")}
     raise ValueError(f"unknown target domain {name!r}; known: {sorted(TARGET_DOMAINS)}")
-
-
-def available_findings() -> Sequence[str]:
-    from .findings import FINDINGS
-
-    return sorted(FINDINGS)

@@ -99,13 +99,7 @@ def make_cardiomegaly(anatomy: Anatomy, rng: np.random.Generator, *, side: str |
               "+y": 1 + float(rng.uniform(0.2, 0.4)) * k, "-z": 1 + float(rng.uniform(0.4, 0.6)) * k,
               "+z": 1 + 0.1 * k}
     # box around the heart centroid holding the grown heart
-    half = []
-    for ax, name in enumerate("xyz"):
-        lo_i, hi_i = ((i0, i1), (j0, j1), (k0, k1))[ax]
-        a = anatomy.index_to_mm([lo_i] * 3)[ax] - c[ax]
-        b = anatomy.index_to_mm([hi_i - 1] * 3)[ax] - c[ax]
-        half.append(max(-a * scales[f"-{name}"], b * scales[f"+{name}"]) + 3 * anatomy.spacing_mm[ax])
-    box = SubBox(anatomy, c, half)
+    box = SubBox(anatomy, c, _grown_half_extent(anatomy, ((i0, i1), (j0, j1), (k0, k1)), c, scales, 3))
     occ_h = box.take(heart)
     grown = _scaled_occupancy(box, occ_h, scales)
     # a slightly bumpy new contour (chamber convexities), not a perfect copy
@@ -115,6 +109,18 @@ def make_cardiomegaly(anatomy: Anatomy, rng: np.random.Generator, *, side: str |
     delta = shell.mul_(fill_to)
     return [crop_lesion("cardiomegaly", delta, side="midline", zone="diffuse", severity=severity, origin=box.origin,
                         ctr_before=ctr0, ctr=cardiothoracic_ratio(anatomy, grown * keep, box.origin))]
+
+
+def _grown_half_extent(anatomy: Anatomy, bbox, c, scales: dict, margin_vox: int) -> list[float]:
+    """Half sizes (mm, per axis) of a box about ``c`` that holds the organ box ``bbox`` (voxel index
+    ranges) after scaling each side by ``scales`` ("-x", "+x", ...), plus ``margin_vox`` voxels."""
+    half = []
+    for ax, name in enumerate("xyz"):
+        lo_i, hi_i = bbox[ax]
+        a = anatomy.index_to_mm([lo_i] * 3)[ax] - c[ax]
+        b = anatomy.index_to_mm([hi_i - 1] * 3)[ax] - c[ax]
+        half.append(max(-a * scales[f"-{name}"], b * scales[f"+{name}"]) + margin_vox * anatomy.spacing_mm[ax])
+    return half
 
 
 def _heart_surroundings(anatomy: Anatomy, box: SubBox) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,13 +137,7 @@ def _heart_surroundings(anatomy: Anatomy, box: SubBox) -> tuple[torch.Tensor, to
         k = (max(0.70, w0 / thorax + 0.12) * thorax - w0) / ((x_hi - c[0]) + 0.3 * (c[0] - x_lo))
         scales = {"+x": 1 + k, "-x": 1 + 0.5 * k, "-y": 1 + 0.8 * k, "+y": 1 + 0.4 * k, "-z": 1 + 0.6 * k,
                   "+z": 1 + 0.1 * k}
-        half = []
-        for ax, name in enumerate("xyz"):
-            lo_i, hi_i = ((i0, i1), (j0, j1), (k0, k1))[ax]
-            a = anatomy.index_to_mm([lo_i] * 3)[ax] - c[ax]
-            b = anatomy.index_to_mm([hi_i - 1] * 3)[ax] - c[ax]
-            half.append(max(-a * scales[f"-{name}"], b * scales[f"+{name}"]) + 4 * anatomy.spacing_mm[ax])
-        big = SubBox(anatomy, c, half)
+        big = SubBox(anatomy, c, _grown_half_extent(anatomy, ((i0, i1), (j0, j1), (k0, k1)), c, scales, 4))
         anatomy._cache[key] = (big,) + _surroundings(anatomy, big)
     big, keep, fill_to = anatomy._cache[key]
     if all(a >= b for a, b in zip(box.origin, big.origin)) and all(
