@@ -144,12 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "config":
             print(json.dumps(_resolve(args).to_dict(), indent=2))
         elif args.verb == "pretrain":
+            from .distributed import cleanup, init_distributed, is_main_process
             from .train import pretrain
             cfg = _resolve(args)
-            res = pretrain(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
+            init_distributed()  # under torchrun: join the process group (a no-op otherwise)
+            try:
+                res = pretrain(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
+            finally:
+                cleanup()
             state = "interrupted" if res.interrupted else "finished"
-            print(f"{state} at step {res.step}; best validation loss {res.best_val_loss:.4f}; "
-                  f"checkpoints in {res.out_dir}")
+            if is_main_process():
+                print(f"{state} at step {res.step}; best validation loss {res.best_val_loss:.4f}; "
+                      f"checkpoints in {res.out_dir}")
             return 130 if res.interrupted else 0
         elif args.verb == "export":
             from .checkpoint import export_image_encoder

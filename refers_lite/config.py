@@ -25,6 +25,7 @@ ACTIVATIONS = ("relu", "gelu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
 POOLINGS = ("mean", "cls")
+DATA_SOURCES = ("toy", "source")
 
 
 class ConfigError(ValueError):
@@ -96,14 +97,25 @@ class TrainConfig:
     val_every: int = 0  # 0: once per epoch (paper); N: also every N steps
     max_nonfinite: int = 20  # consecutive skipped steps before giving up
     device: str = "auto"
+    compile: bool = False  # torch.compile the model (minutes of compilation, then faster steps)
+    grad_checkpointing: bool = False  # recompute activations in the backward: less memory, ~30 % more compute
 
 
 @dataclass
 class DataConfig:
-    source: str = "toy"  # "toy": synthetic studies with templated reports (until real data lands)
-    num_studies: int = 64
-    val_fraction: float = 0.125
+    source: str = "toy"  # "toy": schematic studies with templated reports; "source": the rendered IU domain
+    root: str = "data/synthetic/source"  # the source domain folder (`refers-lite data build`), for source="source"
+    num_studies: int = 64  # toy studies
+    val_fraction: float = 0.125  # toy studies
     seed: int = 0
+    # Augmentation of the source radiographs (Methods 4.2): resize 256 then random crop 224, rotation
+    # +-10 degrees, brightness and contrast, horizontal flip with 'left' and 'right' swapped in the report.
+    augment: bool = True
+    hflip_prob: float = 0.5
+    crop_fraction: float = 224 / 256
+    max_rotation_deg: float = 10.0
+    brightness: float = 0.2
+    contrast: float = 0.2
 
 
 @dataclass
@@ -171,7 +183,13 @@ class Config:
         _check(t.lr_vision > 0 and t.lr_text > 0, "learning rates must be > 0")
         _check(0 <= t.momentum < 1, "train.momentum must be in [0, 1)")
         _check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
-        _check(0 < self.data.val_fraction < 1, "data.val_fraction must be in (0, 1)")
+        d = self.data
+        _check(d.source in DATA_SOURCES, f"data.source must be one of {DATA_SOURCES}, got {d.source!r}")
+        _check(0 < d.val_fraction < 1, "data.val_fraction must be in (0, 1)")
+        _check(0 <= d.hflip_prob <= 1, f"data.hflip_prob must be in [0, 1], got {d.hflip_prob}")
+        _check(0 < d.crop_fraction <= 1, f"data.crop_fraction must be in (0, 1], got {d.crop_fraction}")
+        _check(0 <= d.max_rotation_deg <= 180, "data.max_rotation_deg must be in [0, 180]")
+        _check(0 <= d.brightness < 1 and 0 <= d.contrast < 1, "data.brightness and data.contrast must be in [0, 1)")
         _check(self.data.num_studies >= 2, "data.num_studies must be >= 2")
 
 
@@ -250,7 +268,7 @@ PROFILES: dict[str, dict] = {
         # moves them apart slowly; measured in runs of 150-600 steps), AdamW learns both tasks.
         "train": dict(optimizer="adamw", batch_size=16, max_steps=400, warmup_steps=40, lr_vision=1e-3,
                       lr_text=3e-4, grad_clip=1.0, log_every=10, ckpt_every=100, num_workers=0),
-        "data": dict(num_studies=512),
+        "data": dict(num_studies=512, hflip_prob=0.0),
     },
     "smoke": {
         "model": dict(image_size=32, patch_size=8, width=32, depth=2, heads=2, fusion_hidden=32,
@@ -259,7 +277,7 @@ PROFILES: dict[str, dict] = {
                       decoder_ffn=64, max_report_len=32),
         "train": dict(batch_size=4, max_steps=12, warmup_steps=2, lr_vision=3e-2, lr_text=3e-3,
                       precision="fp32", log_every=2, ckpt_every=4, num_workers=0),
-        "data": dict(num_studies=24, val_fraction=0.25),
+        "data": dict(num_studies=24, val_fraction=0.25, hflip_prob=0.0),
     },
 }
 

@@ -11,6 +11,9 @@
   carry gradient to both encoders (the official code loses the text -> image gradient through
   ``.item()``; ``tests/test_losses.py`` proves ours does not).
 * The overall loss is their sum (paper), with per-task weights and switches for the ablations.
+
+With ``gather=True`` under DDP (several processes), both losses are computed over the *global*
+batch: global negatives for Eq. 2 and the global token count for Eq. 1 (see ``distributed.py``).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import LossConfig
+from .distributed import all_reduce_sum, gather_with_grad, rank, world_size
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -28,11 +32,21 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def language_model_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Eq. 1: logits (B, T, V) predicting targets (B, T); padding is ignored. Mean over real tokens."""
+def language_model_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, gather: bool = False
+                        ) -> torch.Tensor:
+    """Eq. 1: logits (B, T, V) predicting targets (B, T); padding is ignored. Mean over real tokens.
+
+    ``gather`` (under DDP): the mean over the real tokens of all ranks' batches, scaled by W so that
+    DDP's gradient average gives the single-process gradient of the combined batch.
+    """
     if logits.shape[:2] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree")
-    return F.cross_entropy(_at_least_fp32(logits).flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+    if not gather or world_size() == 1:
+        return F.cross_entropy(_at_least_fp32(logits).flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+    nll = F.cross_entropy(_at_least_fp32(logits).flatten(0, 1), targets.flatten(), ignore_index=pad_id,
+                          reduction="sum")
+    tokens = all_reduce_sum(targets.ne(pad_id).sum().to(nll.dtype))  # real tokens of the global batch
+    return nll * world_size() / tokens.clamp_min(1)
 
 
 def consistency_logits(v: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -42,13 +56,25 @@ def consistency_logits(v: torch.Tensor, t: torch.Tensor, temperature: float) -> 
     return v @ t.t() / temperature
 
 
-def consistency_loss(v: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Eq. 2, symmetric: mean of the image->text and text->image InfoNCE terms."""
+def consistency_loss(v: torch.Tensor, t: torch.Tensor, temperature: float, gather: bool = False) -> torch.Tensor:
+    """Eq. 2, symmetric: mean of the image->text and text->image InfoNCE terms.
+
+    ``gather`` (under DDP): this rank's B studies are scored against the reports of all W ranks and
+    its B reports against all W*B studies (global negatives, gradient kept through the gather).
+    """
     if v.shape != t.shape or v.ndim != 2:
         raise ValueError(f"study features {tuple(v.shape)} and report features {tuple(t.shape)} must both be (B, D)")
-    logits = consistency_logits(v, t, temperature)  # (B, B)
-    labels = torch.arange(v.shape[0], device=v.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    if not gather or world_size() == 1:
+        logits = consistency_logits(v, t, temperature)  # (B, B)
+        labels = torch.arange(v.shape[0], device=v.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    v = F.normalize(_at_least_fp32(v), dim=-1)  # (B, D)
+    t = F.normalize(_at_least_fp32(t), dim=-1)
+    v_all, t_all = gather_with_grad(v), gather_with_grad(t)  # (W*B, D), rank order
+    labels = rank() * v.shape[0] + torch.arange(v.shape[0], device=v.device)  # own pairs in the global batch
+    image_to_text = v @ t_all.t() / temperature  # (B, W*B)
+    text_to_image = t @ v_all.t() / temperature  # (B, W*B)
+    return 0.5 * (F.cross_entropy(image_to_text, labels) + F.cross_entropy(text_to_image, labels))
 
 
 @dataclass
@@ -74,9 +100,10 @@ class REFERSLoss(nn.Module):
         self.cfg, self.pad_id = cfg, pad_id
 
     def forward(self, logits: torch.Tensor | None, targets: torch.Tensor | None,
-                v: torch.Tensor | None, t: torch.Tensor | None) -> REFERSLosses:
+                v: torch.Tensor | None, t: torch.Tensor | None, gather: bool = False) -> REFERSLosses:
+        """``gather``: under DDP, losses over the global batch (see the module doc)."""
         c = self.cfg
-        gen = language_model_loss(logits, targets, self.pad_id) if c.use_generation else None
-        con = consistency_loss(v, t, c.temperature) if c.use_consistency else None
+        gen = language_model_loss(logits, targets, self.pad_id, gather) if c.use_generation else None
+        con = consistency_loss(v, t, c.temperature, gather) if c.use_consistency else None
         total = sum(w * l for w, l in ((c.generation_weight, gen), (c.consistency_weight, con)) if l is not None)
         return REFERSLosses(total, gen, con)

@@ -12,8 +12,15 @@ Exact resume: ``last.pt`` holds model, optimiser, scheduler, scaler, every RNG s
 sampler position; batches depend only on their position in the run (see ``data/studies.py``),
 so a run killed and resumed ends with the same weights as one that was never interrupted.
 
-Nothing here assumes a single process: rank 0 alone logs and writes checkpoints, and the
-sampler shards by rank, so the same loop can run under ``torchrun`` (DDP is another issue).
+Several processes (``torchrun``, see ``distributed.py``): the model is wrapped in DDP, each rank
+takes ``train.batch_size / W`` studies of every global batch, both losses are computed over the
+global batch (global negatives), rank 0 alone logs and writes checkpoints, and a checkpoint holds
+every rank's RNG state, so a DDP run resumes exactly too.
+
+The hot loop: uint8 studies (from the memory-mapped image cache) are copied to the device
+(pinned memory, ``non_blocking``) and augmented there as whole batches (``data/gpu_augment.py``);
+``train.compile`` compiles the model, ``train.grad_checkpointing`` trades compute for memory,
+and the optimiser step is fused on CUDA (``foreach`` elsewhere).
 """
 from __future__ import annotations
 
@@ -35,26 +42,23 @@ from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
 from .config import Config
+from .data.gpu_augment import StudyAugment
 from .data.studies import MultiViewStudies, ResumableSampler, StudyCollator
+from .distributed import barrier, gather_objects, is_main_process, local_rank, mean_over_ranks, rank, world_size
 from .models.refers import REFERS
 
-# -- distributed-friendly helpers --------------------------------------------------------------
-
-
-def rank() -> int:
-    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-
-
-def world_size() -> int:
-    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
-
-
-def is_main_process() -> bool:
-    return rank() == 0
+__all__ = ["Pretrainer", "pretrain", "PretrainResult", "rank", "world_size", "is_main_process", "unwrap"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    """The plain module inside ``torch.compile`` and DDP wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
 
 
 # -- device and precision ----------------------------------------------------------------------
@@ -62,7 +66,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
@@ -130,7 +134,7 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 def build_optimizer(model: REFERS, cfg: Config, device: torch.device):
     t = cfg.train
-    kw = {"foreach": True} if device.type == "cuda" else {}
+    kw = {"fused": True} if device.type == "cuda" else {"foreach": True}  # one kernel for all parameters
     if t.optimizer == "sgd":  # the paper
         opt = torch.optim.SGD(param_groups(model, cfg), momentum=t.momentum, **kw)
     else:
@@ -175,7 +179,8 @@ def _tuplify(x):
 
 # Settings that may change between a run and its resumption (another machine, more workers):
 # they do not change what is computed.
-RESUMABLE_CHANGES = {"train.device", "train.num_workers", "train.log_every", "train.ckpt_every"}
+RESUMABLE_CHANGES = {"train.device", "train.num_workers", "train.log_every", "train.ckpt_every", "train.compile",
+                     "train.grad_checkpointing"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -193,7 +198,7 @@ class PretrainResult:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    nb = device.type == "cuda"
+    nb = device.type == "cuda"  # with pinned memory the copy overlaps the previous step
     return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
@@ -207,28 +212,47 @@ class Pretrainer:
     def __init__(self, cfg: Config, train_set: Dataset, val_set: Dataset, out_dir: str | Path,
                  text_tokenizer=None, model: REFERS | None = None, progress: bool = True):
         self.cfg, self.out_dir = cfg, Path(out_dir)
-        t, m = cfg.train, cfg.model
-        if len(train_set) < 2 * world_size():
+        t, m, W = cfg.train, cfg.model, world_size()
+        if len(train_set) < 2 * W:
             raise ValueError(f"the training set has {len(train_set)} studies; need at least 2 per process")
         if len(val_set) < 1:
             raise ValueError("the validation set is empty")
+        if t.batch_size % W:
+            raise ValueError(f"train.batch_size={t.batch_size} (studies per step, all processes together) must be "
+                             f"divisible by the {W} processes")
         self.device = resolve_device(t.device)
         self.precision = resolve_precision(t.precision, self.device)
-        seed_everything(t.seed)
-        self.model = (model or REFERS.from_config(cfg)).to(self.device)
+        seed_everything(t.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        self.module = (model or REFERS.from_config(cfg)).to(self.device)  # the plain model: state, validation
+        self.module.set_grad_checkpointing(t.grad_checkpointing)
+        self.model: nn.Module = self.module  # what the training step calls
+        if W > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            seed_everything(t.seed + 1_000_003 * rank())  # dropout differs across ranks
+        if t.compile:
+            self.model = torch.compile(self.model)
         if cfg.loss.use_consistency and text_tokenizer is None:
             from .models.text_encoder import load_text_tokenizer
             text_tokenizer = load_text_tokenizer(m.text_encoder)
         self.collate = StudyCollator.from_config(cfg, text_tokenizer)
-        self.train_set = MultiViewStudies(train_set, m.num_views, seed=t.seed, name="training set")
+        report_tok = getattr(train_set, "report_tokenizer", None)
+        self.train_set = MultiViewStudies(train_set, m.num_views, seed=t.seed, name="training set",
+                                          hflip_prob=cfg.data.hflip_prob, report_tokenizer=report_tok,
+                                          max_report_len=m.max_report_len)
         self.val_set = MultiViewStudies(val_set, m.num_views, seed=t.seed + 1, name="validation set")
-        self.batch_size = min(t.batch_size, len(train_set) // world_size())
-        if self.batch_size < t.batch_size:
+        self.augment = StudyAugment(m.image_size, crop_fraction=cfg.data.crop_fraction,
+                                    max_rotation_deg=cfg.data.max_rotation_deg, brightness=cfg.data.brightness,
+                                    contrast=cfg.data.contrast)
+        self.aug_generator = torch.Generator(self.device).manual_seed(t.seed * 7919 + 17 + rank())
+        self.global_batch = min(t.batch_size, (len(train_set) // W) * W)
+        self.batch_size = self.global_batch // W  # studies per process and step
+        if self.global_batch < t.batch_size:
             warnings.warn(f"train.batch_size={t.batch_size} exceeds the {len(train_set)} training studies; "
-                          f"using {self.batch_size}")
-        self.sampler = ResumableSampler(len(train_set), seed=t.seed, rank=rank(), world_size=world_size())
-        self.steps_per_epoch = len(train_set) // world_size() // self.batch_size
-        self.opt, self.sched = build_optimizer(self.model, cfg, self.device)
+                          f"using {self.global_batch}")
+        self.sampler = ResumableSampler(len(train_set), seed=t.seed, rank=rank(), world_size=W)
+        self.steps_per_epoch = len(train_set) // W // self.batch_size
+        self.opt, self.sched = build_optimizer(self.module, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
         self.progress = progress and is_main_process()
         self.step = self.epoch = self.batch_in_epoch = 0
@@ -256,15 +280,21 @@ class Pretrainer:
 
     # -- checkpoints
     def state(self) -> dict:
-        return {"format": TRAIN_FORMAT, "config": self.cfg.to_dict(), "model": unwrap(self.model).state_dict(),
+        """The whole run; under DDP a collective (every rank's RNG state is gathered), call it on all ranks."""
+        rng = rng_state()
+        rng["augment"] = self.aug_generator.get_state()
+        return {"format": TRAIN_FORMAT, "config": self.cfg.to_dict(), "model": self.module.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rng_state(), "step": self.step, "epoch": self.epoch,
+                "scaler": self.scaler.state_dict(), "rng": gather_objects(rng), "world_size": world_size(),
+                "step": self.step, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
                 "skipped_steps": self.skipped_steps}
 
     def save(self, path: Path) -> None:
+        state = self.state()  # on every rank: gathers the RNG states
         if is_main_process():
-            save_checkpoint(self.state(), path)
+            save_checkpoint(state, path)
+        barrier()  # nobody goes on (or reads it) before it is on disk
 
     def resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, TRAIN_FORMAT)
@@ -274,11 +304,21 @@ class Pretrainer:
         if diff:
             raise CheckpointError(f"{path}: was written with a different config (differs in: {', '.join(diff)}); "
                                   f"use another --out folder or the same settings")
-        load_state_dict_strict(unwrap(self.model), ckpt["model"], str(path))
+        load_state_dict_strict(self.module, ckpt["model"], str(path))
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+        if len(states) != world_size():
+            warnings.warn(f"{path}: written by {len(states)} process(es), resumed by {world_size()}: the weights, "
+                          f"optimiser and data order resume exactly, dropout and augmentation draw anew")
+        mine = states[rank() % len(states)]
+        set_rng_state(mine)
+        if "augment" in mine:
+            try:
+                self.aug_generator.set_state(mine["augment"])
+            except RuntimeError:  # saved on another device type: draw anew
+                pass
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         self.best_val, self.skipped_steps = ckpt["best_val_loss"], ckpt["skipped_steps"]
         self._truncate_metrics(self.step)
@@ -295,12 +335,12 @@ class Pretrainer:
     def train_step(self, batch: dict) -> dict:
         t = self.cfg.train
         self.model.train()
-        batch = to_device(batch, self.device)
+        batch = self.prepare(to_device(batch, self.device), train=True)
         with self.precision.autocast(self.device):
-            out = self.model(**_model_inputs(batch))
+            out = self.model(**_model_inputs(batch), gather=world_size() > 1)
         loss = out.losses.total
         self.opt.zero_grad(set_to_none=True)
-        stats = out.losses.as_floats()
+        stats = mean_over_ranks(out.losses.as_floats())  # the global batch's losses
         if not torch.isfinite(loss) and not self.scaler.is_enabled():
             stepped, grad_norm = False, float("nan")
         else:
@@ -338,18 +378,31 @@ class Pretrainer:
             stats["loss_scale"] = self.scaler.get_scale()
         return stats
 
+    def prepare(self, batch: dict, train: bool) -> dict:
+        """Images on the device -> model input: uint8 films are cropped, rotated and jittered here, as a batch."""
+        images = batch["images"]
+        if images.dtype == torch.uint8 or images.shape[-1] != self.cfg.model.image_size:
+            batch = dict(batch, images=self.augment(images, train=train and self.cfg.data.augment,
+                                                    generator=self.aug_generator))
+        return batch
+
     @torch.no_grad()
     def validate(self) -> dict:
-        self.model.eval()
-        loader = self._loader(self.val_set, ResumableSampler(len(self.val_set), shuffle=False), drop_last=False)
+        """Validation loss on the whole validation set, in batches of the global batch size.
+
+        Under DDP every rank computes it (on its plain model, no gathering): it needs no
+        communication and gives the same number as a single process."""
+        self.module.eval()
+        loader = self._loader(self.val_set, ResumableSampler(len(self.val_set), shuffle=False), drop_last=False,
+                              batch_size=min(self.global_batch, len(self.val_set)))
         totals: dict[str, float] = {}
         n = 0
         for batch in loader:
             if len(batch["study_id"]) < 2 and self.cfg.loss.use_consistency:
                 continue  # a contrastive loss over one study is 0 and meaningless
-            batch = to_device(batch, self.device)
+            batch = self.prepare(to_device(batch, self.device), train=False)
             with self.precision.autocast(self.device):
-                out = self.model(**_model_inputs(batch))
+                out = self.module(**_model_inputs(batch))
             b = batch["images"].shape[0]
             for k, v in out.losses.as_floats().items():
                 totals[k] = totals.get(k, 0.0) + v * b
@@ -358,11 +411,13 @@ class Pretrainer:
             raise ValueError("validation set too small: need at least 2 studies per batch")
         return {f"val_{k}": v / n for k, v in totals.items()}
 
-    def _loader(self, dataset, sampler, drop_last: bool, batch_size: int | None = None) -> DataLoader:
+    def _loader(self, dataset, sampler, drop_last: bool, batch_size: int | None = None,
+                persistent: bool = False) -> DataLoader:
         t = self.cfg.train
         return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler,
                           collate_fn=self.collate, num_workers=t.num_workers, drop_last=drop_last,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False,
+                          pin_memory=self.device.type == "cuda", persistent_workers=persistent and t.num_workers > 0,
+                          prefetch_factor=4 if t.num_workers > 0 else None,
                           generator=torch.Generator().manual_seed(t.seed))  # never touches the global RNG
 
     def _end_of_validation(self, val: dict) -> None:
@@ -392,10 +447,12 @@ class Pretrainer:
         bar = tqdm(total=t.max_steps, initial=self.step, desc="pre-training", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         interrupted = False
+        # One loader for the whole run: its workers persist across epochs; the sampler (iterated in
+        # this process) is moved to each epoch's start before the loader is iterated again.
+        loader = self._loader(self.train_set, self.sampler, drop_last=True, persistent=True)
         try:
             while self.step < t.max_steps:
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.batch_size)
-                loader = self._loader(self.train_set, self.sampler, drop_last=True)
                 tick = time.time()
                 for batch in loader:
                     stats = self.train_step(batch)
@@ -405,7 +462,7 @@ class Pretrainer:
                     if self.step % t.log_every == 0 or self.step == t.max_steps:
                         lrs = {f"lr_{g['name'].split('_')[0]}": g["lr"] for g in self.opt.param_groups}
                         rec = {"step": self.step, "epoch": self.epoch, **stats, **lrs,
-                               "sec_per_step": now - tick, "studies_per_sec": self.batch_size / max(now - tick, 1e-9)}
+                               "sec_per_step": now - tick, "studies_per_sec": self.global_batch / max(now - tick, 1e-9)}
                         self.log(rec)
                         bar.set_postfix(loss=f"{stats['loss']:.3f}")
                         if callback:
@@ -461,10 +518,17 @@ class Pretrainer:
 
 def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None, val_set: Dataset | None = None,
              resume: bool = True, progress: bool = True, stop_after: int | None = None) -> PretrainResult:
-    """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides (``"toy"``: synthetic studies)."""
+    """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides: ``"source"`` reads the rendered IU
+    source domain in ``cfg.data.root`` (train and validation splits), ``"toy"`` makes schematic studies."""
+    if (train_set is None or val_set is None) and cfg.data.source == "source":
+        from .data.source_studies import SourceStudies
+        train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len)
+        val_set = SourceStudies(cfg.data.root, "validation", max_report_len=cfg.model.max_report_len,
+                                report_tokenizer=train_set.report_tokenizer)
+        if train_set.report_tokenizer.vocab_size > cfg.model.vocab_size:
+            raise ValueError(f"the report vocabulary has {train_set.report_tokenizer.vocab_size} tokens > "
+                             f"model.vocab_size={cfg.model.vocab_size}")
     if train_set is None or val_set is None:
-        if cfg.data.source != "toy":
-            raise ValueError(f"data.source={cfg.data.source!r}: pass train_set and val_set for non-toy data")
         from .data.toy import build_toy_datasets
         train_set, val_set, tok = build_toy_datasets(cfg)
         if tok.vocab_size > cfg.model.vocab_size:

@@ -95,3 +95,25 @@ def test_bad_inputs_are_clear_errors(batch):
         model(x, None, None, batch["text_ids"], batch["text_mask"])
     with pytest.raises(ValueError, match="text_ids"):
         model(x, None, batch["report_ids"], None, None)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(smoke_cfg, batch):
+    """Recomputing activations in the backward trades time for memory and changes nothing else."""
+    grads = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = REFERS.from_config(smoke_cfg).train()
+        for m in model.modules():  # no dropout: both runs must see the same network
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        model.set_grad_checkpointing(on)
+        model(**model_inputs(batch)).losses.total.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        if on:
+            assert model.encoder.grad_checkpointing
+            assert model.text_encoder.backbone.is_activation_checkpointing \
+                if hasattr(model.text_encoder.backbone, "is_activation_checkpointing") \
+                else model.text_encoder.backbone.is_gradient_checkpointing
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6, msg=lambda m: f"{n}: {m}")

@@ -9,7 +9,10 @@ The pre-training loop accepts any ``torch.utils.data.Dataset`` whose items are d
 
 :class:`MultiViewStudies` wraps such a dataset and draws the model's V views per study
 (:func:`~refers_lite.data.views.sample_views`) with a generator seeded by (seed, epoch, index),
-so that a batch depends only on its position in the run: the property exact resume needs.
+so that a batch depends only on its position in the run: the property exact resume needs. The
+same generator decides the paper's horizontal flip: the study's images are mirrored and 'left'
+and 'right' are swapped in its report (:func:`~refers_lite.data.side_swap.swap_sides`), which is
+then re-encoded for the report transformer.
 :class:`ResumableSampler` yields those (index, epoch) keys from any position, shards them across
 ranks, and :class:`StudyCollator` pads and tokenises.
 """
@@ -21,12 +24,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .side_swap import swap_sides
 from .views import sample_views
 
 
 class MultiViewStudies(Dataset):
-    def __init__(self, base: Dataset, num_views: int, seed: int = 0, name: str = "dataset"):
+    def __init__(self, base: Dataset, num_views: int, seed: int = 0, name: str = "dataset", hflip_prob: float = 0.0,
+                 report_tokenizer=None, max_report_len: int = 128):
         self.base, self.num_views, self.seed, self.name = base, num_views, seed, name
+        self.hflip_prob, self.report_tokenizer, self.max_report_len = hflip_prob, report_tokenizer, max_report_len
+        if hflip_prob > 0 and report_tokenizer is None:
+            raise ValueError(f"{name}: horizontal flips (hflip_prob={hflip_prob}) need the report tokenizer to "
+                             f"re-encode the side-swapped report; the dataset has no 'report_tokenizer'")
 
     def __len__(self) -> int:
         return len(self.base)
@@ -40,8 +49,12 @@ class MultiViewStudies(Dataset):
                              f"{type(images).__name__ if not isinstance(images, torch.Tensor) else tuple(images.shape)}")
         rng = np.random.default_rng([self.seed, epoch, index])
         views = sample_views(images.shape[0], self.num_views, rng)
-        return {"images": images[views], "report_ids": item["report_ids"], "text": item["text"],
-                "study_id": item.get("study_id", index)}
+        images, report_ids, text = images[views], item["report_ids"], item["text"]  # (V, C, H, W)
+        if self.hflip_prob > 0 and rng.random() < self.hflip_prob:
+            images = images.flip(-1)  # the patient's left moves to the other side of the film
+            text = swap_sides(text)
+            report_ids = self.report_tokenizer.encode(text, self.max_report_len)
+        return {"images": images, "report_ids": report_ids, "text": text, "study_id": item.get("study_id", index)}
 
 
 class ResumableSampler(Sampler):
@@ -62,7 +75,9 @@ class ResumableSampler(Sampler):
         else:
             order = list(range(self.n))
         per_rank = self.n // self.world_size  # equal shards: every rank steps the same number of times
-        return order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        # Strided: the j-th batches of all ranks together are the j-th global batch of one process
+        # (the same studies), so W processes train on what one process would.
+        return order[self.rank::self.world_size][:per_rank]
 
     def __len__(self) -> int:
         return max(0, self.n // self.world_size - self.start)
@@ -93,7 +108,7 @@ class StudyCollator:
         shapes = {tuple(it["images"].shape) for it in items}
         if len(shapes) != 1:
             raise ValueError(f"studies in a batch must share one image shape, got {sorted(shapes)}")
-        images = torch.stack([it["images"] for it in items]).float()  # (B, V, C, H, W)
+        images = torch.stack([it["images"] for it in items])  # (B, V, C, H, W); uint8 stays uint8 (4x less to copy)
         view_mask = torch.ones(images.shape[:2], dtype=torch.bool)  # (B, V)
         reports = [torch.as_tensor(it["report_ids"], dtype=torch.long)[: self.max_report_len].clone() for it in items]
         for j, r in enumerate(reports):

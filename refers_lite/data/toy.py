@@ -114,6 +114,7 @@ class ToyStudies(Dataset):
         self.indices, self.seed, self.size = list(indices), seed, image_size
         self.specs = specs if specs is not None else [study_spec(seed, i) for i in self.indices]
         self.report_ids = [report_tokenizer.encode(s["text"], max_report_len) for s in self.specs]
+        self.report_tokenizer = report_tokenizer
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
+from torch.utils.checkpoint import checkpoint
 
 from ..config import AGG_MODES, ModelConfig
 
@@ -132,6 +133,7 @@ class RadiographTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, act, dpr[i]) for i in range(depth))
         self.rec_concat = RecurrentConcatenation(width) if agg_mode == "concat" else None
         self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.grad_checkpointing = False  # recompute each block's activations in the backward (memory for time)
         self.apply(_init_weights)
         if self.rec_concat is not None:  # _init_weights overwrote the identity start
             self.rec_concat.reset_parameters()
@@ -167,7 +169,10 @@ class RadiographTransformer(nn.Module):
                     x = self.rec_concat(x)
                 elif self.agg_mode == "add":
                     x = torch.cat([x[:, :1], x[:, 1:] + x[:, :1]], dim=1)
-            x = blk(x)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,19 @@ class REFERS(nn.Module):
     def from_config(cls, cfg: Config) -> "REFERS":
         return cls(cfg.model, cfg.loss)
 
+    def set_grad_checkpointing(self, on: bool = True) -> None:
+        """Recompute activations in the backward: the radiograph transformer's blocks and BERT's layers."""
+        self.encoder.grad_checkpointing = on
+        if self.text_encoder is not None:
+            bb = self.text_encoder.backbone
+            new_api = hasattr(bb, "activation_checkpointing_enable")  # transformers >= 5.x renamed it
+            if on and new_api:
+                bb.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            elif on:
+                bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            elif getattr(bb, "is_activation_checkpointing" if new_api else "is_gradient_checkpointing", False):
+                (bb.activation_checkpointing_disable if new_api else bb.gradient_checkpointing_disable)()
+
     # -- vision side --------------------------------------------------------------------------
     def encode_study(self, images: torch.Tensor, view_mask: torch.Tensor | None = None) -> StudyFeatures:
         if images.ndim != 5:
@@ -82,9 +95,11 @@ class REFERS(nn.Module):
 
     # -- both tasks ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, view_mask: torch.Tensor | None, report_ids: torch.Tensor | None = None,
-                text_ids: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> REFERSOutput:
+                text_ids: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                gather: bool = False) -> REFERSOutput:
         """images (B, V, C, H, W); view_mask (B, V); report_ids (B, T) decoder ids, BOS ... EOS, padded;
-        text_ids / text_mask (B, L) for the text encoder."""
+        text_ids / text_mask (B, L) for the text encoder. ``gather``: under DDP, both losses over the
+        global batch of all ranks (training); off for per-process evaluation."""
         study = self.encode_study(images, view_mask)
         B = images.shape[0]
         logits = targets = report = None
@@ -98,7 +113,7 @@ class REFERS(nn.Module):
             if text_ids is None or text_mask is None or text_ids.shape[0] != B:
                 raise ValueError(f"study-report consistency needs text_ids and text_mask with {B} rows")
             report = self.text_encoder(text_ids, text_mask)  # (B, V*D)
-        losses = self.criterion(logits, targets, study.fused, report)
+        losses = self.criterion(logits, targets, study.fused, report, gather)
         return REFERSOutput(losses, study.fused, report, study.weights, logits)
 
     @torch.no_grad()
