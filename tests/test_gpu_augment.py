@@ -190,7 +190,7 @@ def test_cuda_matches_cpu_and_repeats():
     images = _films(4, 3, 1, 256, 256)
     aug = StudyAugment(out_size=224)
     dev = torch.device("cuda")
-    torch.testing.assert_close(aug(images.to(dev), train=False).cpu(), aug(images, train=False), atol=1e-5, rtol=0)
+    torch.testing.assert_close(aug(images.to(dev), train=False).cpu(), aug(images, train=False), atol=1e-4, rtol=0)
     a = aug(images.to(dev), train=True, generator=torch.Generator(dev).manual_seed(0))
     b = aug(images.to(dev), train=True, generator=torch.Generator(dev).manual_seed(0))
     assert a.device.type == "cuda" and torch.equal(a, b)
