@@ -112,3 +112,28 @@ def test_toy_reports_describe_the_images():
     centre = (slice(36, 44), slice(24, 27))  # left of the heart's centre: heart tissue only when enlarged
     assert big[centre].mean() > normal[centre].mean() + 0.15
     assert torch.equal(ds[0]["images"], ToyStudies(idx, 0, 64, tok)[0]["images"])  # reproducible
+
+
+def test_horizontal_flip_mirrors_the_films_and_swaps_sides_in_the_report():
+    from refers_lite.data.report_tokenizer import ReportTokenizer
+    text = "small left pleural effusion. the right lung is clear."
+    tok = ReportTokenizer.train([text, "small right pleural effusion. the left lung is clear."], vocab_size=200)
+    img = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).reshape(2, 1, 4, 4)
+    base = [{"images": img, "report_ids": tok.encode(text), "text": text, "study_id": f"s{i}"} for i in range(40)]
+    ds = MultiViewStudies(base, 2, seed=0, hflip_prob=0.5, report_tokenizer=tok)
+    flipped = kept = 0
+    for i in range(40):
+        it = ds[(i, 0)]
+        if it["text"] == text:
+            kept += 1
+            assert it["report_ids"] == tok.encode(text)
+            assert sorted(it["images"].flatten().tolist()) == sorted(img.flatten().tolist())
+        else:
+            flipped += 1
+            assert it["text"] == "small right pleural effusion. the left lung is clear."
+            assert it["report_ids"] == tok.encode(it["text"])
+            assert torch.equal(it["images"].flip(-1)[0], img[0]) or torch.equal(it["images"].flip(-1)[0], img[1])
+    assert 8 < flipped < 32 and flipped + kept == 40
+    assert ds[(5, 0)]["text"] == ds[(5, 0)]["text"]  # the same (index, epoch) flips the same way
+    with pytest.raises(ValueError, match="report tokenizer"):
+        MultiViewStudies(base, 2, hflip_prob=0.5)

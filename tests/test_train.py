@@ -225,3 +225,37 @@ def test_any_plain_dataset_of_studies_trains(tmp_path):
     cfg = get_config("smoke", {"train": {"max_steps": 3}})
     res = pretrain(cfg, tmp_path, train_set=PlainStudies(10), val_set=PlainStudies(4, seed=1), progress=False)
     assert res.step == 3 and res.best_checkpoint is not None
+
+
+def test_pretraining_on_a_source_domain_folder_augments_flips_and_resumes_exactly(tmp_path):
+    """data.source="source": uint8 films from the image cache, augmented on the device, flipped with the
+    report's sides swapped; a killed run resumes to the same weights (the augmentation RNG is saved too)."""
+    from refers_lite.data.source_studies import write_placeholder_source
+    root = write_placeholder_source(tmp_path / "source", n_studies=40, image_size=48, seed=0)
+    cfg = get_config("smoke", {"data": {"source": "source", "root": str(root), "hflip_prob": 0.5},
+                               "model": {"vocab_size": 512}, "train": {"max_steps": 6, "ckpt_every": 2}})
+    full = pretrain(cfg, tmp_path / "full", progress=False)
+    assert full.step == 6 and full.best_checkpoint is not None
+    part = pretrain(cfg, tmp_path / "part", progress=False, stop_after=3)
+    rest = pretrain(cfg, tmp_path / "part", progress=False)
+    a, b = load_checkpoint(full.last_checkpoint)["model"], load_checkpoint(rest.last_checkpoint)["model"]
+    assert part.interrupted and all(torch.equal(a[k], b[k]) for k in a)
+    # the augmentation is random: another seed gives other weights
+    other = pretrain(get_config("smoke", {**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "seed": 1}}),
+                     tmp_path / "other", progress=False)
+    c = load_checkpoint(other.last_checkpoint)["model"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_prepare_augments_uint8_films_and_passes_float_model_inputs(tmp_path):
+    cfg = get_config("smoke")
+    t = Pretrainer(cfg, *_toy(cfg), tmp_path, progress=False)
+    films = torch.randint(0, 256, (2, 3, 1, 40, 40), dtype=torch.uint8)
+    out = t.prepare({"images": films}, train=True)["images"]
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 1, 32, 32) and 0 <= out.min() and out.max() <= 1
+    again = t.prepare({"images": films}, train=True)["images"]
+    assert not torch.equal(out, again)  # a new random crop/rotation each time
+    evals = [t.prepare({"images": films}, train=False)["images"] for _ in range(2)]
+    assert torch.equal(*evals)  # evaluation is deterministic
+    ready = torch.rand(2, 3, 1, 32, 32)
+    assert t.prepare({"images": ready}, train=True)["images"] is ready  # toy studies at model size: untouched

@@ -141,6 +141,7 @@ class SourceStudies(Dataset):
             offsets.append(len(items))
 
         tok = _resolve_tokenizer(self.root, report_tokenizer)
+        self.report_tokenizer = tok  # also re-encodes side-swapped reports of flipped studies (MultiViewStudies)
         self.study_ids: list[str] = df["study_id"].tolist()
         self.texts: list[str] = df["text"].tolist()
         self.max_report_len = int(max_report_len)
