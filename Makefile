@@ -38,7 +38,7 @@ help:
 	@echo "make data      - report corpus (splits, vocabulary) + radiographs rendered from the CT (PROFILE sizes)"
 	@echo "make domains   - only the rendered source and target domains: refers-lite data build --profile PROFILE"
 	@echo "make smoke     - a smoke pre-training run into runs/smoke"
-	@echo "make benchmark - seconds per pre-training step of the paper-sized model, fp32 vs bf16"
+	@echo "make benchmark - pre-training throughput (fp32 / bf16 / bf16+compile) and the cache loader against PNG decoding"
 	@echo "make clean     - remove build outputs (keeps .venv)"
 
 $(PY):
@@ -72,7 +72,8 @@ smoke: $(VENV)/.dev
 	$(VENV)/bin/refers-lite pretrain --profile smoke --out runs/smoke
 
 benchmark: $(VENV)/.dev
-	$(PY) benchmarks/pretrain_step.py
+	$(PY) benchmarks/pretrain_throughput.py --sizes paper --studies 2
+	$(PY) benchmarks/loader_throughput.py
 
 # -- the book -----------------------------------------------------------------------------------
 # Notebooks are executed by papermill into $(BUILD)/site (never rewriting notebooks/), next to a

@@ -13,7 +13,8 @@ clipping, optimiser step, schedule. Two measurements per variant:
 
 The paper size: ViT-B/16 at 224 px with recurrent concatenation, 3 views, view fusion, a
 BERT-base-sized text encoder (12 x 768, untrained weights: the timing does not depend on them and
-no BERT-base ships offline), the 6 x 512 report transformer; 100-token reports.
+no BERT-base ships offline), the 6 x 512 report transformer. Every variant pads reports and texts to
+the profile's maximum lengths (128 tokens at the paper size), as a compiled run does.
 
     python benchmarks/pretrain_throughput.py --sizes paper --studies 2 --steps 3        # the CPU
     python benchmarks/pretrain_throughput.py --device cuda --sizes smoke,demo,paper --studies 32
@@ -106,6 +107,7 @@ def bench_size(size: str, args, root: Path) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tr = Pretrainer(cfg, train_set, val_set, Path(tempfile.mkdtemp(dir=root)), progress=False)
+        tr.collate.fixed_length = True  # every variant sees the same shapes (compiled ones need them fixed)
         trainers[v] = tr
         loader = tr._loader(tr.train_set, tr.sampler, drop_last=True)
         batches[v] = to_device(next(iter(loader)), device)
@@ -120,26 +122,26 @@ def bench_size(size: str, args, root: Path) -> dict:
         sync(device)
         return time.perf_counter() - t0
 
-    warm = {}
+    def say(msg: str) -> None:
+        print(f"  [{size}] {msg}", file=sys.stderr, flush=True)
+
+    warm, times, peak_mem, e2e = {}, {v: [] for v in variants}, {}, {}
     for v in variants:  # warm-up (compilation happens here)
         t0 = time.perf_counter()
         for _ in range(args.warmup):
             step(v)
         warm[v] = time.perf_counter() - t0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-    times = {v: [] for v in variants}
-    peak_mem = {}
-    for _ in range(args.steps):
+        say(f"{v}: warm-up {warm[v]:.1f} s")
+    for _ in range(args.steps):  # variants alternate so that machine noise hits them alike
         for v in variants:
             times[v].append(step(v))
-    for v in variants:  # peak memory of each variant alone
-        if device.type == "cuda":
+    for v in variants:
+        say(f"{v}: {statistics.median(times[v]):.4f} s/step")
+        if device.type == "cuda":  # peak memory of each variant alone
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
             step(v)
             peak_mem[v] = torch.cuda.max_memory_allocated(device) / 2**30
-    e2e = {}
     if args.e2e_steps:
         for v in variants:  # the loop as pre-training runs it: loader, copy, augmentation, step
             tr = trainers[v]
@@ -162,6 +164,7 @@ def bench_size(size: str, args, root: Path) -> dict:
                     n += 1
             sync(device)
             e2e[v] = (time.perf_counter() - t0) / n
+            say(f"{v}: end to end {e2e[v]:.4f} s/step")
     m = cfg0.model
     views = args.studies * m.num_views
     result = {"size": size, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else

@@ -257,7 +257,7 @@ def _parse_str(s: str, want: type, key: str) -> Any:
 
 # -- profiles --------------------------------------------------------------------------------
 PROFILES: dict[str, dict] = {
-    "paper": {},
+    "paper": {"data": dict(source="source")},  # the rendered IU source domain (`refers-lite data build`)
     "demo": {
         "model": dict(image_size=64, patch_size=8, width=128, depth=4, heads=4, fusion_hidden=128,
                       text_encoder="minilm", text_freeze_layers=4, text_max_len=64,

@@ -20,6 +20,17 @@ def test_paper_profile_is_the_papers_setting():
     assert m.image_size // m.patch_size == 14 and m.act == "relu" and m.agg_mode == "concat" and m.num_views == 3
     assert (t.batch_size, t.max_steps, t.warmup_steps) == (32, 300_000, 10_000)
     assert (t.lr_vision, t.lr_text, t.momentum, t.weight_decay) == (3e-3, 3e-4, 0.9, 1e-4)
+    d = c.data  # pre-trains on the rendered IU source domain with the paper's augmentation
+    assert d.source == "source" and d.augment and d.hflip_prob == 0.5
+    assert (round(d.crop_fraction * 256), d.max_rotation_deg) == (224, 10.0)
+
+
+@pytest.mark.parametrize("key, value, match", [("data.source", "mimic", "data.source"),
+                                               ("data.hflip_prob", "1.5", "hflip_prob"),
+                                               ("data.crop_fraction", "0", "crop_fraction")])
+def test_bad_data_settings_are_named(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        get_config("smoke", [f"{key}={value}"])
 
 
 def test_unknown_keys_are_errors_that_name_them():

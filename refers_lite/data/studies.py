@@ -91,16 +91,19 @@ class StudyCollator:
     """List of studies -> batch dict of tensors (images, view_mask, report_ids, text_ids, text_mask)."""
 
     def __init__(self, text_tokenizer=None, text_max_len: int = 128, max_report_len: int = 128, pad_id: int = 0,
-                 eos_id: int = 2):
+                 eos_id: int = 2, fixed_length: bool = False):
         self.text_tokenizer, self.text_max_len = text_tokenizer, text_max_len
         self.max_report_len, self.pad_id, self.eos_id = max_report_len, pad_id, eos_id
+        # fixed_length: pad reports and texts to their maximum lengths, so every batch has one shape
+        # (a compiled model then compiles once instead of once per report length)
+        self.fixed_length = fixed_length
 
     @classmethod
     def from_config(cls, cfg, text_tokenizer=None) -> "StudyCollator":
         """The collator a run of ``cfg`` uses (text tokenised only when Task 2 is on)."""
         m = cfg.model
         return cls(text_tokenizer if cfg.loss.use_consistency else None, m.text_max_len, m.max_report_len,
-                   m.pad_id, m.eos_id)
+                   m.pad_id, m.eos_id, fixed_length=cfg.train.compile)
 
     def __call__(self, items: Sequence[dict]) -> dict[str, Any]:
         if not items:
@@ -117,14 +120,14 @@ class StudyCollator:
                                  f"need at least BOS and EOS")
             if r[-1] != self.eos_id:  # truncated: close it
                 r[-1] = self.eos_id
-        T = max(r.numel() for r in reports)
+        T = self.max_report_len if self.fixed_length else max(r.numel() for r in reports)
         report_ids = torch.full((len(items), T), self.pad_id, dtype=torch.long)  # (B, T)
         for j, r in enumerate(reports):
             report_ids[j, : r.numel()] = r
         batch = {"images": images, "view_mask": view_mask, "report_ids": report_ids,
                  "study_id": [it.get("study_id") for it in items]}
         if self.text_tokenizer is not None:
-            enc = self.text_tokenizer([it["text"] for it in items], padding=True, truncation=True,
-                                      max_length=self.text_max_len, return_tensors="pt")
+            enc = self.text_tokenizer([it["text"] for it in items], padding="max_length" if self.fixed_length else True,
+                                      truncation=True, max_length=self.text_max_len, return_tensors="pt")
             batch["text_ids"], batch["text_mask"] = enc["input_ids"], enc["attention_mask"]  # (B, L)
         return batch
