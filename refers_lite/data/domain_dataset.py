@@ -121,12 +121,13 @@ class DomainImages(Dataset):
     """One split of a domain; ``split="train"`` takes the (``ratio``, ``seed``) label-ratio subset.
 
     Items: ``{"image": (1, H, W) float32 in [0, 1] (after ``transform``), "labels": (C,) float32,
-    "image_id": str, "index": int}`` where ``index`` is the item's position in this dataset.
+    "image_id": str, "index": int}`` where ``index`` is the item's position in this dataset;
+    ``uint8=True``: the image stays (1, H, W) uint8 (4x less to copy; the training loop augments it).
     ``verify=True`` checks every cache shard's sha256 on opening.
     """
 
     def __init__(self, root, split: str = "train", ratio: float = 1.0, seed: int = 0, transform=None,
-                 verify: bool = False):
+                 verify: bool = False, uint8: bool = False):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         self.root = Path(root)
@@ -137,6 +138,9 @@ class DomainImages(Dataset):
         self.task: str = self.domain["task"]
         self.classes: list[str] = list(self.domain["classes"])
         self.split, self.ratio, self.seed, self.transform = split, float(ratio), int(seed), transform
+        self.uint8 = uint8  # items keep the cache's uint8 pixels (augmented and scaled later, on the device)
+        if uint8 and transform is not None:
+            raise ValueError("uint8=True hands out raw pixels: give no transform (augment the batch instead)")
 
         splits_dir = self.root / SPLITS_DIR
         splits, subsets = read_split_files(splits_dir)
@@ -174,6 +178,9 @@ class DomainImages(Dataset):
             raise IndexError(f"index {i} out of range for {len(self)} images")
         i %= len(self)
         pixels = self.cache.image(int(self._items[i]))  # (H, W) uint8, read-only view
+        if self.uint8:
+            return {"image": torch.from_numpy(pixels.copy())[None], "labels": torch.from_numpy(self._labels[i].copy()),
+                    "image_id": self.image_ids[i], "index": i}  # (1, H, W) uint8
         image = torch.from_numpy(np.divide(pixels, 255, dtype=np.float32))[None]  # (1, H, W) in [0, 1]
         if self.transform is not None:
             image = self.transform(image)

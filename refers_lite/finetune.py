@@ -1,0 +1,328 @@
+"""Fine-tuning on a labelled target domain (Methods 4.2, "Training and testing methodologies").
+
+The paper fine-tunes the pre-trained radiograph transformer with a linear head on its aggregation
+embedding, on each target domain at 1 %, 10 % and 100 % of the training labels:
+
+* SGD, momentum 0.9, initial learning rate 3e-3 for every transformer (REFERS and the transformer
+  baselines); Adam with 1e-4 for ResNets; the pre-training schedule (linear warm-up, then cosine
+  decay); batch 128;
+* augmentation as in pre-training: resize to 256, random crop 224, rotation of up to 10 degrees,
+  brightness and contrast, horizontal flip (labels do not depend on the side);
+* multi-label binary cross-entropy (NIH ChestX-ray, VinBigData), one binary output (Shenzhen, the
+  COVID-19 tasks), softmax cross-entropy for a multi-class domain;
+* per-class ROC-AUC; each experiment repeated 3 times.
+
+The paper does not say how long it fine-tunes; we train ``epochs`` epochs but at least
+``min_steps`` steps (at 1 % of the labels an epoch is a step or two), evaluate the validation AUC
+after every epoch, keep the checkpoint with the best validation AUC and report the test AUC of
+that checkpoint. The test split is never used to choose anything.
+
+``finetune(...)`` is one run (one method, dataset, ratio, seed) in its own folder: ``config.json``,
+``metrics.jsonl``, ``best.pt`` (the classifier, its classes and config) and ``result.json``
+(written last and atomically: a folder with ``result.json`` holds a finished run).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .config import ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
+from .data.domain_dataset import DomainImages
+from .data.gpu_augment import StudyAugment
+from .metrics import mean_auc, per_class_auc
+from .train import resolve_device, resolve_precision, seed_everything, warmup_cosine
+
+FINETUNE_FORMAT = "refers_lite.finetune.v1"
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class FinetuneConfig:
+    profile: str = "paper"
+    optimizer: str = "sgd"  # paper: SGD for transformers, "adam" (lr 1e-4) for ResNets
+    lr: float = 3e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # not on LayerNorm and biases, as in pre-training
+    batch_size: int = 128
+    epochs: int = 20  # the paper does not say; at least min_steps steps
+    min_steps: int = 300
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    precision: str = "auto"
+    device: str = "auto"
+    num_workers: int = 0
+    eval_batch_size: int = 256
+    augment: bool = True
+    hflip_prob: float = 0.5
+    crop_fraction: float = 224 / 256
+    max_rotation_deg: float = 10.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+
+    def validate(self) -> None:
+        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        _check(self.lr > 0 and self.batch_size >= 1 and self.epochs >= 1 and self.min_steps >= 1,
+               "lr, batch_size, epochs and min_steps must be positive")
+        _check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
+        _check(0 <= self.hflip_prob <= 1 and 0 < self.crop_fraction <= 1, "hflip_prob in [0, 1], crop_fraction in (0, 1]")
+        _check(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
+               f"auto, fp32, bf16, fp16")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FINETUNE_PROFILES: dict[str, dict] = {
+    "paper": {},
+    "demo": dict(batch_size=32, epochs=8, min_steps=60, eval_batch_size=128),
+    "smoke": dict(batch_size=8, epochs=1, min_steps=3, eval_batch_size=32, precision="fp32", lr=1e-2),
+}
+
+
+def get_finetune_config(profile: str = "smoke", overrides: Mapping[str, Any] | Sequence[str] | None = None
+                        ) -> FinetuneConfig:
+    """A named fine-tuning profile plus overrides (``{"lr": 1e-4}`` or ``["lr=1e-4"]``), validated."""
+    if profile not in FINETUNE_PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(FINETUNE_PROFILES)}")
+    d = FinetuneConfig(profile=profile).to_dict()
+    deep_update(d, dict(FINETUNE_PROFILES[profile]))
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            overrides = {k: v for sec in parse_overrides([f"ft.{o}" for o in overrides]).values() for k, v in sec.items()}
+        deep_update(d, dict(overrides))
+    cfg = _from_dict(FinetuneConfig, d, "")
+    cfg.validate()
+    return cfg
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+def build_encoder(encoder: str | Path, profile: str = "smoke") -> nn.Module:
+    """``"scratch"``: a randomly initialised radiograph transformer of the pre-training profile's size;
+    otherwise an exported image encoder file (``refers-lite export``), loaded strictly."""
+    if str(encoder) == "scratch":
+        from .models.radiograph_transformer import RadiographTransformer
+        return RadiographTransformer.from_config(get_config(profile).model)
+    from .checkpoint import load_image_encoder
+    return load_image_encoder(encoder)
+
+
+class LinearHead(nn.Module):
+    """An encoder whose forward gives (aggregation embedding (B, D), ...) plus a linear layer: logits (B, K)."""
+
+    def __init__(self, encoder: nn.Module, num_outputs: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.width, num_outputs)
+        self.image_size = encoder.image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
+        agg, _ = self.encoder(x)  # (B, D)
+        return self.head(agg)
+
+
+def _loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    if task == "multiclass":
+        return F.cross_entropy(logits, labels.argmax(1))
+    return F.binary_cross_entropy_with_logits(logits, labels)  # multilabel and binary (one column)
+
+
+def _probabilities(task: str, logits: torch.Tensor) -> torch.Tensor:
+    return logits.float().softmax(-1) if task == "multiclass" else logits.float().sigmoid()
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    test_auc: dict[str, float]
+    test_mean_auc: float
+    val_mean_auc: float
+    best_step: int
+    steps: int
+    seconds: float
+    reused: bool = False
+
+    @classmethod
+    def read(cls, path: Path) -> "FinetuneResult":
+        r = json.loads(path.read_text())
+        return cls(path.parent, r["test_auc"], r["test_mean_auc"], r["val_mean_auc"], r["best_step"], r["steps"],
+                   r["seconds"], reused=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Finetuner:
+    """Fine-tune ``model`` (images (B, 1, H, W) -> logits) on one domain split at one label ratio."""
+
+    def __init__(self, cfg: FinetuneConfig, model: nn.Module, domain: str | Path, ratio: float, seed: int,
+                 out_dir: str | Path, progress: bool = True, run_info: dict | None = None):
+        self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
+        self.train_set = DomainImages(domain, "train", ratio=ratio, seed=seed, uint8=True)
+        self.val_set = DomainImages(domain, "validation", uint8=True)
+        self.test_set = DomainImages(domain, "test", uint8=True)
+        if len(self.train_set) == 0:
+            raise ValueError(f"{self.train_set!r}: no training images at ratio {ratio}")
+        self.task, self.classes = self.train_set.task, self.train_set.classes
+        self.run_info = {"domain": str(domain), "name": self.train_set.name, "ratio": ratio, "seed": seed,
+                         **(run_info or {})}
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.seed = seed
+        self.model = model.to(self.device)
+        n_out = len(self.classes)
+        if getattr(self.model, "head", None) is not None and self.model.head.out_features != n_out:
+            raise ValueError(f"the model has {self.model.head.out_features} outputs, the domain "
+                             f"{self.train_set.name!r} has {n_out} classes")
+        size = getattr(self.model, "image_size", 224)
+        self.augment = StudyAugment(size, cfg.crop_fraction, cfg.max_rotation_deg, cfg.brightness, cfg.contrast)
+        self.batch_size = min(cfg.batch_size, len(self.train_set))
+        self.steps_per_epoch = max(1, len(self.train_set) // self.batch_size)
+        self.total_steps = max(cfg.min_steps, cfg.epochs * self.steps_per_epoch)
+        self.eval_every = self.steps_per_epoch if self.steps_per_epoch * cfg.epochs >= cfg.min_steps \
+            else max(1, self.total_steps // cfg.epochs)  # short epochs: evaluate `epochs` times in all
+        params = _param_groups(self.model, cfg.weight_decay)
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, **fused)
+        else:
+            self.opt = torch.optim.Adam(params, lr=cfg.lr, **fused)
+        warmup = int(cfg.warmup_fraction * self.total_steps)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: warmup_cosine(s, warmup, self.total_steps))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
+        self.gen = torch.Generator(self.device).manual_seed(seed * 7919 + 3)
+
+    def _prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)  # (B, 1, S, S) uint8
+        x = self.augment(images, train=train and self.cfg.augment, generator=self.gen)  # (B, 1, H, W) in [0, 1]
+        if train and self.cfg.augment and self.cfg.hflip_prob > 0:
+            flip = torch.rand(x.shape[0], device=x.device, generator=self.gen) < self.cfg.hflip_prob  # (B,)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+    @torch.no_grad()
+    def predict(self, dataset: DomainImages) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (N, K), labels (N, K)) on a whole split, no augmentation."""
+        self.model.eval()
+        loader = DataLoader(dataset, batch_size=self.cfg.eval_batch_size, shuffle=False,
+                            num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+        probs, labels = [], []
+        for batch in loader:
+            with self.precision.autocast(self.device):
+                logits = self.model(self._prepare(batch["image"], train=False))
+            probs.append(_probabilities(self.task, logits).cpu())
+            labels.append(batch["labels"])
+        return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+    def evaluate(self, dataset: DomainImages) -> dict[str, float]:
+        probs, labels = self.predict(dataset)
+        return per_class_auc(labels, probs, self.classes)
+
+    def fit(self) -> FinetuneResult:
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps({"finetune": cfg.to_dict(), **self.run_info}, indent=2))
+        log = open(self.out_dir / "metrics.jsonl", "w")
+        seed_everything(self.seed)
+        g = torch.Generator().manual_seed(self.seed)
+        loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=g,
+                            num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=cfg.num_workers > 0)
+        best_auc, best_step, step, t0 = -math.inf, 0, 0, time.time()
+        bar = tqdm(total=self.total_steps, desc=f"fine-tuning {self.run_info['name']} {self.run_info['ratio']:g}",
+                   unit="step", disable=not self.progress, dynamic_ncols=True)
+        try:
+            while step < self.total_steps:
+                for batch in loader:
+                    self.model.train()
+                    x = self._prepare(batch["image"], train=True)
+                    y = batch["labels"].to(self.device, non_blocking=True)
+                    with self.precision.autocast(self.device):
+                        logits = self.model(x)
+                    loss = _loss(self.task, logits, y)
+                    self.opt.zero_grad(set_to_none=True)
+                    self.scaler.scale(loss).backward()
+                    self.scaler.unscale_(self.opt)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.scaler.step(self.opt)
+                    self.scaler.update()
+                    self.sched.step()
+                    step += 1
+                    bar.update(1)
+                    rec = {"step": step, "loss": float(loss.detach()), "lr": self.opt.param_groups[0]["lr"]}
+                    if step % self.eval_every == 0 or step == self.total_steps:
+                        val = mean_auc(self.evaluate(self.val_set))
+                        rec["val_mean_auc"] = val
+                        bar.set_postfix(val_auc=f"{val:.3f}")
+                        if val > best_auc or not math.isfinite(best_auc):  # the first evaluation always counts
+                            best_auc, best_step = val, step
+                            torch.save({"format": FINETUNE_FORMAT, "model": self.model.state_dict(),
+                                        "classes": self.classes, "task": self.task, "finetune": cfg.to_dict(),
+                                        "run": self.run_info, "step": step}, self.out_dir / "best.pt")
+                    log.write(json.dumps(rec) + "\n")
+                    if step >= self.total_steps:
+                        break
+        finally:
+            bar.close()
+            log.close()
+        best = torch.load(self.out_dir / "best.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(best["model"])
+        test = self.evaluate(self.test_set)
+        result = {"test_auc": test, "test_mean_auc": mean_auc(test), "val_mean_auc": best_auc, "best_step": best_step,
+                  "steps": step, "seconds": round(time.time() - t0, 2), "n_train": len(self.train_set),
+                  "n_val": len(self.val_set), "n_test": len(self.test_set), "device": str(self.device),
+                  **self.run_info}
+        _atomic_write(self.out_dir / "result.json", json.dumps(result, indent=2) + "\n")
+        return FinetuneResult(self.out_dir, test, result["test_mean_auc"], best_auc, best_step, step, result["seconds"])
+
+
+def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, out_dir: str | Path,
+             cfg: FinetuneConfig | None = None, profile: str = "smoke", progress: bool = True,
+             reuse: bool = True) -> FinetuneResult:
+    """One fine-tuning run of ``encoder`` (``"scratch"`` or an exported encoder file) on a domain folder.
+
+    With ``reuse``, a folder that already holds ``result.json`` of the same run is read, not re-run."""
+    cfg = cfg or get_finetune_config(profile)
+    out_dir = Path(out_dir)
+    info = {"encoder": str(encoder)}
+    done = out_dir / "result.json"
+    if reuse and done.is_file():
+        saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").is_file() else {}
+        if saved.get("finetune") == cfg.to_dict() and saved.get("encoder") == str(encoder) \
+                and math.isclose(saved.get("ratio", -1), ratio) and saved.get("seed") == seed:
+            return FinetuneResult.read(done)
+    seed_everything(seed)  # the head's initialisation depends on the run's seed
+    model = LinearHead(build_encoder(encoder, cfg.profile), _num_classes(domain))
+    return Finetuner(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
+
+
+def _num_classes(domain: str | Path) -> int:
+    from .data.domain_dataset import read_domain
+    return len(read_domain(domain)["classes"])
