@@ -81,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--vocab-size", type=int, default=3000, help="report tokenizer vocabulary (default 3000)")
 
+    p = sub.add_parser("finetune", help="fine-tune an encoder on a target domain at a label ratio; prints test AUCs",
+                       description="Fine-tune the radiograph transformer (or one from scratch) with a linear head "
+                                   "on a target domain built by `refers-lite data build` (paper recipe; the "
+                                   "checkpoint with the best validation AUC is tested).")
+    p.add_argument("--encoder", required=True, help="an exported encoder file (`refers-lite export`) or 'scratch'")
+    p.add_argument("--dataset", required=True,
+                   help="a domain name under --data-root (nih, vindr, shenzhen, covid_t1, covid_t2) or a domain folder")
+    p.add_argument("--data-root", type=Path, default=Path("data/synthetic"), help="default: data/synthetic")
+    p.add_argument("--ratio", type=float, default=1.0, help="fraction of the training labels: 0.01, 0.1 or 1")
+    p.add_argument("--seed", type=int, default=0, help="which ratio subset, and the run's randomness (0, 1, 2)")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "demo", "paper"])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fine-tuning setting, e.g. --set lr=1e-4 --set optimizer=adam")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune/DATASET_RATIO_sSEED)")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("plot", help="plot a run's loss curves to a PNG")
     p.add_argument("run", type=Path, help="run folder (holding metrics.jsonl)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN/loss_curves.png)")
@@ -127,6 +143,25 @@ def _data_build(args) -> None:
         raise SystemExit(130)
 
 
+def _finetune(args) -> None:
+    from .finetune import finetune, get_finetune_config
+    domain = Path(args.dataset) if Path(args.dataset).is_dir() else args.data_root / args.dataset
+    if not (domain / "domain.json").is_file():
+        raise FileNotFoundError(f"{domain}: not a built domain (no domain.json); run `refers-lite data build` or "
+                                f"pass a domain folder")
+    if args.encoder != "scratch" and not Path(args.encoder).is_file():
+        raise FileNotFoundError(f"{args.encoder}: no such encoder file (make one with `refers-lite export`)")
+    cfg = get_finetune_config(args.profile, args.overrides)
+    out = args.out or Path("runs/finetune") / f"{domain.name}_{args.ratio:g}_s{args.seed}"
+    res = finetune(args.encoder, domain, args.ratio, args.seed, out, cfg=cfg, progress=not args.no_progress)
+    width = max(len(c) for c in res.test_auc)
+    print(f"{domain.name}, {args.ratio:g} of the labels, seed {args.seed}: best validation mean AUC "
+          f"{res.val_mean_auc:.3f} at step {res.best_step} of {res.steps}{' (reused)' if res.reused else ''}")
+    for c, a in res.test_auc.items():
+        print(f"  {c:<{width}}  test AUC {a:.3f}")
+    print(f"  {'mean':<{width}}  test AUC {res.test_mean_auc:.3f}\nwrote {res.out_dir / 'result.json'}")
+
+
 def _version() -> str:
     from . import __version__
     return f"refers-lite {__version__}"
@@ -157,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{state} at step {res.step}; best validation loss {res.best_val_loss:.4f}; "
                       f"checkpoints in {res.out_dir}")
             return 130 if res.interrupted else 0
+        elif args.verb == "finetune":
+            _finetune(args)
         elif args.verb == "export":
             from .checkpoint import export_image_encoder
             out = export_image_encoder(args.checkpoint, args.out)

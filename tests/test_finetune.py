@@ -123,3 +123,15 @@ def test_bad_settings_are_named():
     with pytest.raises(ConfigError, match="unknown key"):
         get_finetune_config("smoke", ["learning_rate=0.1"])
     assert get_finetune_config("paper").lr == 3e-3 and get_finetune_config("paper").batch_size == 128
+
+
+def test_the_command_line_fine_tunes_and_reports(domain, tmp_path, capsys):
+    from refers_lite.cli import main
+    out = tmp_path / "cli"
+    assert main(["finetune", "--encoder", "scratch", "--dataset", str(domain), "--ratio", "0.1", "--seed", "0",
+                 "--profile", "smoke", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "blob" in text and "stripe" in text and "mean" in text and (out / "result.json").is_file()
+    assert main(["finetune", "--encoder", "missing.pt", "--dataset", str(domain)]) == 2
+    assert "no such encoder file" in capsys.readouterr().err
+    assert main(["finetune", "--encoder", "scratch", "--dataset", "nope", "--data-root", str(tmp_path)]) == 2
