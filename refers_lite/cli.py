@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune/DATASET_RATIO_sSEED)")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("experiments", help="the grid behind Tables 1-3 and Figure 2: pre-train, fine-tune, tabulate",
+                       description="Pre-train every method on the source domain, fine-tune each on every target "
+                                   "column and seed, and write results.csv, table1/table3 (.md, .csv) and "
+                                   "figure2.png. Finished pre-trainings and cells are reused; an interrupted grid "
+                                   "resumes with the same command.")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "demo", "paper"])
+    p.add_argument("--data-root", type=Path, default=Path("data/synthetic"), help="built domains (default: data/synthetic)")
+    p.add_argument("--out", type=Path, default=None, help="default: runs/experiments/PROFILE")
+    p.add_argument("--methods", default=None, help="comma-separated subset of the profile's methods")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("plot", help="plot a run's loss curves to a PNG")
     p.add_argument("run", type=Path, help="run folder (holding metrics.jsonl)")
     p.add_argument("--out", type=Path, help="PNG path (default: RUN/loss_curves.png)")
@@ -194,6 +206,21 @@ def main(argv: list[str] | None = None) -> int:
             return 130 if res.interrupted else 0
         elif args.verb == "finetune":
             _finetune(args)
+        elif args.verb == "experiments":
+            from .experiments import run_experiments
+            out = args.out or Path("runs/experiments") / args.profile
+            try:
+                paths = run_experiments(args.profile, args.data_root, out,
+                                        methods=args.methods.split(",") if args.methods else None,
+                                        seeds=[int(x) for x in args.seeds.split(",")] if args.seeds else None,
+                                        progress=not args.no_progress)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted: finished runs under {out} are kept; run the same command to resume",
+                      file=sys.stderr)
+                return 130
+            for name, path in paths.items():
+                print(f"wrote {path}")
+            print((out / "table1.md").read_text())
         elif args.verb == "export":
             from .checkpoint import export_image_encoder
             out = export_image_encoder(args.checkpoint, args.out)

@@ -1,0 +1,264 @@
+"""The experiment grid behind the paper's Tables 1-3 and Figure 2.
+
+Methods x target columns x seeds, where a column is a (domain, label ratio) pair laid out as the
+paper's Table 1: NIH and VinBigData at 1 %, 10 % and 100 % of the training labels, Shenzhen and
+the two COVID-19 tasks with all of them. Each method is
+
+* a pre-training: REFERS on the source domain with a config variant (the ablations of Table 3 are
+  variants: no recurrent concatenation, no report generation (Task 1), no study-report consistency
+  (Task 2)), exported to an image encoder; or none (training from scratch);
+* then one fine-tuning run per cell (``finetune.py``), with the paper's fine-tuning recipe.
+
+Every pre-training and every cell lives in a folder named by a hash of everything that decides
+its result (configs, data folder, ratio, seed): a re-run (for instance, re-building the book)
+reuses what is finished, a changed setting gets a new folder, and an interrupted grid resumes
+(a pre-training from its ``last.pt``, a grid from its finished cells).
+
+Outputs in ``out``: ``results.csv`` (one row per cell and class), ``table1.{csv,md}``,
+``table3.{csv,md}`` and ``figure2.png`` (AUC against the label ratio).
+
+Methods of the paper not here yet: LSP (Transformer and ConvNet), ImageNet and self-supervised
+initialisations, no view fusion, the ResNet row of Table 3; the tables list only what ran.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .config import deep_update, get_config
+from .finetune import FinetuneConfig, finetune, get_finetune_config
+from .metrics import summarize_seeds, t_test
+
+DOMAIN_LABELS = {"nih": "NIH", "vindr": "VBD", "shenzhen": "SZ", "covid_t1": "C-T1", "covid_t2": "C-T2"}
+PAPER_COLUMNS = (("nih", 0.01), ("nih", 0.1), ("nih", 1.0), ("vindr", 0.01), ("vindr", 0.1), ("vindr", 1.0),
+                 ("shenzhen", 1.0), ("covid_t1", 1.0), ("covid_t2", 1.0))
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str  # as the tables print it
+    pretrain: dict | None  # REFERS config overrides for its pre-training; None = no pre-training
+    finetune: dict = field(default_factory=dict)  # fine-tuning overrides (e.g. Adam for ResNets)
+    ablation: tuple[str, ...] = ()  # Table 3: the components it keeps, of ViT, RecConcat, Fusion, Task1, Task2
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("refers", "Our REFERS", {}, ablation=("ViT", "RecConcat", "Fusion", "Task1", "Task2")),
+    Method("scratch", "From scratch", None),
+    Method("no_rec_concat", "REFERS without recurrent concatenation", {"model": {"agg_mode": "none"}},
+           ablation=("ViT", "Fusion", "Task1", "Task2")),
+    Method("no_task1", "REFERS without report generation (Task 1)", {"loss": {"use_generation": False}},
+           ablation=("ViT", "RecConcat", "Fusion", "Task2")),
+    Method("no_task2", "REFERS without study-report consistency (Task 2)", {"loss": {"use_consistency": False}},
+           ablation=("ViT", "RecConcat", "Fusion", "Task1")),
+)}
+TABLE1_METHODS = ("refers", "scratch")
+TABLE3_METHODS = ("no_rec_concat", "no_task1", "no_task2", "refers")
+TABLE3_COLUMN = ("covid_t2", 1.0)  # the paper's ablation reports viral vs bacterial pneumonia
+
+EXPERIMENT_PROFILES: dict[str, dict] = {
+    "paper": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2)),
+    "demo": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2)),
+    "smoke": dict(methods=tuple(METHODS), columns=(("nih", 0.1), ("nih", 1.0), ("shenzhen", 1.0), ("covid_t2", 1.0)),
+                  seeds=(0, 1)),
+}
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Grid:
+    profile: str
+    data_root: Path
+    out: Path
+    methods: tuple[str, ...]
+    columns: tuple[tuple[str, float], ...]
+    seeds: tuple[int, ...]
+    pretrain_overrides: dict = field(default_factory=dict)  # applied to every pre-training (e.g. fewer steps)
+    finetune_overrides: dict = field(default_factory=dict)
+
+    def pretrain_config(self, method: Method):
+        """The profile's REFERS config on the source domain, with the paper's augmentation (flips included),
+        a decoder vocabulary at least as large as the report tokenizer's, then the method's variant."""
+        from .data.source_studies import _resolve_tokenizer
+        root = self.data_root / "source"
+        vocab = _resolve_tokenizer(root, None).vocab_size
+        over = {"data": {"source": "source", "root": str(root), "hflip_prob": 0.5},
+                "model": {"vocab_size": max(vocab, get_config(self.profile).model.vocab_size)}}
+        deep_update(over, json.loads(json.dumps(self.pretrain_overrides)))
+        return get_config(self.profile, deep_update(over, json.loads(json.dumps(method.pretrain))))
+
+    def finetune_config(self, method: Method) -> FinetuneConfig:
+        return get_finetune_config(self.profile, {**self.finetune_overrides, **method.finetune})
+
+
+def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Callable[[str], None] = print) -> str:
+    """The encoder a method fine-tunes: ``"scratch"``, or the exported encoder of its (cached) pre-training."""
+    if method.pretrain is None:
+        return "scratch"
+    from .checkpoint import export_image_encoder
+    from .train import pretrain
+    cfg = grid.pretrain_config(method)
+    run = grid.out / "pretrain" / f"{method.name}-{_digest(cfg.to_dict())}"
+    encoder = run / "encoder.pt"
+    if encoder.is_file():
+        log(f"pre-training {method.name}: reused {run}")
+        return str(encoder)
+    log(f"pre-training {method.name} ({cfg.train.max_steps} steps) in {run}")
+    res = pretrain(cfg, run, progress=progress)
+    if res.interrupted:
+        raise KeyboardInterrupt
+    export_image_encoder(res.best_checkpoint or res.last_checkpoint, encoder)
+    return str(encoder)
+
+
+def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run (or reuse) every cell; returns one row per cell and class, also written to ``results.csv``."""
+    grid.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in grid.methods:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        method = METHODS[name]
+        encoder = pretrain_encoder(grid, method, progress=progress, log=log)
+        ft_cfg = grid.finetune_config(method)
+        for domain, ratio in grid.columns:
+            droot = grid.data_root / domain
+            if not (droot / "domain.json").is_file():
+                raise FileNotFoundError(f"{droot}: no built domain (run `refers-lite data build --profile "
+                                        f"{grid.profile}`)")
+            for seed in grid.seeds:
+                key = {"encoder": encoder, "encoder_sha": _file_digest(encoder), "finetune": ft_cfg.to_dict(),
+                       "domain": str(droot.resolve()), "ratio": ratio, "seed": seed}
+                cell = grid.out / "cells" / f"{name}-{domain}-{ratio:g}-s{seed}-{_digest(key)}"
+                res = finetune(encoder, droot, ratio, seed, cell, cfg=ft_cfg, progress=progress)
+                log(f"{name:>14} {domain:>9} {ratio:>5g} seed {seed}: test mean AUC {res.test_mean_auc:.3f}"
+                    f"{' (reused)' if res.reused else ''}")
+                for cls, auc in res.test_auc.items():
+                    rows.append({"method": name, "domain": domain, "ratio": ratio, "seed": seed, "class": cls,
+                                 "auc": auc, "mean_auc": res.test_mean_auc, "val_mean_auc": res.val_mean_auc,
+                                 "cell": str(cell)})
+    df = pd.DataFrame(rows)
+    df.to_csv(grid.out / "results.csv", index=False)
+    return df
+
+
+def _file_digest(path: str) -> str:
+    if path == "scratch":
+        return "scratch"
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# -- tables and the figure ---------------------------------------------------------------------
+
+
+def _column_name(domain: str, ratio: float) -> str:
+    return f"{DOMAIN_LABELS.get(domain, domain)} {'All' if ratio == 1.0 and domain not in ('nih', 'vindr') else f'{ratio:.0%}'}"
+
+
+def _cell_values(df: pd.DataFrame, method: str, domain: str, ratio: float) -> list[float]:
+    sel = df[(df.method == method) & (df.domain == domain) & np.isclose(df.ratio, ratio)]
+    return sel.groupby("seed")["mean_auc"].first().tolist()
+
+
+def table(df: pd.DataFrame, methods, columns, p_against: str | None = "refers") -> pd.DataFrame:
+    """Mean ± std AUC x 100 over seeds per method and column; a p-value row (method vs the best other)."""
+    methods = [m for m in methods if m in set(df.method)]
+    out = {}
+    for domain, ratio in columns:
+        col = {}
+        for m in methods:
+            vals = _cell_values(df, m, domain, ratio)
+            col[METHODS[m].label] = summarize_seeds(vals).format() if vals else "–"
+        if p_against in methods and len(methods) > 1:
+            others = {m: _cell_values(df, m, domain, ratio) for m in methods if m != p_against}
+            best = max(others, key=lambda m: np.mean(others[m]) if others[m] else -math.inf)
+            p = t_test(_cell_values(df, p_against, domain, ratio), others[best])
+            col[f"p-value (vs {METHODS[best].label})"] = f"{p:.2e}" if math.isfinite(p) else "n/a"
+        out[_column_name(domain, ratio)] = col
+    return pd.DataFrame(out)
+
+
+def ablation_table(df: pd.DataFrame, methods=TABLE3_METHODS, column=TABLE3_COLUMN) -> pd.DataFrame:
+    parts = ("ViT", "RecConcat", "Fusion", "Task1", "Task2")
+    rows = []
+    for m in [m for m in methods if m in set(df.method)]:
+        vals = _cell_values(df, m, *column)
+        rows.append({"method": METHODS[m].label, **{p: "✓" if p in METHODS[m].ablation else "" for p in parts},
+                     _column_name(*column): summarize_seeds(vals).format() if vals else "–"})
+    return pd.DataFrame(rows, columns=["method", *parts, _column_name(*column)]).set_index("method")
+
+
+def to_markdown(t: pd.DataFrame) -> str:
+    head = [t.index.name or ""] + [str(c) for c in t.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([str(i)] + [str(v) for v in row]) + " |" for i, row in zip(t.index, t.values)]
+    return "\n".join(lines) + "\n"
+
+
+def figure2(df: pd.DataFrame, path: Path, methods=TABLE1_METHODS):
+    """AUC against the fraction of labels (NIH and VinBigData), mean ± std over seeds per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    domains = [d for d in ("nih", "vindr") if d in set(df.domain)] or sorted(set(df.domain))[:1]
+    fig, axes = plt.subplots(1, len(domains), figsize=(5 * len(domains), 3.8), squeeze=False)
+    for ax, domain in zip(axes[0], domains):
+        for m in [m for m in methods if m in set(df.method)]:
+            ratios = sorted(set(df[(df.domain == domain) & (df.method == m)].ratio))
+            stats = [summarize_seeds(_cell_values(df, m, domain, r)) for r in ratios]
+            ax.errorbar([100 * r for r in ratios], [100 * s.mean for s in stats], yerr=[100 * s.std for s in stats],
+                        marker="o", capsize=3, label=METHODS[m].label)
+        ax.set_xscale("log")
+        ticks = sorted(set(100 * df[df.domain == domain].ratio))
+        ax.set_xticks(ticks, [f"{t:g} %" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled training images (%)")
+        ax.set_ylabel("mean test AUC (× 100)")
+        ax.set_title(DOMAIN_LABELS.get(domain, domain))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_reports(df: pd.DataFrame, out: Path) -> dict[str, Path]:
+    cols = tuple(dict.fromkeys((r.domain, r.ratio) for r in df[["domain", "ratio"]].itertuples()))
+    ordered = tuple(c for c in PAPER_COLUMNS if c in cols) + tuple(c for c in cols if c not in PAPER_COLUMNS)
+    paths = {}
+    t1 = table(df, TABLE1_METHODS, ordered)
+    t1.index.name = "Method"
+    t3_col = TABLE3_COLUMN if TABLE3_COLUMN in cols else ordered[-1]
+    t3 = ablation_table(df, column=t3_col)
+    for name, t in (("table1", t1), ("table3", t3)):
+        t.to_csv(out / f"{name}.csv")
+        (out / f"{name}.md").write_text(to_markdown(t))
+        paths[name] = out / f"{name}.md"
+    paths["figure2"] = figure2(df, out / "figure2.png")
+    return paths
+
+
+def run_experiments(profile: str = "smoke", data_root: str | Path = "data/synthetic", out: str | Path = "runs/experiments",
+                    methods=None, columns=None, seeds=None, pretrain_overrides: dict | None = None,
+                    finetune_overrides: dict | None = None, progress: bool = True,
+                    log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Run the grid of a profile (or the given subset) and write the tables and the figure."""
+    if profile not in EXPERIMENT_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(EXPERIMENT_PROFILES)}")
+    p = EXPERIMENT_PROFILES[profile]
+    grid = Grid(profile, Path(data_root), Path(out), tuple(methods or p["methods"]), tuple(columns or p["columns"]),
+                tuple(seeds if seeds is not None else p["seeds"]), pretrain_overrides or {}, finetune_overrides or {})
+    df = run_grid(grid, progress=progress, log=log)
+    return write_reports(df, grid.out)

@@ -1,0 +1,85 @@
+"""The experiment grid (refers_lite.experiments): a smoke grid end to end, its tables and figure, resume."""
+import pandas as pd
+import pytest
+
+import refers_lite.experiments as ex
+from refers_lite.data.source_studies import write_placeholder_source
+from test_finetune import _domain
+
+COLUMNS = (("nih", 0.1), ("nih", 1.0), ("covid_t2", 1.0))
+METHODS = ("refers", "scratch", "no_task2")
+FAST = {"train": {"max_steps": 4, "batch_size": 4, "ckpt_every": 2}}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_placeholder_source(root / "source", n_studies=32, image_size=48, seed=0)
+    _domain(root / "nih")
+    _domain(root / "covid_t2", task="binary", classes=["blob"])
+    return root
+
+
+def _run(data_root, out, **kw):
+    return ex.run_experiments("smoke", data_root, out, methods=METHODS, columns=COLUMNS, seeds=(0, 1),
+                              pretrain_overrides=FAST, progress=False, log=lambda m: None, **kw)
+
+
+def test_a_smoke_grid_writes_every_table_and_the_figure(data_root, tmp_path):
+    paths = _run(data_root, tmp_path)
+    assert {"table1", "table3", "figure2"} <= set(paths) and all(p.is_file() for p in paths.values())
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert len(df) == len(METHODS) * 2 * (2 * 2 + 1)  # methods x seeds x (nih: 2 ratios x 2 classes + covid: 1)
+    t1 = (tmp_path / "table1.md").read_text()
+    assert "Our REFERS" in t1 and "From scratch" in t1 and "p-value" in t1 and "NIH 10%" in t1 and "C-T2 All" in t1
+    t3 = pd.read_csv(tmp_path / "table3.csv", index_col=0)
+    assert list(t3.index) == [ex.METHODS["no_task2"].label, ex.METHODS["refers"].label]
+    assert t3.loc[ex.METHODS["no_task2"].label, "Task2"] != "✓"
+    # the numbers in the table are the cells' own: mean over seeds of each cell's mean AUC
+    vals = df[(df.method == "refers") & (df.domain == "nih") & (df.ratio == 1.0)].groupby("seed").mean_auc.first()
+    assert f"{100 * vals.mean():.1f}" in t1
+    # two pre-trainings (refers and its no-Task-2 variant are different configs); scratch has none
+    assert len(list((tmp_path / "pretrain").iterdir())) == 2
+
+
+def test_an_interrupted_grid_resumes_without_redoing_finished_cells(data_root, tmp_path, monkeypatch):
+    real = ex.finetune
+    trained = []
+
+    def counting(*a, **k):
+        res = real(*a, **k)
+        if not res.reused:
+            trained.append(a[2:4])
+        if len(trained) == 5 and not getattr(counting, "died", False):
+            counting.died = True
+            raise KeyboardInterrupt  # Ctrl-C after the 5th cell
+        return res
+    monkeypatch.setattr(ex, "finetune", counting)
+    with pytest.raises(KeyboardInterrupt):
+        _run(data_root, tmp_path)
+    assert len(trained) == 5
+    _run(data_root, tmp_path)
+    total = len(METHODS) * len(COLUMNS) * 2
+    assert len(trained) == total  # the 5 finished cells were not trained again
+    before = len(trained)
+    _run(data_root, tmp_path)  # a finished grid: everything reused
+    assert len(trained) == before
+
+
+def test_unknown_profile_method_or_missing_domain_are_clear_errors(data_root, tmp_path):
+    with pytest.raises(ValueError, match="unknown profile"):
+        ex.run_experiments("huge", data_root, tmp_path)
+    with pytest.raises(ValueError, match="unknown method"):
+        ex.run_experiments("smoke", data_root, tmp_path, methods=("magic",), columns=COLUMNS, seeds=(0,))
+    with pytest.raises(FileNotFoundError, match="vindr"):
+        ex.run_experiments("smoke", data_root, tmp_path, methods=("scratch",), columns=(("vindr", 1.0),), seeds=(0,),
+                           progress=False, log=lambda m: None)
+
+
+def test_the_command_line_runs_a_grid(data_root, tmp_path, capsys, monkeypatch):
+    from refers_lite.cli import main
+    monkeypatch.setitem(ex.EXPERIMENT_PROFILES, "smoke", dict(ex.EXPERIMENT_PROFILES["smoke"], columns=COLUMNS[:1]))
+    assert main(["experiments", "--profile", "smoke", "--data-root", str(data_root), "--out", str(tmp_path),
+                 "--methods", "scratch", "--seeds", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "table1.md" in out and "From scratch" in out and (tmp_path / "figure2.png").is_file()
