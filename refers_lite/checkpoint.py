@@ -109,10 +109,16 @@ def load_refers(path: str | Path):
 
 
 def load_image_encoder(path: str | Path):
-    """Rebuild the radiograph transformer from an exported file; strict load."""
+    """Rebuild the image encoder from an exported file (the radiograph transformer, or the ConvNet named by
+    its ``arch``); strict load."""
     from .models.radiograph_transformer import RadiographTransformer
     ckpt = load_checkpoint(path, ENCODER_FORMAT)
     cfg = _saved_config(ckpt, path)
-    enc = RadiographTransformer.from_config(cfg.model)
+    arch = ckpt.get("arch", "vit")  # "vit": the radiograph transformer; a timm name: a ConvNet baseline
+    if arch == "vit":
+        enc = RadiographTransformer.from_config(cfg.model)
+    else:
+        from .models.conv_encoder import ConvEncoder
+        enc = ConvEncoder(arch, cfg.model.image_size, cfg.model.in_chans)
     load_state_dict_strict(enc, ckpt["state_dict"], str(path))
     return enc

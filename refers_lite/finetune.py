@@ -182,17 +182,16 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 class Finetuner:
     """Fine-tune ``model`` (images (B, 1, H, W) -> logits) on one domain split at one label ratio."""
 
-    def __init__(self, cfg: FinetuneConfig, model: nn.Module, domain: str | Path, ratio: float, seed: int,
+    def __init__(self, cfg: FinetuneConfig, model: nn.Module, train_set, val_set, test_set, seed: int,
                  out_dir: str | Path, progress: bool = True, run_info: dict | None = None):
+        """Datasets: items ``{"image": (1, S, S) uint8, "labels": (K,) float}``; each has ``task``, ``classes``
+        and ``name`` (as :class:`DomainImages` with ``uint8=True``)."""
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
-        self.train_set = DomainImages(domain, "train", ratio=ratio, seed=seed, uint8=True)
-        self.val_set = DomainImages(domain, "validation", uint8=True)
-        self.test_set = DomainImages(domain, "test", uint8=True)
+        self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
         if len(self.train_set) == 0:
-            raise ValueError(f"{self.train_set!r}: no training images at ratio {ratio}")
+            raise ValueError(f"{self.train_set!r}: no training images")
         self.task, self.classes = self.train_set.task, self.train_set.classes
-        self.run_info = {"domain": str(domain), "name": self.train_set.name, "ratio": ratio, "seed": seed,
-                         **(run_info or {})}
+        self.run_info = {"name": self.train_set.name, "ratio": 1.0, "seed": seed, **(run_info or {})}
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.seed = seed
@@ -218,6 +217,15 @@ class Finetuner:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: warmup_cosine(s, warmup, self.total_steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
         self.gen = torch.Generator(self.device).manual_seed(seed * 7919 + 3)
+
+    @classmethod
+    def for_domain(cls, cfg: FinetuneConfig, model: nn.Module, domain: str | Path, ratio: float, seed: int,
+                   out_dir: str | Path, progress: bool = True, run_info: dict | None = None) -> "Finetuner":
+        """On a target domain folder: its (ratio, seed) training subset, its validation and test splits."""
+        sets = (DomainImages(domain, "train", ratio=ratio, seed=seed, uint8=True),
+                DomainImages(domain, "validation", uint8=True), DomainImages(domain, "test", uint8=True))
+        return cls(cfg, model, *sets, seed, out_dir, progress,
+                   {"domain": str(domain), "ratio": ratio, **(run_info or {})})
 
     def _prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)  # (B, 1, S, S) uint8
@@ -320,7 +328,7 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
             return FinetuneResult.read(done)
     seed_everything(seed)  # the head's initialisation depends on the run's seed
     model = LinearHead(build_encoder(encoder, cfg.profile), _num_classes(domain))
-    return Finetuner(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
+    return Finetuner.for_domain(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
 
 
 def _num_classes(domain: str | Path) -> int:

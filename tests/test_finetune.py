@@ -90,7 +90,7 @@ def test_label_ratio_files_are_used_as_written(domain, tmp_path):
     from refers_lite.finetune import Finetuner
     ids = (domain / "splits" / "train_10pct_seed2.txt").read_text().split()
     model = LinearHead(build_encoder("scratch", "smoke"), 2)
-    ft = Finetuner(get_finetune_config("smoke"), model, domain, 0.1, 2, tmp_path, progress=False)
+    ft = Finetuner.for_domain(get_finetune_config("smoke"), model, domain, 0.1, 2, tmp_path, progress=False)
     assert ft.train_set.image_ids == ids
 
 

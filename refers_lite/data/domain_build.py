@@ -5,7 +5,7 @@ What each profile builds (images; ``--size name=N`` overrides one):
 =========  ========================  ======  =====  ========  =====================
 profile    source (IU studies)       nih     vindr  shenzhen  covid_t1 / covid_t2
 =========  ========================  ======  =====  ========  =====================
-smoke      12 studies (~24 images)   32      24     16        16 / 16
+smoke      40 studies (~80 images)   32      24     16        16 / 16
 demo       all 3,826 (7,430 images)  4,480   600    662       930 / 930
 paper      all 3,826 (7,430 images)  112,120 15,000 662       930 / 930
 =========  ========================  ======  =====  ========  =====================
@@ -18,7 +18,7 @@ takes seconds); otherwise each domain has its own pool of patients.  Every domai
     <domain>/cache/        uint8 256 x 256 images (refers_lite.data.image_cache)
     <domain>/boxes.csv     image_id,label,x0,y0,x1,y1,side
     <domain>/splits/       split.csv + train_{1,10,100}pct_seed{0,1,2}.txt  (targets)
-    source/studies.csv     study_id, split, patient, image_ids, views, findings, unrendered, text
+    source/studies.csv     study_id, split, patient, image_ids, views, findings, unrendered, labels, text
 
 A build is deterministic (``--seed``), resumable (the image cache keeps finished shards) and a
 second run with the same settings reuses everything.
@@ -81,7 +81,7 @@ class BuildPlan:
 
 
 BUILD_PROFILES: dict[str, BuildPlan] = {
-    "smoke": BuildPlan(12, {"nih": 32, "vindr": 24, "shenzhen": 16, "covid_t1": 16, "covid_t2": 16},
+    "smoke": BuildPlan(40, {"nih": 32, "vindr": 24, "shenzhen": 16, "covid_t1": 16, "covid_t2": 16},
                        shared_patients=True),
     "demo": BuildPlan(None, {"nih": 4480, "vindr": 600, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930}),
     "paper": BuildPlan(None, {"nih": 112_120, "vindr": 15_000, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930}),
@@ -174,11 +174,15 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
                         image_size=image_size, shard_size=shard, workers=workers, desc="source (IU) radiographs",
                         progress=progress)
     n_boxes = _write_boxes(cache, out / "boxes.csv")
+    from .report_dataset import structured_labels
+    from .structured_labels import LABELS
+    y = structured_labels(kept)  # (n, len(LABELS)): from the MeSH tags (human-assigned), text where none
+    labels_of = {r.study_id: ";".join(LABELS[j] for j in np.flatnonzero(row)) for r, row in zip(kept, y)}
     pd.DataFrame([{"study_id": s.study_id, "split": split_of.get(s.study_id, "train"), "patient": s.patient,
                    "image_ids": ";".join(s.image_ids), "views": ";".join(s.views),
                    "findings": ";".join(sorted({q.finding for q in s.requests})),
-                   "unrendered": ";".join(s.unrendered), "text": s.text} for s in studies]
-                 ).to_csv(out / "studies.csv", index=False)
+                   "unrendered": ";".join(s.unrendered), "labels": labels_of.get(s.study_id, ""), "text": s.text}
+                  for s in studies]).to_csv(out / "studies.csv", index=False)
     summary = {"name": "source", "kind": "source", "studies": len(studies), "images": len(items),
                "boxes": n_boxes, "abnormal_studies": sum(bool(s.requests) for s in studies),
                "image_size": image_size, "seconds": round(time.perf_counter() - t0, 1), "reused": reused,

@@ -49,7 +49,7 @@ STUDIES_FILE = "studies.csv"
 CACHE_DIR = "cache"
 TOKENIZER_FILE = "report_tokenizer.json"
 REQUIRED_COLUMNS = ("study_id", "split", "image_ids", "views", "text")  # what this dataset reads
-ALL_COLUMNS = ("study_id", "split", "patient", "image_ids", "views", "findings", "unrendered", "text")
+ALL_COLUMNS = ("study_id", "split", "patient", "image_ids", "views", "findings", "unrendered", "labels", "text")
 
 
 def _resolve_tokenizer(root: Path, report_tokenizer) -> ReportTokenizer:
@@ -144,6 +144,7 @@ class SourceStudies(Dataset):
         self.report_tokenizer = tok  # also re-encodes side-swapped reports of flipped studies (MultiViewStudies)
         self.study_ids: list[str] = df["study_id"].tolist()
         self.texts: list[str] = df["text"].tolist()
+        self._label_names: list[str] | None = df["labels"].tolist() if "labels" in df.columns else None
         self.max_report_len = int(max_report_len)
         reports = [tok.encode(t, self.max_report_len) for t in self.texts]
         # flat arrays + offsets: a study's slices are [off[i], off[i + 1]); cheap to pickle into workers
@@ -151,6 +152,26 @@ class SourceStudies(Dataset):
         self._item_offsets = np.asarray(offsets, dtype=np.int64)  # (n_studies + 1,)
         self._report_ids = np.asarray([t for r in reports for t in r], dtype=np.int32)  # (n_tokens,)
         self._report_offsets = np.cumsum([0] + [len(r) for r in reports], dtype=np.int64)  # (n_studies + 1,)
+
+    def structured_labels(self) -> np.ndarray:
+        """(n_studies, len(LABELS)) 0/1: the ``labels`` column of studies.csv (from the MeSH tags), or, for a
+        folder without one, the labels the report-text extractor finds (``structured_labels.labels_from_texts``)."""
+        from .structured_labels import LABEL_INDEX, LABELS, labels_from_texts
+        if self._label_names is None:
+            return labels_from_texts(self.texts).astype(np.float32)
+        out = np.zeros((len(self), len(LABELS)), np.float32)
+        for i, names in enumerate(self._label_names):
+            for name in filter(None, (n.strip() for n in names.split(";"))):
+                if name not in LABEL_INDEX:
+                    raise ValueError(f"{self.root / STUDIES_FILE}: study {self.study_ids[i]!r} has unknown label "
+                                     f"{name!r}; known: {', '.join(LABELS)}")
+                out[i, LABEL_INDEX[name]] = 1.0
+        return out
+
+    def image_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every image of this split: (cache items (n_images,), the study each belongs to (n_images,))."""
+        study = np.repeat(np.arange(len(self)), np.diff(self._item_offsets))
+        return self._items.copy(), study
 
     @property
     def image_size(self) -> int:
@@ -249,13 +270,17 @@ def write_placeholder_source(root, n_studies: int = 64, views_per_study: tuple[i
         meta += [{"image_id": i, "view": "lateral" if v == "lateral" else "pa", "patient": 0, "study_id": sid}
                  for i, v in zip(image_ids, views)]
         rows.append({"study_id": sid, "split": split_of[sid], "patient": 0, "image_ids": ";".join(image_ids),
-                     "views": ";".join(views), "findings": "", "unrendered": "", "text": _placeholder_text(rng)})
+                     "views": ";".join(views), "findings": "", "unrendered": "", "labels": "",
+                     "text": _placeholder_text(rng)})
     fingerprint = {"kind": "placeholder", "n": len(meta), "n_studies": n_studies, "views": [lo, hi], "seed": seed,
                    "image_size": image_size, "version": 1}
     build_cache(root / CACHE_DIR, len(meta), functools.partial(_render_placeholder_shard, meta=meta, seed=seed,
                                                                size=image_size),
                 fingerprint=fingerprint, image_size=image_size, shard_size=512, workers=1, progress=False)
     df = pd.DataFrame(rows, columns=list(ALL_COLUMNS))
+    from .structured_labels import LABELS, labels_from_texts
+    y = labels_from_texts(df["text"].tolist())  # (n, len(LABELS)): what the text says, as real studies' MeSH would
+    df["labels"] = [";".join(LABELS[j] for j in np.flatnonzero(row)) for row in y]
     df.to_csv(root / STUDIES_FILE, index=False)
     ReportTokenizer.train(df.loc[df["split"] == "train", "text"].tolist() or df["text"].tolist()
                           ).save(root / TOKENIZER_FILE)

@@ -1,0 +1,2 @@
+"""Baselines the paper compares REFERS with, pre-trained on the same source domain."""
+from .lsp import SourceImages, pretrain_lsp  # noqa: F401

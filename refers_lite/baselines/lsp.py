@@ -1,0 +1,96 @@
+"""LSP: label-supervised pre-training on the source domain (the paper's Tables 1-3 baselines).
+
+The paper's strongest baselines pre-train on the same source radiographs as REFERS, but from
+structured labels instead of the free-text reports: "LSP (Transformer)" with the radiograph
+transformer, "LSP (ConvNet)" with a ResNet. Here the structured labels are those of the report
+corpus (``data/structured_labels.py``): from the IU studies' MeSH tags, assigned by people, as the
+``labels`` column of the source domain's ``studies.csv`` (the report-text extractor's labels for a
+folder without it). Every radiograph of a study gets the study's labels; the model is the encoder
+with a linear head, trained with multi-label binary cross-entropy by the fine-tuning loop
+(``finetune.Finetuner``: SGD 3e-3 for the transformer, Adam 1e-4 for the ResNet, warm-up + cosine,
+the device-side augmentation), keeping the checkpoint with the best validation AUC on the source
+validation split. Its encoder is exported in the format ``refers-lite export`` writes, so the
+target-domain fine-tuning treats it exactly like REFERS's.
+
+The paper gives no LSP schedule; ``pretrain_lsp`` takes the steps and batch from the caller (the
+experiment grid gives LSP the radiographs REFERS sees: its steps and its studies x views per step).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..checkpoint import ENCODER_FORMAT, save_checkpoint
+from ..config import get_config
+from ..data.source_studies import SourceStudies
+from ..data.structured_labels import LABELS
+from ..finetune import FinetuneConfig, Finetuner, LinearHead, get_finetune_config
+from ..train import seed_everything
+
+
+class SourceImages(Dataset):
+    """Every radiograph of a source-domain split with its study's structured labels (multi-label)."""
+
+    task = "multilabel"
+    classes = list(LABELS)
+
+    def __init__(self, studies: SourceStudies):
+        self.studies = studies
+        self.name = f"source {studies.split or 'all'} (structured labels)"
+        self._items, study = studies.image_items()  # (n_images,), (n_images,)
+        self._labels = studies.structured_labels()[study]  # (n_images, len(LABELS))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"SourceImages({self.name}: {len(self):,} radiographs, {len(self.classes)} labels)"
+
+    def __getitem__(self, i: int) -> dict:
+        pixels = self.studies.cache.image(int(self._items[i]))  # (S, S) uint8
+        return {"image": torch.from_numpy(pixels.copy())[None], "labels": torch.from_numpy(self._labels[i].copy()),
+                "index": i}
+
+    def labels_matrix(self) -> np.ndarray:
+        return self._labels.copy()
+
+
+def build_encoder_for(arch: str, profile: str):
+    """``"vit"``: the radiograph transformer of the profile; ``"convnet"``: the profile's ResNet (timm)."""
+    m = get_config(profile).model
+    if arch == "vit":
+        from ..models.radiograph_transformer import RadiographTransformer
+        return RadiographTransformer.from_config(m), "vit"
+    if arch == "convnet":
+        from ..models.conv_encoder import CONVNET_OF_PROFILE, ConvEncoder
+        name = CONVNET_OF_PROFILE[profile]
+        return ConvEncoder(name, m.image_size, m.in_chans), name
+    raise ValueError(f"arch must be 'vit' or 'convnet', got {arch!r}")
+
+
+def pretrain_lsp(arch: str, profile: str, source_root: str | Path, out_dir: str | Path,
+                 cfg: FinetuneConfig | None = None, seed: int = 0, progress: bool = True) -> Path:
+    """Label-supervised pre-training; returns ``out_dir/encoder.pt`` (reused when it exists).
+
+    ``cfg``: the training loop's settings (default: the profile's fine-tuning config, with Adam 1e-4
+    for the ConvNet as the paper fine-tunes ResNets). An interrupted run starts again from its start."""
+    out_dir = Path(out_dir)
+    encoder_path = out_dir / "encoder.pt"
+    if encoder_path.is_file():
+        return encoder_path
+    if cfg is None:
+        cfg = get_finetune_config(profile, {"optimizer": "adam", "lr": 1e-4} if arch == "convnet" else None)
+    sets = [SourceImages(SourceStudies(source_root, split)) for split in ("train", "validation", "test")]
+    seed_everything(seed)
+    encoder, arch_name = build_encoder_for(arch, profile)
+    model = LinearHead(encoder, len(LABELS))
+    Finetuner(cfg, model, *sets, seed, out_dir / "run", progress=progress,
+              run_info={"method": f"lsp_{arch}", "arch": arch_name, "source": str(source_root)}).fit()
+    best = torch.load(out_dir / "run" / "best.pt", map_location="cpu", weights_only=False)
+    state = {k[len("encoder."):]: v for k, v in best["model"].items() if k.startswith("encoder.")}
+    save_checkpoint({"format": ENCODER_FORMAT, "config": get_config(profile).to_dict(), "state_dict": state,
+                     "step": best["step"], "arch": arch_name, "method": f"lsp_{arch}"}, encoder_path)
+    return encoder_path

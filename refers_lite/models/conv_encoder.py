@@ -1,0 +1,35 @@
+"""A convolutional encoder (a timm ResNet) behind the radiograph transformer's interface.
+
+The paper's "LSP (ConvNet)" baseline and the first row of its ablation (Table 3) use a ResNet
+instead of the radiograph transformer. :class:`ConvEncoder` wraps ``timm.create_model`` (random
+weights, one input channel, no classifier) so that the fine-tuning head and the exported-encoder
+format treat both alike: ``forward(x)`` gives (pooled feature (B, D), spatial tokens (B, h*w, D)).
+On CUDA it runs channels-last (NHWC), the layout cuDNN's convolutions are fastest in.
+"""
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn as nn
+
+CONVNET_OF_PROFILE = {"smoke": "resnet18", "demo": "resnet18", "paper": "resnet50"}
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, arch: str = "resnet50", image_size: int = 224, in_chans: int = 1):
+        super().__init__()
+        self.arch, self.image_size, self.in_chans = arch, image_size, in_chans
+        self.net = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
+        self.width = self.net.num_features
+        self._channels_last = False
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"{self.arch} expects images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        if x.is_cuda:
+            if not self._channels_last:
+                self.net.to(memory_format=torch.channels_last)
+                self._channels_last = True
+            x = x.contiguous(memory_format=torch.channels_last)
+        f = self.net.forward_features(x)  # (B, D, h, w)
+        return f.mean((2, 3)), f.flatten(2).transpose(1, 2)  # (B, D), (B, h*w, D)

@@ -1,0 +1,58 @@
+"""LSP baselines (refers_lite.baselines.lsp) and the ConvNet encoder."""
+import pytest
+import torch
+
+from refers_lite.baselines.lsp import SourceImages, pretrain_lsp
+from refers_lite.checkpoint import load_image_encoder
+from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.structured_labels import LABELS
+from refers_lite.finetune import finetune, get_finetune_config
+from refers_lite.models.conv_encoder import ConvEncoder
+from refers_lite.models.radiograph_transformer import RadiographTransformer
+from test_finetune import _domain
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return write_placeholder_source(tmp_path_factory.mktemp("lsp") / "source", n_studies=30, image_size=40, seed=1)
+
+
+def test_every_radiograph_carries_its_studys_structured_labels(source):
+    studies = SourceStudies(source, "train")
+    images = SourceImages(studies)
+    assert len(images) == studies.n_images and images.classes == list(LABELS)
+    y = studies.structured_labels()
+    k = 0
+    for s in range(len(studies)):
+        views = studies[s]["images"]  # (n, 1, S, S) uint8
+        for v in range(views.shape[0]):
+            item = images[k]
+            assert torch.equal(item["labels"], torch.from_numpy(y[s]))
+            assert torch.equal(item["image"], views[v])
+            k += 1
+    assert k == len(images) and y.sum() > 0  # the placeholder reports do mention findings
+
+
+@pytest.mark.parametrize("arch, kind", [("vit", RadiographTransformer), ("convnet", ConvEncoder)])
+def test_lsp_pretraining_exports_an_encoder_that_fine_tunes(source, tmp_path, arch, kind):
+    cfg = get_finetune_config("smoke", {"min_steps": 6, "epochs": 2, "batch_size": 8})
+    path = pretrain_lsp(arch, "smoke", source, tmp_path / "lsp", cfg=cfg, progress=False)
+    enc = load_image_encoder(path)
+    assert isinstance(enc, kind)
+    best = torch.load(tmp_path / "lsp" / "run" / "best.pt", weights_only=False)["model"]
+    for k, v in enc.state_dict().items():  # the exported weights are the best checkpoint's encoder
+        assert torch.equal(v, best[f"encoder.{k}"]), k
+    stamp = path.stat().st_mtime_ns
+    assert pretrain_lsp(arch, "smoke", source, tmp_path / "lsp", cfg=cfg, progress=False) == path
+    assert path.stat().st_mtime_ns == stamp  # reused, not retrained
+    domain = _domain(tmp_path / "dom")
+    res = finetune(path, domain, 1.0, 0, tmp_path / "ft", cfg=get_finetune_config("smoke"), progress=False)
+    assert set(res.test_auc) == {"blob", "stripe"}
+
+
+def test_conv_encoder_shapes():
+    enc = ConvEncoder("resnet18", image_size=64)
+    pooled, tokens = enc(torch.rand(2, 1, 64, 64))
+    assert pooled.shape == (2, enc.width) and tokens.shape == (2, 4, enc.width)
+    with pytest.raises(ValueError, match="expects images"):
+        enc(torch.rand(2, 3, 64, 64))
