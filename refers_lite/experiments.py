@@ -17,8 +17,12 @@ reuses what is finished, a changed setting gets a new folder, and an interrupted
 Outputs in ``out``: ``results.csv`` (one row per cell and class), ``table1.{csv,md}``,
 ``table3.{csv,md}`` and ``figure2.png`` (AUC against the label ratio).
 
-Methods of the paper not here yet: LSP (Transformer and ConvNet), ImageNet and self-supervised
-initialisations, no view fusion, the ResNet row of Table 3; the tables list only what ran.
+Methods (``METHODS``): REFERS; LSP (Transformer) and LSP (ConvNet), label-supervised on the same
+source radiographs (``baselines/lsp.py``); a MoCo v2-style image-only contrastive pre-training, our
+implementation of the self-supervised family C2L belongs to (``baselines/moco.py``); training from
+scratch; and the ablations. Not here: ImageNet initialisation (needs downloaded weights: not
+available offline, never faked) and the ResNet-inside-REFERS row of Table 3. The tables list only
+the methods that ran.
 """
 from __future__ import annotations
 
@@ -45,23 +49,32 @@ PAPER_COLUMNS = (("nih", 0.01), ("nih", 0.1), ("nih", 1.0), ("vindr", 0.01), ("v
 class Method:
     name: str
     label: str  # as the tables print it
-    pretrain: dict | None  # REFERS config overrides for its pre-training; None = no pre-training
-    finetune: dict = field(default_factory=dict)  # fine-tuning overrides (e.g. Adam for ResNets)
+    kind: str  # "refers" (a REFERS pre-training variant), "scratch", "lsp" or "moco"
+    pretrain: dict = field(default_factory=dict)  # REFERS config overrides (kind "refers")
+    arch: str = "vit"  # "vit" (the radiograph transformer) or "convnet" (a timm ResNet; LSP)
+    finetune: dict = field(default_factory=dict)  # fine-tuning overrides (Adam 1e-4 for ResNets, as the paper)
     ablation: tuple[str, ...] = ()  # Table 3: the components it keeps, of ViT, RecConcat, Fusion, Task1, Task2
 
 
+ADAM = {"optimizer": "adam", "lr": 1e-4}
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("refers", "Our REFERS", {}, ablation=("ViT", "RecConcat", "Fusion", "Task1", "Task2")),
-    Method("scratch", "From scratch", None),
-    Method("no_rec_concat", "REFERS without recurrent concatenation", {"model": {"agg_mode": "none"}},
+    Method("refers", "Our REFERS", "refers", ablation=("ViT", "RecConcat", "Fusion", "Task1", "Task2")),
+    Method("lsp_transformer", "LSP (Transformer)", "lsp", ablation=("ViT", "RecConcat")),
+    Method("lsp_convnet", "LSP (ConvNet)", "lsp", arch="convnet", finetune=ADAM),
+    Method("moco", "MoCo v2-style (ours)", "moco"),
+    Method("scratch", "From scratch", "scratch"),
+    Method("no_rec_concat", "REFERS without recurrent concatenation", "refers", {"model": {"agg_mode": "none"}},
            ablation=("ViT", "Fusion", "Task1", "Task2")),
-    Method("no_task1", "REFERS without report generation (Task 1)", {"loss": {"use_generation": False}},
+    Method("no_fusion", "REFERS without view fusion (one view per report)", "refers", {"model": {"num_views": 1}},
+           ablation=("ViT", "RecConcat", "Task1", "Task2")),
+    Method("no_task1", "REFERS without report generation (Task 1)", "refers", {"loss": {"use_generation": False}},
            ablation=("ViT", "RecConcat", "Fusion", "Task2")),
-    Method("no_task2", "REFERS without study-report consistency (Task 2)", {"loss": {"use_consistency": False}},
-           ablation=("ViT", "RecConcat", "Fusion", "Task1")),
+    Method("no_task2", "REFERS without study-report consistency (Task 2)", "refers",
+           {"loss": {"use_consistency": False}}, ablation=("ViT", "RecConcat", "Fusion", "Task1")),
 )}
-TABLE1_METHODS = ("refers", "scratch")
-TABLE3_METHODS = ("no_rec_concat", "no_task1", "no_task2", "refers")
+TABLE1_METHODS = ("refers", "moco", "lsp_transformer", "lsp_convnet", "scratch")
+TABLE2_METHODS = ("refers", "lsp_transformer")
+TABLE3_METHODS = ("lsp_transformer", "no_rec_concat", "no_fusion", "no_task1", "no_task2", "refers")
 TABLE3_COLUMN = ("covid_t2", 1.0)  # the paper's ablation reports viral vs bacterial pneumonia
 
 EXPERIMENT_PROFILES: dict[str, dict] = {
@@ -103,9 +116,28 @@ class Grid:
 
 
 def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Callable[[str], None] = print) -> str:
-    """The encoder a method fine-tunes: ``"scratch"``, or the exported encoder of its (cached) pre-training."""
-    if method.pretrain is None:
+    """The encoder a method fine-tunes: ``"scratch"``, or the exported encoder of its (cached) pre-training.
+
+    The baselines see the radiographs REFERS sees: as many steps as its pre-training, with its studies x
+    views radiographs per step."""
+    if method.kind == "scratch":
         return "scratch"
+    if method.kind in ("lsp", "moco"):
+        ref = grid.pretrain_config(METHODS["refers"])
+        steps, batch = ref.train.max_steps, ref.train.batch_size * ref.model.num_views
+        source = grid.data_root / "source"
+        if method.kind == "lsp":
+            from .baselines.lsp import pretrain_lsp
+            cfg = get_finetune_config(grid.profile, {"min_steps": steps, "epochs": 4, "batch_size": batch,
+                                                     **method.finetune})
+            run = grid.out / "pretrain" / f"{method.name}-{_digest([cfg.to_dict(), str(source.resolve())])}"
+            log(f"pre-training {method.name} (label-supervised, {steps} steps) in {run}")
+            return str(pretrain_lsp(method.arch, grid.profile, source, run, cfg=cfg, progress=progress))
+        from .baselines.moco import pretrain_moco
+        kw = dict(steps=steps, batch_size=batch)
+        run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, kw, str(source.resolve())])}"
+        log(f"pre-training {method.name} (image-only contrastive, {steps} steps) in {run}")
+        return str(pretrain_moco(grid.profile, source, run, progress=progress, **kw))
     from .checkpoint import export_image_encoder
     from .train import pretrain
     cfg = grid.pretrain_config(method)
@@ -239,10 +271,12 @@ def write_reports(df: pd.DataFrame, out: Path) -> dict[str, Path]:
     ordered = tuple(c for c in PAPER_COLUMNS if c in cols) + tuple(c for c in cols if c not in PAPER_COLUMNS)
     paths = {}
     t1 = table(df, TABLE1_METHODS, ordered)
-    t1.index.name = "Method"
+    t2 = table(df, TABLE2_METHODS, ordered)
+    for t in (t1, t2):
+        t.index.name = "Method"
     t3_col = TABLE3_COLUMN if TABLE3_COLUMN in cols else ordered[-1]
     t3 = ablation_table(df, column=t3_col)
-    for name, t in (("table1", t1), ("table3", t3)):
+    for name, t in (("table1", t1), ("table2", t2), ("table3", t3)):
         t.to_csv(out / f"{name}.csv")
         (out / f"{name}.md").write_text(to_markdown(t))
         paths[name] = out / f"{name}.md"

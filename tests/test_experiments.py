@@ -7,7 +7,7 @@ from refers_lite.data.source_studies import write_placeholder_source
 from test_finetune import _domain
 
 COLUMNS = (("nih", 0.1), ("nih", 1.0), ("covid_t2", 1.0))
-METHODS = ("refers", "scratch", "no_task2")
+METHODS = ("refers", "scratch", "no_task2", "lsp_transformer")
 FAST = {"train": {"max_steps": 4, "batch_size": 4, "ckpt_every": 2}}
 
 
@@ -27,19 +27,22 @@ def _run(data_root, out, **kw):
 
 def test_a_smoke_grid_writes_every_table_and_the_figure(data_root, tmp_path):
     paths = _run(data_root, tmp_path)
-    assert {"table1", "table3", "figure2"} <= set(paths) and all(p.is_file() for p in paths.values())
+    assert {"table1", "table2", "table3", "figure2"} <= set(paths) and all(p.is_file() for p in paths.values())
     df = pd.read_csv(tmp_path / "results.csv")
     assert len(df) == len(METHODS) * 2 * (2 * 2 + 1)  # methods x seeds x (nih: 2 ratios x 2 classes + covid: 1)
     t1 = (tmp_path / "table1.md").read_text()
     assert "Our REFERS" in t1 and "From scratch" in t1 and "p-value" in t1 and "NIH 10%" in t1 and "C-T2 All" in t1
     t3 = pd.read_csv(tmp_path / "table3.csv", index_col=0)
-    assert list(t3.index) == [ex.METHODS["no_task2"].label, ex.METHODS["refers"].label]
+    assert list(t3.index) == [ex.METHODS[m].label for m in ("lsp_transformer", "no_task2", "refers")]
+    t2 = (tmp_path / "table2.md").read_text()
+    assert "LSP (Transformer)" in t2 and "p-value (vs LSP (Transformer))" in t2 and "From scratch" not in t2
     assert t3.loc[ex.METHODS["no_task2"].label, "Task2"] != "✓"
     # the numbers in the table are the cells' own: mean over seeds of each cell's mean AUC
     vals = df[(df.method == "refers") & (df.domain == "nih") & (df.ratio == 1.0)].groupby("seed").mean_auc.first()
     assert f"{100 * vals.mean():.1f}" in t1
-    # two pre-trainings (refers and its no-Task-2 variant are different configs); scratch has none
-    assert len(list((tmp_path / "pretrain").iterdir())) == 2
+    # three pre-trainings (refers, its no-Task-2 variant, LSP); scratch has none
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "pretrain").iterdir()) == ["lsp_transformer", "no_task2",
+                                                                                       "refers"]
 
 
 def test_an_interrupted_grid_resumes_without_redoing_finished_cells(data_root, tmp_path, monkeypatch):
