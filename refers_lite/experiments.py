@@ -77,9 +77,11 @@ TABLE2_METHODS = ("refers", "lsp_transformer")
 TABLE3_METHODS = ("lsp_transformer", "no_rec_concat", "no_fusion", "no_task1", "no_task2", "refers")
 TABLE3_COLUMN = ("covid_t2", 1.0)  # the paper's ablation reports viral vs bacterial pneumonia
 
+ABLATIONS = ("no_rec_concat", "no_fusion", "no_task1", "no_task2")
+# Table 1 methods on every column; the ablation-only variants on the Table 3 column alone (``ablation_columns``)
 EXPERIMENT_PROFILES: dict[str, dict] = {
-    "paper": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2)),
-    "demo": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2)),
+    "paper": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2), ablation_columns=PAPER_COLUMNS),
+    "demo": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2), ablation_columns=(TABLE3_COLUMN,)),
     "smoke": dict(methods=tuple(METHODS), columns=(("nih", 0.1), ("nih", 1.0), ("shenzhen", 1.0), ("covid_t2", 1.0)),
                   seeds=(0, 1)),
 }
@@ -99,6 +101,7 @@ class Grid:
     seeds: tuple[int, ...]
     pretrain_overrides: dict = field(default_factory=dict)  # applied to every pre-training (e.g. fewer steps)
     finetune_overrides: dict = field(default_factory=dict)
+    ablation_columns: tuple[tuple[str, float], ...] | None = None  # None: the ablations run on every column
 
     def pretrain_config(self, method: Method):
         """The profile's REFERS config on the source domain, with the paper's augmentation (flips included),
@@ -164,7 +167,10 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
         method = METHODS[name]
         encoder = pretrain_encoder(grid, method, progress=progress, log=log)
         ft_cfg = grid.finetune_config(method)
-        for domain, ratio in grid.columns:
+        columns = grid.columns
+        if name in ABLATIONS and grid.ablation_columns is not None:
+            columns = tuple(c for c in grid.columns if c in grid.ablation_columns)
+        for domain, ratio in columns:
             droot = grid.data_root / domain
             if not (droot / "domain.json").is_file():
                 raise FileNotFoundError(f"{droot}: no built domain (run `refers-lite data build --profile "
@@ -293,6 +299,7 @@ def run_experiments(profile: str = "smoke", data_root: str | Path = "data/synthe
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(EXPERIMENT_PROFILES)}")
     p = EXPERIMENT_PROFILES[profile]
     grid = Grid(profile, Path(data_root), Path(out), tuple(methods or p["methods"]), tuple(columns or p["columns"]),
-                tuple(seeds if seeds is not None else p["seeds"]), pretrain_overrides or {}, finetune_overrides or {})
+                tuple(seeds if seeds is not None else p["seeds"]), pretrain_overrides or {}, finetune_overrides or {},
+                p.get("ablation_columns"))
     df = run_grid(grid, progress=progress, log=log)
     return write_reports(df, grid.out)

@@ -59,6 +59,7 @@ class FinetuneConfig:
     batch_size: int = 128
     epochs: int = 20  # the paper does not say; at least min_steps steps
     min_steps: int = 300
+    max_steps: int = 0  # 0: no cap; else at most this many steps (CPU profiles: the 100 % columns)
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
     precision: str = "auto"
@@ -76,6 +77,7 @@ class FinetuneConfig:
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _check(self.lr > 0 and self.batch_size >= 1 and self.epochs >= 1 and self.min_steps >= 1,
                "lr, batch_size, epochs and min_steps must be positive")
+        _check(self.max_steps == 0 or self.max_steps >= self.min_steps, "max_steps must be 0 (no cap) or >= min_steps")
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
         _check(0 <= self.hflip_prob <= 1 and 0 < self.crop_fraction <= 1, "hflip_prob in [0, 1], crop_fraction in (0, 1]")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
@@ -87,7 +89,7 @@ class FinetuneConfig:
 
 FINETUNE_PROFILES: dict[str, dict] = {
     "paper": {},
-    "demo": dict(batch_size=32, epochs=8, min_steps=60, eval_batch_size=128),
+    "demo": dict(batch_size=32, epochs=5, min_steps=60, max_steps=150, eval_batch_size=128),
     "smoke": dict(batch_size=8, epochs=1, min_steps=3, eval_batch_size=32, precision="fp32", lr=1e-2),
 }
 
@@ -205,8 +207,10 @@ class Finetuner:
         self.batch_size = min(cfg.batch_size, len(self.train_set))
         self.steps_per_epoch = max(1, len(self.train_set) // self.batch_size)
         self.total_steps = max(cfg.min_steps, cfg.epochs * self.steps_per_epoch)
-        self.eval_every = self.steps_per_epoch if self.steps_per_epoch * cfg.epochs >= cfg.min_steps \
-            else max(1, self.total_steps // cfg.epochs)  # short epochs: evaluate `epochs` times in all
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.eval_every = self.steps_per_epoch if self.steps_per_epoch * cfg.epochs == self.total_steps \
+            else max(1, self.total_steps // cfg.epochs)  # short or capped epochs: evaluate `epochs` times in all
         params = _param_groups(self.model, cfg.weight_decay)
         fused = {"fused": True} if self.device.type == "cuda" else {}
         if cfg.optimizer == "sgd":

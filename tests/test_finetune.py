@@ -135,3 +135,13 @@ def test_the_command_line_fine_tunes_and_reports(domain, tmp_path, capsys):
     assert main(["finetune", "--encoder", "missing.pt", "--dataset", str(domain)]) == 2
     assert "no such encoder file" in capsys.readouterr().err
     assert main(["finetune", "--encoder", "scratch", "--dataset", "nope", "--data-root", str(tmp_path)]) == 2
+
+
+def test_max_steps_caps_long_epochs(domain, tmp_path):
+    cfg = get_finetune_config("smoke", {"min_steps": 3, "epochs": 4, "max_steps": 5, "batch_size": 4})
+    res = finetune("scratch", domain, 1.0, 0, tmp_path / "run", cfg=cfg, progress=False)
+    assert res.steps == 5  # 4 epochs of ~40 steps, capped
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("val_mean_auc" in r for r in recs) >= 4  # still evaluated several times
+    with pytest.raises(ConfigError, match="max_steps"):
+        get_finetune_config("smoke", {"min_steps": 10, "max_steps": 5})
