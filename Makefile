@@ -29,7 +29,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-book test book assets data domains notebooks html benchmark smoke clean distclean
+.PHONY: help install install-book test book assets data domains notebooks html benchmark smoke experiments clean distclean
 
 help:
 	@echo "make test      - set up .venv and run the whole test suite"
@@ -38,6 +38,7 @@ help:
 	@echo "make data      - report corpus (splits, vocabulary) + radiographs rendered from the CT (PROFILE sizes)"
 	@echo "make domains   - only the rendered source and target domains: refers-lite data build --profile PROFILE"
 	@echo "make smoke     - a smoke pre-training run into runs/smoke"
+	@echo "make experiments - the grid behind Tables 1-3 and Figure 2 (PROFILE sizes) into runs/experiments/PROFILE"
 	@echo "make benchmark - pre-training throughput (fp32 / bf16 / bf16+compile) and the cache loader against PNG decoding"
 	@echo "make clean     - remove build outputs (keeps .venv)"
 
@@ -70,6 +71,9 @@ test: $(VENV)/.dev assets
 
 smoke: $(VENV)/.dev
 	$(VENV)/bin/refers-lite pretrain --profile smoke --out runs/smoke
+
+experiments: $(VENV)/.dev data
+	$(VENV)/bin/refers-lite experiments --profile $(PROFILE) --data-root $(DATA)/synthetic --out runs/experiments/$(PROFILE)
 
 benchmark: $(VENV)/.dev
 	$(PY) benchmarks/pretrain_throughput.py --sizes paper --studies 2
