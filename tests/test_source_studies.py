@@ -188,7 +188,8 @@ def test_placeholder_source_is_deterministic_and_complete(source, tmp_path):
         assert (again / name).read_bytes() == (source / name).read_bytes(), name
     assert (other / "cache/shard_00000.u8").read_bytes() != (source / "cache/shard_00000.u8").read_bytes()
     df = pd.read_csv(source / "studies.csv", dtype=str, keep_default_na=False)
-    assert list(df.columns) == ["study_id", "split", "patient", "image_ids", "views", "findings", "unrendered", "text"]
+    assert list(df.columns) == ["study_id", "split", "patient", "image_ids", "views", "findings", "unrendered", "labels",
+                          "text"]
     cache = ImageCache.open(source / "cache")
     assert {"image_id", "view", "study_id"} <= set(cache.index.columns)
     assert cache.index["study_id"].astype(str).tolist() == [s for s, ids in zip(df["study_id"], df["image_ids"])
