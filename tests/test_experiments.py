@@ -7,7 +7,7 @@ from refers_lite.data.source_studies import write_placeholder_source
 from test_finetune import _domain
 
 COLUMNS = (("nih", 0.1), ("nih", 1.0), ("covid_t2", 1.0))
-METHODS = ("refers", "scratch", "no_task2", "lsp_transformer")
+METHODS = ("refers", "scratch", "no_task2", "lsp_transformer", "moco")
 FAST = {"train": {"max_steps": 4, "batch_size": 4, "ckpt_every": 2}}
 
 
@@ -40,9 +40,10 @@ def test_a_smoke_grid_writes_every_table_and_the_figure(data_root, tmp_path):
     # the numbers in the table are the cells' own: mean over seeds of each cell's mean AUC
     vals = df[(df.method == "refers") & (df.domain == "nih") & (df.ratio == 1.0)].groupby("seed").mean_auc.first()
     assert f"{100 * vals.mean():.1f}" in t1
-    # three pre-trainings (refers, its no-Task-2 variant, LSP); scratch has none
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "pretrain").iterdir()) == ["lsp_transformer", "no_task2",
-                                                                                       "refers"]
+    # four pre-trainings (refers, its no-Task-2 variant, LSP, MoCo); scratch has none
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "pretrain").iterdir()) == ["lsp_transformer", "moco",
+                                                                                       "no_task2", "refers"]
+    assert "MoCo v2-style (ours)" in t1
 
 
 def test_an_interrupted_grid_resumes_without_redoing_finished_cells(data_root, tmp_path, monkeypatch):
