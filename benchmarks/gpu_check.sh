@@ -25,7 +25,7 @@ stamp "throughput, paper size, 32 studies per step"
 timeout 240 $PY benchmarks/pretrain_throughput.py --device cuda --sizes paper --studies 32 --steps 10 --warmup 3 \
     --e2e-steps 30 --workers 10 --json "$OUT/throughput_b32.json" 2>&1 | grep -v "Loading weights" | tee "$OUT/throughput_b32.log"
 stamp "throughput, paper size, 128 studies per step"
-timeout 150 $PY benchmarks/pretrain_throughput.py --device cuda --sizes paper --studies 128 --variants bf16,bf16+compile \
+timeout 200 $PY benchmarks/pretrain_throughput.py --device cuda --sizes paper --studies 128 --variants bf16,bf16+compile \
     --steps 5 --warmup 3 --e2e-steps 12 --workers 12 --json "$OUT/throughput_b128.json" 2>&1 | grep -v "Loading weights" \
     | tee "$OUT/throughput_b128.log"
 stamp "done"
