@@ -7,7 +7,8 @@
 #      loader reading uint8 films from the memory-mapped cache, augmentation on the GPU);
 #   3. the same with 128 studies per step, bf16 + compile, for the throughput ceiling.
 # Results go to $OUT (default benchmarks/out): logs and JSON. Usage:
-#   bash benchmarks/gpu_check.sh
+#   bash benchmarks/make_devsite.sh   # here, once: the text tokenizer files for a bare GPU machine (carry .devsite)
+#   PYTHONPATH=$PWD/.devsite bash benchmarks/gpu_check.sh   # there
 # Python: the one on PATH, or $PYTHON; refers_lite is imported from this checkout.
 set -u -o pipefail
 PY=${PYTHON:-python3}
