@@ -72,14 +72,12 @@ def make_config(size: str, variant: str, studies: int, device: str, workers: int
             "data": {"source": "source", "hflip_prob": 0.5}}
     if size == "paper":
         over["model"].update(PAPER_TEXT)  # smoke: a tiny random BERT; demo: MiniLM (its own profile)
-    cfg = get_config(size, over)
-    return cfg
+    return get_config(size, over)
 
 
 def count_flops(trainer: Pretrainer, batch: dict) -> float:
     """FLOPs of one forward + backward (matmuls, convolutions, attention), counted by PyTorch."""
     from torch.utils.flop_counter import FlopCounterMode
-    from refers_lite.models.refers import REFERS  # noqa: F401  (the eager module is trainer.module)
     from refers_lite.train import _model_inputs
     b = trainer.prepare(dict(batch), train=True)
     counter = FlopCounterMode(display=False)

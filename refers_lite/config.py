@@ -102,20 +102,38 @@ class TrainConfig:
 
 
 @dataclass
-class DataConfig:
-    source: str = "toy"  # "toy": schematic studies with templated reports; "source": the rendered IU domain
-    root: str = "data/synthetic/source"  # the source domain folder (`refers-lite data build`), for source="source"
-    num_studies: int = 64  # toy studies
-    val_fraction: float = 0.125  # toy studies
-    seed: int = 0
-    # Augmentation of the source radiographs (Methods 4.2): resize 256 then random crop 224, rotation
-    # +-10 degrees, brightness and contrast, horizontal flip with 'left' and 'right' swapped in the report.
+class AugmentConfig:
+    """The paper's augmentation (Methods 4.2), for pre-training (the ``data`` section) and fine-tuning alike:
+    resize 256 then random crop 224, rotation +-10 degrees, brightness and contrast, horizontal flip (in
+    pre-training with 'left' and 'right' swapped in the report)."""
     augment: bool = True
     hflip_prob: float = 0.5
     crop_fraction: float = 224 / 256
     max_rotation_deg: float = 10.0
     brightness: float = 0.2
     contrast: float = 0.2
+
+    def check_augment(self, prefix: str = "") -> None:
+        _check(0 <= self.hflip_prob <= 1, f"{prefix}hflip_prob must be in [0, 1], got {self.hflip_prob}")
+        _check(0 < self.crop_fraction <= 1, f"{prefix}crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        _check(0 <= self.max_rotation_deg <= 180, f"{prefix}max_rotation_deg must be in [0, 180]")
+        _check(0 <= self.brightness < 1 and 0 <= self.contrast < 1,
+               f"{prefix}brightness and {prefix}contrast must be in [0, 1)")
+
+    def augmenter(self, out_size: int):
+        """The device-side :class:`~refers_lite.data.gpu_augment.StudyAugment` of these settings (no flips)."""
+        from .data.gpu_augment import StudyAugment
+        return StudyAugment(out_size, crop_fraction=self.crop_fraction, max_rotation_deg=self.max_rotation_deg,
+                            brightness=self.brightness, contrast=self.contrast)
+
+
+@dataclass
+class DataConfig(AugmentConfig):
+    source: str = "toy"  # "toy": schematic studies with templated reports; "source": the rendered IU domain
+    root: str = "data/synthetic/source"  # the source domain folder (`refers-lite data build`), for source="source"
+    num_studies: int = 64  # toy studies
+    val_fraction: float = 0.125  # toy studies
+    seed: int = 0
 
 
 @dataclass
@@ -186,10 +204,7 @@ class Config:
         d = self.data
         _check(d.source in DATA_SOURCES, f"data.source must be one of {DATA_SOURCES}, got {d.source!r}")
         _check(0 < d.val_fraction < 1, "data.val_fraction must be in (0, 1)")
-        _check(0 <= d.hflip_prob <= 1, f"data.hflip_prob must be in [0, 1], got {d.hflip_prob}")
-        _check(0 < d.crop_fraction <= 1, f"data.crop_fraction must be in (0, 1], got {d.crop_fraction}")
-        _check(0 <= d.max_rotation_deg <= 180, "data.max_rotation_deg must be in [0, 180]")
-        _check(0 <= d.brightness < 1 and 0 <= d.contrast < 1, "data.brightness and data.contrast must be in [0, 1)")
+        d.check_augment("data.")
         _check(self.data.num_studies >= 2, "data.num_studies must be >= 2")
 
 

@@ -166,6 +166,7 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
             raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
         method = METHODS[name]
         encoder = pretrain_encoder(grid, method, progress=progress, log=log)
+        encoder_sha = _file_digest(encoder)  # once per method: the cells below all fine-tune this file
         ft_cfg = grid.finetune_config(method)
         columns = grid.columns
         if name in ABLATIONS and grid.ablation_columns is not None:
@@ -176,7 +177,7 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
                 raise FileNotFoundError(f"{droot}: no built domain (run `refers-lite data build --profile "
                                         f"{grid.profile}`)")
             for seed in grid.seeds:
-                key = {"encoder": encoder, "encoder_sha": _file_digest(encoder), "finetune": ft_cfg.to_dict(),
+                key = {"encoder": encoder, "encoder_sha": encoder_sha, "finetune": ft_cfg.to_dict(),
                        "domain": str(droot.resolve()), "ratio": ratio, "seed": seed}
                 cell = grid.out / "cells" / f"{name}-{domain}-{ratio:g}-s{seed}-{_digest(key)}"
                 res = finetune(encoder, droot, ratio, seed, cell, cfg=ft_cfg, progress=progress)

@@ -39,9 +39,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .config import ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
+from .config import AugmentConfig, ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
 from .data.domain_dataset import DomainImages
-from .data.gpu_augment import StudyAugment
 from .metrics import mean_auc, per_class_auc
 from .train import resolve_device, resolve_precision, seed_everything, warmup_cosine
 
@@ -50,7 +49,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
     profile: str = "paper"
     optimizer: str = "sgd"  # paper: SGD for transformers, "adam" (lr 1e-4) for ResNets
     lr: float = 3e-3
@@ -66,12 +65,6 @@ class FinetuneConfig:
     device: str = "auto"
     num_workers: int = 0
     eval_batch_size: int = 256
-    augment: bool = True
-    hflip_prob: float = 0.5
-    crop_fraction: float = 224 / 256
-    max_rotation_deg: float = 10.0
-    brightness: float = 0.2
-    contrast: float = 0.2
 
     def validate(self) -> None:
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -79,7 +72,7 @@ class FinetuneConfig:
                "lr, batch_size, epochs and min_steps must be positive")
         _check(self.max_steps == 0 or self.max_steps >= self.min_steps, "max_steps must be 0 (no cap) or >= min_steps")
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
-        _check(0 <= self.hflip_prob <= 1 and 0 < self.crop_fraction <= 1, "hflip_prob in [0, 1], crop_fraction in (0, 1]")
+        self.check_augment()
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
                f"auto, fp32, bf16, fp16")
 
@@ -203,7 +196,7 @@ class Finetuner:
             raise ValueError(f"the model has {self.model.head.out_features} outputs, the domain "
                              f"{self.train_set.name!r} has {n_out} classes")
         size = getattr(self.model, "image_size", 224)
-        self.augment = StudyAugment(size, cfg.crop_fraction, cfg.max_rotation_deg, cfg.brightness, cfg.contrast)
+        self.augment = cfg.augmenter(size)
         self.batch_size = min(cfg.batch_size, len(self.train_set))
         self.steps_per_epoch = max(1, len(self.train_set) // self.batch_size)
         self.total_steps = max(cfg.min_steps, cfg.epochs * self.steps_per_epoch)

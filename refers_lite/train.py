@@ -42,23 +42,11 @@ from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
 from .config import Config
-from .data.gpu_augment import StudyAugment
 from .data.studies import MultiViewStudies, ResumableSampler, StudyCollator
 from .distributed import barrier, gather_objects, is_main_process, local_rank, mean_over_ranks, rank, world_size
 from .models.refers import REFERS
 
-__all__ = ["Pretrainer", "pretrain", "PretrainResult", "rank", "world_size", "is_main_process", "unwrap"]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside ``torch.compile`` and DDP wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
+__all__ = ["Pretrainer", "pretrain", "PretrainResult", "rank", "world_size", "is_main_process"]
 
 
 # -- device and precision ----------------------------------------------------------------------
@@ -241,9 +229,7 @@ class Pretrainer:
                                           hflip_prob=cfg.data.hflip_prob, report_tokenizer=report_tok,
                                           max_report_len=m.max_report_len)
         self.val_set = MultiViewStudies(val_set, m.num_views, seed=t.seed + 1, name="validation set")
-        self.augment = StudyAugment(m.image_size, crop_fraction=cfg.data.crop_fraction,
-                                    max_rotation_deg=cfg.data.max_rotation_deg, brightness=cfg.data.brightness,
-                                    contrast=cfg.data.contrast)
+        self.augment = cfg.data.augmenter(m.image_size)
         self.aug_generator = torch.Generator(self.device).manual_seed(t.seed * 7919 + 17 + rank())
         self.global_batch = min(t.batch_size, (len(train_set) // W) * W)
         self.batch_size = self.global_batch // W  # studies per process and step

@@ -77,7 +77,6 @@ from tqdm.auto import tqdm
 from ..checkpoint import (ENCODER_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict,
                           save_checkpoint)
 from ..config import Config, ModelConfig, get_config
-from ..data.gpu_augment import StudyAugment
 from ..models.radiograph_transformer import RadiographTransformer
 from ..train import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
                      set_rng_state, warmup_cosine)
@@ -308,9 +307,7 @@ class MoCoPretrainer:
         seed_everything(self.seed)  # the same initial weights for the same seed
         self.model = MoCo.from_config(cfg.model, queue_size=self.queue_size, momentum=momentum,
                                       temperature=temperature).to(self.device)
-        d = cfg.data
-        self.augment = StudyAugment(cfg.model.image_size, crop_fraction=d.crop_fraction,
-                                    max_rotation_deg=d.max_rotation_deg, brightness=d.brightness, contrast=d.contrast)
+        self.augment = cfg.data.augmenter(cfg.model.image_size)
         self.aug_generator = torch.Generator(self.device).manual_seed(self.seed * 7919 + 17)
         t = cfg.train
         self.opt = build_optimizer(self.model, lr, t.momentum, t.weight_decay, self.device)
