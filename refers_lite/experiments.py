@@ -304,3 +304,20 @@ def run_experiments(profile: str = "smoke", data_root: str | Path = "data/synthe
                 p.get("ablation_columns"))
     df = run_grid(grid, progress=progress, log=log)
     return write_reports(df, grid.out)
+
+
+def pretrained_refers(profile: str = "smoke", data_root: str | Path = "data/synthetic",
+                      out: str | Path | None = None, method: str = "refers", progress: bool = True,
+                      log: Callable[[str], None] = print) -> Path:
+    """The run folder of a profile's (cached) REFERS pre-training on ``data_root/source``; trains it when
+    missing. ``out``: the grid's folder, as for :func:`run_experiments` (default ``runs/experiments/PROFILE``). The folder holds ``best.pt`` / ``last.pt`` (whole model: :func:`refers_lite.checkpoint.load_refers`)
+    and ``encoder.pt`` (the exported image encoder). The experiment grid, the CAM, fine-tuning and
+    'beyond REFERS' chapters share it through this function, so it is trained once per profile."""
+    if profile not in EXPERIMENT_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(EXPERIMENT_PROFILES)}")
+    if method not in METHODS or METHODS[method].kind != "refers":
+        raise ValueError(f"{method!r} is not a REFERS variant; choose one of "
+                         f"{', '.join(m.name for m in METHODS.values() if m.kind == 'refers')}")
+    out = Path(out) if out is not None else Path("runs/experiments") / profile
+    grid = Grid(profile, Path(data_root), out, (method,), (), ())
+    return Path(pretrain_encoder(grid, METHODS[method], progress=progress, log=log)).parent
