@@ -15,6 +15,7 @@ verbs:
   pretrain   pre-train REFERS (report generation + study-report consistency); resumes by default
   export     write the image encoder of a pre-training checkpoint for fine-tuning
   plot       draw the loss curves of a run folder into a PNG
+  evaluate   beyond fine-tuning: zero-shot, retrieval, report quality and linear probes of a pre-trained run
   data       prepare and summarise data: `refers-lite data reports` (the IU X-ray report corpus)
 
 profiles: smoke (seconds, CI), demo (minutes on a 2-core CPU), paper (the paper's setting, a GPU).
@@ -108,6 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help="comma-separated subset of the profile's methods")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("evaluate", help="zero-shot, retrieval, report generation and linear probes of a pre-trained run",
+                       description="Evaluate a pre-training run folder directly (refers_lite.evaluate): zero-shot "
+                                   "classification of the target domains' test splits, image<->report retrieval and "
+                                   "report generation (BLEU, ROUGE-L, clinical F1) on the source test split, linear "
+                                   "probes of the frozen encoder at 1/10/100 % of the labels. Writes JSON, CSV and "
+                                   "markdown tables.")
+    p.add_argument("--run", type=Path, required=True, help="pre-training run folder (best.pt or last.pt)")
+    p.add_argument("--data-root", type=Path, default=Path("data/synthetic"),
+                   help="built domains: source/ and the target domains (default: data/synthetic)")
+    p.add_argument("--profile", default=None, choices=["smoke", "demo", "paper"],
+                   help="evaluation sizes (default: the run's own profile)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/beyond)")
+    p.add_argument("--domains", default=None, help="comma-separated target domains (default: all built ones)")
+    p.add_argument("--finetuned", type=Path, default=None,
+                   help="an experiment grid's results.csv to set beside (default: RUN/../../results.csv if present)")
 
     p = sub.add_parser("plot", help="plot a run's loss curves to a PNG")
     p.add_argument("run", type=Path, help="run folder (holding metrics.jsonl)")
@@ -231,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.out is None:
                 args.out = Path("data/iu_xray")
             _data_reports(args)
+        elif args.verb == "evaluate":
+            from .evaluate import evaluate_run
+            ev = evaluate_run(args.run, args.data_root, out=args.out, profile=args.profile,
+                              domains=args.domains.split(",") if args.domains else None, finetuned=args.finetuned)
+            for path in ev.paths.values():
+                print(f"wrote {path}")
+            print(ev.paths["markdown"].read_text())
         elif args.verb == "plot":
             from .plots import plot_loss_curves
             out = args.out or args.run / "loss_curves.png"
