@@ -149,6 +149,9 @@ class Evaluation:
                 sel = ft[(ft["domain"] == d) & np.isclose(ft["ratio"].astype(float), r)]
                 row[f"fine-tuned {r:.0%}"] = float(sel["finetuned_mean_auc"].iloc[0]) if len(sel) else float("nan")
             row["chance"] = 0.5
+            z = next((z for z in self.zero_shot if z.domain == d), None)
+            row["zero-shot chance 95 %"] = "–" if z is None or math.isnan(z.chance[0]) else \
+                f"{z.chance[0]:.3f}–{z.chance[1]:.3f}"
             rows.append(row)
         df = pd.DataFrame(rows)
         if len(df):
@@ -168,7 +171,8 @@ class Evaluation:
                 return int(x)
             return x
         out = {"run": str(self.run_dir), "checkpoint": str(self.checkpoint), "profile": self.profile,
-               "zero_shot": {z.domain: {"mean_auc": z.mean_auc, "auc": z.auc, "test_images": len(z.labels),
+               "zero_shot": {z.domain: {"mean_auc": z.mean_auc, "chance_95": list(z.chance), "auc": z.auc,
+                                        "test_images": len(z.labels),
                                         "prompts": {c: [p.positive, p.negative] for c, p in zip(z.classes, z.prompts)}}
                              for z in self.zero_shot},
                "linear_probe": {p.domain: {f"{row['ratio']:g}": row["mean_auc"] for row in p.summary().to_dict("records")}

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["KS", "recall_at_k", "expected_ranks", "random_recall", "RetrievalResult", "retrieval"]
+__all__ = ["KS", "recall_at_k", "expected_ranks", "random_recall", "chance_interval", "RetrievalResult", "retrieval"]
 
 KS = (1, 5, 10)
 
@@ -86,6 +86,17 @@ def random_recall(k: int, n: int) -> float:
     return min(k, n) / n
 
 
+def chance_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` range of Recall@K over n queries when each partner's rank is uniform: the number of
+    hits is Binomial(n, K / n) (queries taken as independent), divided by n."""
+    from scipy.stats import binom
+    p = random_recall(k, n)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    lo, hi = binom.ppf([(1 - level) / 2, (1 + level) / 2], n, p)
+    return float(lo / n), float(hi / n)
+
+
 @dataclass
 class RetrievalResult:
     split: str
@@ -114,7 +125,9 @@ class RetrievalResult:
                 {"direction": "report -> image", **{f"R@{k}": self.report_to_image[k] for k in ks},
                  "median rank": self.median_rank_r2i},
                 {"direction": "random (K / N)", **{f"R@{k}": self.random[k] for k in ks},
-                 "median rank": (self.n + 1) / 2}]
+                 "median rank": (self.n + 1) / 2},
+                {"direction": "random, 95 % upper bound", **{f"R@{k}": chance_interval(k, self.n)[1] for k in ks},
+                 "median rank": float("nan")}]
         return pd.DataFrame(rows).set_index("direction")
 
     def top_reports(self, i: int, k: int = 3) -> list[tuple[int, float, str]]:

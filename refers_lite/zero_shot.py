@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .metrics import mean_auc, per_class_auc
 
 __all__ = ["PromptPair", "PROMPTS", "normalize_name", "prompt_pair", "zero_shot_probabilities", "ZeroShotResult",
-           "zero_shot_domain"]
+           "zero_shot_domain", "chance_mean_auc"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,14 @@ class ZeroShotResult:
     mean_auc: float
     scores: np.ndarray = field(repr=False)  # (N, C) probabilities
     labels: np.ndarray = field(repr=False)  # (N, C) 0/1
+    _chance: tuple[float, float] | None = field(default=None, repr=False)
+
+    @property
+    def chance(self) -> tuple[float, float]:
+        """The 95 % range of the mean AUC of random scores on this split's labels (:func:`chance_mean_auc`)."""
+        if self._chance is None:
+            self._chance = chance_mean_auc(self.labels)
+        return self._chance
 
     def to_frame(self) -> pd.DataFrame:
         """One row per class: domain, class, prompts, positives, images, AUC."""
@@ -170,3 +178,20 @@ def zero_shot_domain(space, domain: str | Path, split: str = "test",
     scores = zero_shot_probabilities(v, t[:len(pairs)], t[len(pairs):], space.temperature)
     auc = per_class_auc(labels, scores, ds.classes)
     return ZeroShotResult(ds.name, split, list(ds.classes), pairs, auc, mean_auc(auc), scores, labels)
+
+
+def chance_mean_auc(labels, n: int = 200, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """What chance looks like on these test labels: the central ``level`` range of the mean AUC of ``n`` draws of
+    random scores (N, C). On a small test split it is wide: a mean AUC inside it is no evidence of skill."""
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if not 0 < level < 1 or n < 2:
+        raise ValueError(f"need 0 < level < 1 and n >= 2, got level={level}, n={n}")
+    rng = np.random.default_rng(seed)
+    draws = np.array([mean_auc(per_class_auc(y, rng.random(y.shape))) for _ in range(n)])
+    draws = draws[~np.isnan(draws)]
+    if not len(draws):
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

@@ -66,6 +66,8 @@ def test_the_runner_writes_every_table_and_its_numbers_agree(setup, tmp_path):
     ov = pd.read_csv(tmp_path / "overview.csv", index_col=0)
     assert ov.loc["nih", "fine-tuned 10%"] == pytest.approx(0.65) and np.isnan(ov.loc["covid_t2", "fine-tuned 10%"])
     assert ov.loc["nih", "zero-shot"] == pytest.approx(ev.zero_shot[0].mean_auc)
+    lo, hi = ev.zero_shot[0].chance
+    assert ov.loc["nih", "zero-shot chance 95 %"] == f"{lo:.3f}–{hi:.3f}" and lo < 0.5 < hi
     assert ov.loc["nih", "linear probe 100%"] == pytest.approx(
         probe[(probe.domain == "nih") & (probe.ratio == 1.0)].groupby("seed").auc.mean().mean())
     md = (tmp_path / "beyond.md").read_text()

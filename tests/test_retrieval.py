@@ -100,9 +100,19 @@ def test_retrieval_on_a_source_split_against_the_random_baseline(source, space):
     assert res.image_to_report[1] == pytest.approx(np.mean([1 / groups[t] for t in res.texts]))
     assert res.report_to_image[10] == 1.0 and res.median_rank_i2r <= 1.5
     frame = res.to_frame()
-    assert list(frame.index) == ["image -> report", "report -> image", "random (K / N)"]
+    assert list(frame.index) == ["image -> report", "report -> image", "random (K / N)", "random, 95 % upper bound"]
     assert frame.loc["random (K / N)", "R@1"] == pytest.approx(1 / n)
     top = res.top_reports(0, k=3)
     assert len(top) == 3 and top[0][2] == res.texts[0] and top[0][1] >= top[1][1] >= top[2][1]
     real = retrieval(space, source, "test")  # the untrained model: it runs, the numbers are in range
     assert all(0 <= r <= 1 for r in (*real.image_to_report.values(), *real.report_to_image.values()))
+
+
+def test_the_chance_interval_of_recall_is_binomial():
+    from scipy.stats import binom
+    from refers_lite.retrieval import chance_interval
+    lo, hi = chance_interval(10, 400)
+    assert lo < 10 / 400 < hi and (lo * 400, hi * 400) == tuple(binom.ppf([0.025, 0.975], 400, 10 / 400))
+    assert chance_interval(10, 5) == (1.0, 1.0)  # K >= N: always a hit
+    # a constant similarity matrix scores inside it
+    assert lo <= recall_at_k(np.zeros((400, 400)), ks=(10,))[10] <= hi

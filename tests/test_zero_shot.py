@@ -113,3 +113,14 @@ def test_a_single_radiograph_is_a_study_of_one_view():
         JointSpace(model, cfg, single_view="both")
     with pytest.raises(ValueError, match="single radiographs"):
         repeat.embed_images(images[None])
+
+
+def test_the_chance_range_of_the_mean_auc_narrows_with_more_test_images():
+    from refers_lite.zero_shot import chance_mean_auc
+    rng = np.random.default_rng(0)
+    small, big = rng.integers(0, 2, (12, 2)), rng.integers(0, 2, (1200, 2))
+    lo_s, hi_s = chance_mean_auc(small, n=100)
+    lo_b, hi_b = chance_mean_auc(big, n=100)
+    assert lo_s < lo_b < 0.5 < hi_b < hi_s and hi_b - lo_b < 0.06
+    assert chance_mean_auc(small, n=100) == (lo_s, hi_s)  # seeded
+    assert all(math.isnan(x) for x in chance_mean_auc(np.ones((5, 1))))  # no AUC: no range
