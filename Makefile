@@ -101,7 +101,7 @@ benchmark: $(VENV)/.dev
 
 # -- the book -----------------------------------------------------------------------------------
 # Every notebook is executed by papermill into $(SITE)/notebooks (the sources in notebooks/ are
-# never rewritten), each in its own working folder $(WORK)/NAME, with
+# never rewritten), each in its own fresh working folder $(WORK)/NAME, with
 #     -p PROFILE $(PROFILE) -p DATA_DIR <absolute $(DATA)/synthetic> -p RUNS_DIR <absolute $(RUNS)>
 # in parallel ($(JOBS) at a time). Before any of them: the data (make data) and the profile's
 # pre-trained REFERS (`pretrained`, trained once into RUNS_DIR/experiments/PROFILE and cached), so
@@ -125,7 +125,7 @@ $(SITE)/.params: FORCE
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
 $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV)/.book pretrained
-	@mkdir -p $(@D) $(WORK)/$*
+	@rm -rf $(WORK)/$* && mkdir -p $(@D) $(WORK)/$*  # a fresh working folder: nothing left from an older run
 	@echo "papermill notebooks/$*.ipynb (PROFILE=$(PROFILE)) ..."
 	@start=$$(date +%s); \
 	$(VENV)/bin/papermill --no-progress-bar --cwd $(WORK)/$* -k python3 -p PROFILE $(PROFILE) \

@@ -107,8 +107,14 @@ def local_target(page: Path, url: str) -> tuple[Path | None, str]:
     return target, parts.fragment
 
 
+def toc_path() -> Path:
+    """The table of contents the book was built from (the build folder's copy), else the repository's."""
+    built = HTML.parent.parent / "_toc.yml"
+    return built if built.is_file() else ROOT / "_toc.yml"
+
+
 def toc_chapters() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    toc = yaml.safe_load(toc_path().read_text())
     found = []
 
     def walk(node):
@@ -127,8 +133,8 @@ def toc_chapters() -> list[str]:
 
 # -- every page, read as files -------------------------------------------------------------------
 def test_every_toc_entry_was_built(site):
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    entries = [toc["root"]] + [str(m) for m in re.findall(r"file:\s*(\S+)", (ROOT / "_toc.yml").read_text())]
+    toc = yaml.safe_load(toc_path().read_text())
+    entries = [toc["root"]] + [str(m) for m in re.findall(r"file:\s*(\S+)", toc_path().read_text())]
     missing = [e for e in entries if not (site / f"{e}.html").is_file()]
     assert not missing, f"pages of _toc.yml missing from the built book: {missing}"
 
