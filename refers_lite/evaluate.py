@@ -283,6 +283,9 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path, out: str | Path | N
         if not (data_root / d / "domain.json").is_file():
             raise FileNotFoundError(f"{data_root / d}: no built target domain (run `refers-lite data build`)")
     ev = Evaluation(run_dir, ckpt, profile)
+    if cfg.data.source != "source":
+        ev.notes.append(f"this run was pre-trained on {cfg.data.source!r} studies, not on the source domain it is "
+                        f"evaluated on ({source}): its reports and report vocabulary are not these")
     torch.manual_seed(seed)
 
     space = JointSpace(model, cfg, batch_size=s["batch_size"])
