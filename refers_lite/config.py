@@ -71,7 +71,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    temperature: float = 0.1
+    temperature: float = 0.1  # tau of Eq. 2 (the start value when learned)
+    learn_temperature: bool = False  # learn log(1/tau) as CLIP does (clamped at tau >= 0.01)
     generation_weight: float = 1.0  # Task 1, Eq. 1
     consistency_weight: float = 1.0  # Task 2, Eq. 2
     use_generation: bool = True

@@ -26,6 +26,7 @@ the methods that ran.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -85,6 +86,36 @@ EXPERIMENT_PROFILES: dict[str, dict] = {
     "smoke": dict(methods=tuple(METHODS), columns=(("nih", 0.1), ("nih", 1.0), ("shenzhen", 1.0), ("covid_t2", 1.0)),
                   seeds=(0, 1)),
 }
+
+# What the book's chapters run at each profile: subsets of the profile's grid (05: Tables 1-2 and Figure 2;
+# 07: Table 3). They share its cached pre-trainings and cells, so after `refers-lite experiments --profile P`
+# they cost nothing. At demo they are cut to fit `make book` on a 2-core CPU: chapter 05 drops MoCo and
+# VinBigData, chapter 07 pre-trains every variant (REFERS included, so the comparison stays fair) for
+# 200 steps instead of 400.
+CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
+    "finetuning": {
+        "smoke": dict(methods=("refers", "lsp_transformer", "scratch"), columns=(("nih", 0.1), ("nih", 1.0),
+                                                                               ("covid_t2", 1.0)), seeds=(0, 1)),
+        "demo": dict(methods=("refers", "lsp_transformer", "scratch"),
+                     columns=(("nih", 0.01), ("nih", 0.1), ("nih", 1.0), ("covid_t2", 1.0)), seeds=(0, 1, 2)),
+        "paper": dict(methods=TABLE1_METHODS, columns=PAPER_COLUMNS, seeds=(0, 1, 2)),
+    },
+    "ablations": {
+        "smoke": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1)),
+        "demo": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1, 2),
+                     pretrain_overrides={"train": {"max_steps": 200}}),
+        "paper": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1, 2)),
+    },
+}
+
+
+def chapter_grid(chapter: str, profile: str) -> dict:
+    """Keyword arguments of :func:`run_experiments` for a chapter's grid at a profile."""
+    if chapter not in CHAPTER_GRIDS:
+        raise ValueError(f"unknown chapter grid {chapter!r}; choose one of {', '.join(CHAPTER_GRIDS)}")
+    if profile not in CHAPTER_GRIDS[chapter]:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(CHAPTER_GRIDS[chapter])}")
+    return copy.deepcopy(CHAPTER_GRIDS[chapter][profile])  # a copy: callers may change it
 
 
 def _digest(obj) -> str:
@@ -157,8 +188,10 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
     return str(encoder)
 
 
-def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run (or reuse) every cell; returns one row per cell and class, also written to ``results.csv``."""
+def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = print,
+             report_dir: Path | None = None) -> pd.DataFrame:
+    """Run (or reuse) every cell; returns one row per cell and class, also written to ``results.csv`` in
+    ``report_dir`` (default: the grid's folder)."""
     grid.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in grid.methods:
@@ -188,7 +221,9 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
                                  "auc": auc, "mean_auc": res.test_mean_auc, "val_mean_auc": res.val_mean_auc,
                                  "cell": str(cell)})
     df = pd.DataFrame(rows)
-    df.to_csv(grid.out / "results.csv", index=False)
+    report_dir = Path(report_dir or grid.out)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(report_dir / "results.csv", index=False)
     return df
 
 
@@ -294,16 +329,20 @@ def write_reports(df: pd.DataFrame, out: Path) -> dict[str, Path]:
 def run_experiments(profile: str = "smoke", data_root: str | Path = "data/synthetic", out: str | Path = "runs/experiments",
                     methods=None, columns=None, seeds=None, pretrain_overrides: dict | None = None,
                     finetune_overrides: dict | None = None, progress: bool = True,
-                    log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Run the grid of a profile (or the given subset) and write the tables and the figure."""
+                    log: Callable[[str], None] = print, report_dir: str | Path | None = None) -> dict[str, Path]:
+    """Run the grid of a profile (or the given subset) and write the tables and the figure.
+
+    ``out`` holds the cached pre-trainings and cells; ``report_dir`` (default ``out``) gets results.csv, the
+    tables and the figure, so that subsets of one grid (the book's chapters) share cells but not reports."""
     if profile not in EXPERIMENT_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(EXPERIMENT_PROFILES)}")
     p = EXPERIMENT_PROFILES[profile]
     grid = Grid(profile, Path(data_root), Path(out), tuple(methods or p["methods"]), tuple(columns or p["columns"]),
                 tuple(seeds if seeds is not None else p["seeds"]), pretrain_overrides or {}, finetune_overrides or {},
                 p.get("ablation_columns"))
-    df = run_grid(grid, progress=progress, log=log)
-    return write_reports(df, grid.out)
+    report_dir = Path(report_dir or grid.out)
+    df = run_grid(grid, progress=progress, log=log, report_dir=report_dir)
+    return write_reports(df, report_dir)
 
 
 def pretrained_refers(profile: str = "smoke", data_root: str | Path = "data/synthetic",

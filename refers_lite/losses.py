@@ -17,6 +17,8 @@ batch: global negatives for Eq. 2 and the global token count for Eq. 1 (see ``di
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -49,14 +51,15 @@ def language_model_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int
     return nll * world_size() / tokens.clamp_min(1)
 
 
-def consistency_logits(v: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
+def consistency_logits(v: torch.Tensor, t: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
     """cos(v^k, t^i) / tau for every pair: (B, D) x (B, D) -> (B, B), rows = studies."""
     v = F.normalize(_at_least_fp32(v), dim=-1)
     t = F.normalize(_at_least_fp32(t), dim=-1)
     return v @ t.t() / temperature
 
 
-def consistency_loss(v: torch.Tensor, t: torch.Tensor, temperature: float, gather: bool = False) -> torch.Tensor:
+def consistency_loss(v: torch.Tensor, t: torch.Tensor, temperature: float | torch.Tensor,
+                     gather: bool = False) -> torch.Tensor:
     """Eq. 2, symmetric: mean of the image->text and text->image InfoNCE terms.
 
     ``gather`` (under DDP): this rank's B studies are scored against the reports of all W ranks and
@@ -82,9 +85,12 @@ class REFERSLosses:
     total: torch.Tensor
     generation: torch.Tensor | None
     consistency: torch.Tensor | None
+    temperature: float | None = None  # tau, logged when it is learned
 
     def as_floats(self) -> dict[str, float]:
         out = {"loss": float(self.total.detach())}
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
         if self.generation is not None:
             out["loss_generation"] = float(self.generation.detach())
         if self.consistency is not None:
@@ -95,15 +101,27 @@ class REFERSLosses:
 class REFERSLoss(nn.Module):
     """Weighted sum of the switched-on tasks: w1 * L_language + w2 * L_contrast."""
 
+    MIN_TEMPERATURE = 0.01  # CLIP's clamp (logit scale <= 100)
+
     def __init__(self, cfg: LossConfig, pad_id: int):
         super().__init__()
         self.cfg, self.pad_id = cfg, pad_id
+        # learn_temperature: log(1/tau) is a parameter (CLIP): when the study and report features differ
+        # little at first, a fixed tau leaves the logits nearly equal and Eq. 2 can settle at log(B)
+        self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature))) \
+            if cfg.learn_temperature and cfg.use_consistency else None
+
+    def temperature(self) -> float | torch.Tensor:
+        if self.log_inv_temperature is None:
+            return self.cfg.temperature
+        return torch.exp(-self.log_inv_temperature.float().clamp(max=math.log(1.0 / self.MIN_TEMPERATURE)))
 
     def forward(self, logits: torch.Tensor | None, targets: torch.Tensor | None,
                 v: torch.Tensor | None, t: torch.Tensor | None, gather: bool = False) -> REFERSLosses:
         """``gather``: under DDP, losses over the global batch (see the module doc)."""
         c = self.cfg
         gen = language_model_loss(logits, targets, self.pad_id, gather) if c.use_generation else None
-        con = consistency_loss(v, t, c.temperature, gather) if c.use_consistency else None
+        tau = self.temperature()
+        con = consistency_loss(v, t, tau, gather) if c.use_consistency else None
         total = sum(w * l for w, l in ((c.generation_weight, gen), (c.consistency_weight, con)) if l is not None)
-        return REFERSLosses(total, gen, con)
+        return REFERSLosses(total, gen, con, float(tau.detach()) if torch.is_tensor(tau) else None)

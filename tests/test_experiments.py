@@ -87,3 +87,33 @@ def test_the_command_line_runs_a_grid(data_root, tmp_path, capsys, monkeypatch):
                  "--methods", "scratch", "--seeds", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "table1.md" in out and "From scratch" in out and (tmp_path / "figure2.png").is_file()
+
+
+def test_chapter_subsets_share_cells_but_write_their_own_reports(data_root, tmp_path):
+    kw = dict(methods=("scratch",), seeds=(0,), progress=False)
+    ex.run_experiments("smoke", data_root, tmp_path, columns=(("nih", 1.0),), log=lambda m: None,
+                       report_dir=tmp_path / "ch05", **kw)
+    logs = []
+    ex.run_experiments("smoke", data_root, tmp_path, columns=(("nih", 1.0), ("covid_t2", 1.0)), log=logs.append,
+                       report_dir=tmp_path / "ch07", **kw)
+    assert not (tmp_path / "results.csv").exists()  # the reports went to the chapters' folders
+    assert set(pd.read_csv(tmp_path / "ch05" / "results.csv").domain) == {"nih"}
+    assert set(pd.read_csv(tmp_path / "ch07" / "results.csv").domain) == {"nih", "covid_t2"}
+    assert (tmp_path / "ch07" / "table1.md").is_file() and (tmp_path / "ch07" / "figure2.png").is_file()
+    assert [m for m in logs if "nih" in m and "reused" in m]  # the shared cell was not trained again
+    assert not [m for m in logs if "covid_t2" in m and "reused" in m]
+
+
+def test_chapter_grids_are_subsets_of_the_methods_and_clear_errors_otherwise():
+    for chapter, profiles in ex.CHAPTER_GRIDS.items():
+        assert set(profiles) == set(ex.EXPERIMENT_PROFILES)
+        for profile in profiles:
+            g = ex.chapter_grid(chapter, profile)
+            assert set(g["methods"]) <= set(ex.METHODS) and g["columns"] and g["seeds"]
+            assert all(isinstance(c, tuple) for c in g["columns"])
+            g["methods"] = ()  # a copy: the table itself is not changed
+            assert ex.CHAPTER_GRIDS[chapter][profile]["methods"]
+    with pytest.raises(ValueError, match="chapter grid"):
+        ex.chapter_grid("nope", "demo")
+    with pytest.raises(ValueError, match="profile"):
+        ex.chapter_grid("ablations", "huge")

@@ -74,3 +74,19 @@ def test_total_is_the_weighted_sum_and_switches_work():
 def test_shape_errors():
     with pytest.raises(ValueError, match=r"\(B, D\)"):
         consistency_loss(torch.randn(2, 3), torch.randn(3, 3), 0.1)
+
+
+def test_a_learned_temperature_starts_at_tau_trains_and_is_clamped():
+    torch.manual_seed(0)
+    v, t = torch.randn(6, 8), torch.randn(6, 8)
+    fixed = REFERSLoss(LossConfig(use_generation=False, temperature=0.2), pad_id=0)
+    learned = REFERSLoss(LossConfig(use_generation=False, temperature=0.2, learn_temperature=True), pad_id=0)
+    assert not list(fixed.parameters()) and len(list(learned.parameters())) == 1
+    out = learned(None, None, v, t)
+    assert out.temperature == pytest.approx(0.2)  # starts at the configured tau, and is logged
+    assert float(out.total) == pytest.approx(float(fixed(None, None, v, t).total), rel=1e-6)
+    out.total.backward()
+    assert learned.log_inv_temperature.grad is not None and float(learned.log_inv_temperature.grad) != 0.0
+    with torch.no_grad():
+        learned.log_inv_temperature.fill_(math.log(1e4))  # tau = 1e-4 asked for: clamped at 0.01
+    assert learned(None, None, v, t).temperature == pytest.approx(REFERSLoss.MIN_TEMPERATURE)
