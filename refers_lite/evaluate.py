@@ -113,6 +113,7 @@ class Evaluation:
     clinical: dict[str, pd.DataFrame] = field(default_factory=dict)  # decoding -> per-label F1
     probes: list[LinearProbeResult] = field(default_factory=list)
     finetuned: pd.DataFrame | None = None
+    temperature: float | None = None  # tau of Eq. 2 the joint space used (learned or fixed)
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
@@ -171,6 +172,7 @@ class Evaluation:
                 return int(x)
             return x
         out = {"run": str(self.run_dir), "checkpoint": str(self.checkpoint), "profile": self.profile,
+               "temperature": self.temperature,
                "zero_shot": {z.domain: {"mean_auc": z.mean_auc, "chance_95": list(z.chance), "auc": z.auc,
                                         "test_images": len(z.labels),
                                         "prompts": {c: [p.positive, p.negative] for c, p in zip(z.classes, z.prompts)}}
@@ -289,6 +291,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path, out: str | Path | N
     torch.manual_seed(seed)
 
     space = JointSpace(model, cfg, batch_size=s["batch_size"])
+    ev.temperature = space.temperature
     if space.has_text:
         t0 = time.time()
         for d in domains:

@@ -47,7 +47,9 @@ class JointSpace:
         self.model, self.cfg = model.eval(), cfg
         self.batch_size, self.single_view = int(batch_size), single_view
         self.num_views = cfg.model.num_views
-        self.temperature = float(cfg.loss.temperature)
+        crit = getattr(model, "criterion", None)  # a learned tau lives in the loss module (temperature())
+        tau = crit.temperature() if callable(getattr(crit, "temperature", None)) else cfg.loss.temperature
+        self.temperature = float(tau.detach() if torch.is_tensor(tau) else tau)  # tau of Eq. 2
         self.augment = cfg.data.augmenter(cfg.model.image_size)
         self._text_tokenizer = text_tokenizer
 

@@ -98,6 +98,10 @@ def test_a_single_radiograph_is_a_study_of_one_view():
     model = REFERS.from_config(cfg).eval()
     images = torch.randint(0, 256, (3, 1, 40, 40), dtype=torch.uint8)
     repeat, mask = JointSpace(model, cfg), JointSpace(model, cfg, single_view="mask")
+    assert repeat.temperature == cfg.loss.temperature
+    model.criterion.temperature = lambda: torch.tensor(0.05, requires_grad=True)  # a learned tau, as the loss has it
+    assert JointSpace(model, cfg).temperature == pytest.approx(0.05)
+    del model.criterion.temperature
     x = repeat.prepare(images)  # (3, 1, 32, 32): the central crop at the model's size
     assert x.shape == (3, 1, cfg.model.image_size, cfg.model.image_size) and 0 <= x.min() and x.max() <= 1
     V, D = cfg.model.num_views, cfg.model.width
@@ -118,9 +122,9 @@ def test_a_single_radiograph_is_a_study_of_one_view():
 def test_the_chance_range_of_the_mean_auc_narrows_with_more_test_images():
     from refers_lite.zero_shot import chance_mean_auc
     rng = np.random.default_rng(0)
-    small, big = rng.integers(0, 2, (12, 2)), rng.integers(0, 2, (1200, 2))
-    lo_s, hi_s = chance_mean_auc(small, n=100)
-    lo_b, hi_b = chance_mean_auc(big, n=100)
-    assert lo_s < lo_b < 0.5 < hi_b < hi_s and hi_b - lo_b < 0.06
-    assert chance_mean_auc(small, n=100) == (lo_s, hi_s)  # seeded
+    small, big = rng.integers(0, 2, (12, 2)), rng.integers(0, 2, (600, 2))
+    lo_s, hi_s = chance_mean_auc(small, n=60)
+    lo_b, hi_b = chance_mean_auc(big, n=60)
+    assert lo_s < lo_b < 0.5 < hi_b < hi_s and hi_b - lo_b < 0.1 < hi_s - lo_s
+    assert chance_mean_auc(small, n=60) == (lo_s, hi_s)  # seeded
     assert all(math.isnan(x) for x in chance_mean_auc(np.ones((5, 1))))  # no AUC: no range
