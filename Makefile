@@ -93,7 +93,7 @@ smoke: $(VENV)/.dev
 	$(VENV)/bin/refers-lite pretrain --profile smoke --out runs/smoke
 
 experiments: $(VENV)/.dev data
-	$(VENV)/bin/refers-lite experiments --profile $(PROFILE) --data-root $(DATA)/synthetic --out $(RUNS)/experiments/$(PROFILE)
+	$(VENV)/bin/refers-lite experiments --profile $(PROFILE) --data-root $(DATA_DIR) --out $(RUNS_DIR)/experiments/$(PROFILE)
 
 benchmark: $(VENV)/.dev
 	$(PY) benchmarks/pretrain_throughput.py --sizes paper --studies 2
@@ -133,6 +133,15 @@ $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV
 	  || { tail -n 30 $(WORK)/$*.log; echo "FAILED: notebooks/$*.ipynb at PROFILE=$(PROFILE) (executed copy \
 	       $(WORK)/$*.ipynb, log $(WORK)/$*.log)"; exit 1; }; \
 	mv $(WORK)/$*.ipynb $@; echo "$*: $$(( $$(date +%s) - start )) s" | tee -a $(SITE)/notebook_times.txt
+
+# Chapters that fill the same cached pre-trainings and fine-tuning cells (the experiment grid in
+# RUNS_DIR/experiments/PROFILE) run one after another, in this order, never two at once.
+SERIAL_CHAPTERS ?= 05_finetuning 07_ablations
+SERIAL_PRESENT = $(filter $(SERIAL_CHAPTERS),$(NOTEBOOKS:notebooks/%.ipynb=%))
+define after
+$(SITE)/notebooks/$(2).ipynb: | $(SITE)/notebooks/$(1).ipynb
+endef
+$(foreach n,$(shell seq 2 $(words $(SERIAL_PRESENT))),$(eval $(call after,$(word $(shell expr $(n) - 1),$(SERIAL_PRESENT)),$(word $(n),$(SERIAL_PRESENT)))))
 
 # The pre-trained REFERS of the profile that chapters 03 and 05-08 share (refers_lite.experiments).
 pretrained: domains | $(VENV)/.dev
