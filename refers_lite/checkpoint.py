@@ -88,6 +88,9 @@ def export_image_encoder(ckpt_path: str | Path, out_path: str | Path) -> Path:
         raise CheckpointError(f"{ckpt_path}: no radiograph transformer weights (no '{prefix}*' keys)")
     payload = {"format": ENCODER_FORMAT, "config": ckpt["config"], "state_dict": sd,
                "step": ckpt.get("step", 0)}
+    encoder = ckpt["config"].get("model", {}).get("encoder", "vit")
+    if encoder != "vit":  # REFERS pre-trained with a ResNet
+        payload["arch"] = encoder
     return save_checkpoint(payload, out_path)
 
 
@@ -119,6 +122,8 @@ def load_image_encoder(path: str | Path):
         enc = RadiographTransformer.from_config(cfg.model)
     else:
         from .models.conv_encoder import ConvEncoder
-        enc = ConvEncoder(arch, cfg.model.image_size, cfg.model.in_chans)
+        projected = "proj.weight" in ckpt["state_dict"]  # REFERS's ResNet maps its features to the model width
+        enc = ConvEncoder(arch, cfg.model.image_size, cfg.model.in_chans,
+                          out_width=cfg.model.width if projected else None)
     load_state_dict_strict(enc, ckpt["state_dict"], str(path))
     return enc

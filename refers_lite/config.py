@@ -44,6 +44,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     act: str = "relu"  # the paper's two-layer ReLU perceptron; "gelu" as in ViT
     agg_mode: str = "concat"  # "concat" (paper), "add" (official code), "none" (plain ViT)
+    encoder: str = "vit"  # "vit": the radiograph transformer; a timm ResNet name (Table 3's first row)
     drop_path: float = 0.0
     # View fusion (Methods 4.2)
     num_views: int = 3
@@ -174,6 +175,10 @@ class Config:
     def validate(self) -> None:
         m, t, lo = self.model, self.train, self.loss
         _check(m.agg_mode in AGG_MODES, f"model.agg_mode must be one of {AGG_MODES}, got {m.agg_mode!r}")
+        if m.encoder != "vit":
+            from .models.conv_encoder import is_convnet
+            _check(is_convnet(m.encoder), f"model.encoder must be 'vit' or a timm ResNet name (e.g. resnet18), "
+                                          f"got {m.encoder!r}")
         _check(m.act in ACTIVATIONS, f"model.act must be one of {ACTIVATIONS}, got {m.act!r}")
         _check(m.text_pooling in POOLINGS, f"model.text_pooling must be one of {POOLINGS}, got {m.text_pooling!r}")
         _check(m.image_size > 0 and m.patch_size > 0, "model.image_size and model.patch_size must be positive")

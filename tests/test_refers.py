@@ -117,3 +117,20 @@ def test_gradient_checkpointing_gives_the_same_gradients(smoke_cfg, batch):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6, msg=lambda m: f"{n}: {m}")
+
+
+def test_refers_with_a_resnet_trains_both_tasks_and_exports_an_encoder_that_fine_tuning_loads(tmp_path, toy,
+                                                                                             text_tokenizer):
+    """Table 3's first row: the same REFERS with a timm ResNet in place of the radiograph transformer."""
+    from refers_lite.checkpoint import export_image_encoder, load_image_encoder, load_refers
+    from refers_lite.models.conv_encoder import ConvEncoder
+    from refers_lite.train import pretrain
+    cfg = get_config("smoke", {"model": {"encoder": "resnet18"}, "train": {"max_steps": 2, "ckpt_every": 2}})
+    res = pretrain(cfg, tmp_path / "run", train_set=toy[0], val_set=toy[1], progress=False)
+    enc_path = export_image_encoder(res.last_checkpoint, tmp_path / "encoder.pt")
+    enc = load_image_encoder(enc_path)
+    assert isinstance(enc, ConvEncoder) and enc.arch == "resnet18" and enc.width == cfg.model.width
+    pooled, tokens = enc(torch.rand(2, 1, cfg.model.image_size, cfg.model.image_size))
+    assert pooled.shape == (2, cfg.model.width) and tokens.shape[-1] == cfg.model.width
+    model, _ = load_refers(res.last_checkpoint)  # strict: every key of the ResNet REFERS
+    assert torch.equal(model.encoder.proj.weight, enc.proj.weight)

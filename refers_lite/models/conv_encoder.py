@@ -15,12 +15,22 @@ import torch.nn as nn
 CONVNET_OF_PROFILE = {"smoke": "resnet18", "demo": "resnet18", "paper": "resnet50"}
 
 
+def is_convnet(name: str) -> bool:
+    """A timm ResNet name (what ``model.encoder`` may name instead of "vit")."""
+    return name.startswith(("resnet", "resnext", "seresnet")) and name in timm.list_models(name)
+
+
 class ConvEncoder(nn.Module):
-    def __init__(self, arch: str = "resnet50", image_size: int = 224, in_chans: int = 1):
+    """``out_width``: a linear map of every feature to that width (REFERS with a ResNet: the view fusion and
+    the report transformer read features of the model's width); None keeps the ResNet's own."""
+
+    def __init__(self, arch: str = "resnet50", image_size: int = 224, in_chans: int = 1, out_width: int | None = None):
         super().__init__()
         self.arch, self.image_size, self.in_chans = arch, image_size, in_chans
         self.net = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
-        self.width = self.net.num_features
+        self.proj = nn.Linear(self.net.num_features, out_width) if out_width else None
+        self.width = out_width or self.net.num_features
+        self.grad_checkpointing = False  # accepted for REFERS.set_grad_checkpointing; a ResNet is not recomputed
         self._channels_last = False
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,4 +42,13 @@ class ConvEncoder(nn.Module):
                 self._channels_last = True
             x = x.contiguous(memory_format=torch.channels_last)
         f = self.net.forward_features(x)  # (B, D, h, w)
-        return f.mean((2, 3)), f.flatten(2).transpose(1, 2)  # (B, D), (B, h*w, D)
+        pooled, tokens = f.mean((2, 3)), f.flatten(2).transpose(1, 2)  # (B, D), (B, h*w, D)
+        if self.proj is not None:
+            pooled, tokens = self.proj(pooled), self.proj(tokens)  # (B, width), (B, h*w, width)
+        return pooled, tokens
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The radiograph transformer's token layout: (B, 1 + h*w, D), the pooled feature first (the role of
+        the aggregation embedding), then one token per cell of the last feature map."""
+        pooled, tokens = self(x)
+        return torch.cat([pooled[:, None], tokens], dim=1)

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from ..config import Config, LossConfig, ModelConfig
 from ..losses import REFERSLoss, REFERSLosses
+from .conv_encoder import ConvEncoder
 from .radiograph_transformer import RadiographTransformer
 from .report_transformer import ReportTransformer
 from .text_encoder import TextEncoder
@@ -46,7 +47,10 @@ class REFERS(nn.Module):
     def __init__(self, model: ModelConfig, loss: LossConfig):
         super().__init__()
         self.cfg, self.loss_cfg = model, loss
-        self.encoder = RadiographTransformer.from_config(model)
+        if model.encoder == "vit":
+            self.encoder = RadiographTransformer.from_config(model)
+        else:  # Table 3: a ResNet instead of the radiograph transformer, its features mapped to the model width
+            self.encoder = ConvEncoder(model.encoder, model.image_size, model.in_chans, out_width=model.width)
         self.fusion = ViewFusion(model.width, model.num_views, model.fusion_hidden)
         self.decoder = ReportTransformer(model.vocab_size, model.width, model.decoder_width, model.decoder_depth,
                                          model.decoder_heads, model.decoder_ffn, model.max_report_len,
