@@ -63,7 +63,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["CAM_METHODS", "MAP_METHODS", "CamModel", "attention_rollout", "box_iou", "boxes_from_map",
-           "cam_target_layers", "best_iou", "energy_inside", "localization_table", "overlay",
+           "cam_target_layers", "best_iou", "energy_inside", "iou_by_threshold", "localization_table", "overlay",
            "place_in_image", "plot_cam_grid", "pointing_hit", "random_maps", "summarise_localization",
            "tokens_to_grid"]
 
@@ -355,16 +355,19 @@ def energy_inside(cam: np.ndarray, box: Box) -> float:
 # -- a whole split -------------------------------------------------------------------------------
 
 
-def localization_table(cm: CamModel, dataset, method: str = "gradcam", threshold: float = 0.5,
+def localization_table(cm: CamModel, dataset, method: str = "gradcam", threshold: float | Sequence[float] = 0.5,
                        max_images: int | None = None, n_random: int = 32, seed: int = 0,
                        batch_size: int = 32):
-    """One row per ground-truth box of the images of ``dataset`` (a :class:`DomainImages`) that have
-    boxes of the model's classes: the CAM of the box's class, its boxes at ``threshold`` and
+    """One row per ground-truth box (and threshold) of the images of ``dataset`` (a :class:`DomainImages`)
+    that have boxes of the model's classes, scoring the map of the box's class (one map per image and
+    class, whatever the number of thresholds):
 
-    ``iou`` (best predicted box), ``hit`` (pointing game), ``energy`` (map mass inside the box),
-    ``random_hit`` / ``random_energy`` (mean over ``n_random`` random maps), ``n_pred`` and ``prob``
-    (the model's probability of the class).  Returns a pandas DataFrame."""
+    ``iou`` (best predicted box at ``threshold``), ``n_pred`` (predicted boxes), ``hit`` (pointing game),
+    ``energy`` (map mass inside the box), ``random_hit`` / ``random_energy`` (mean over ``n_random``
+    random maps), ``prob`` (the model's probability of the class), ``box_area`` (fraction of the image).
+    Returns a pandas DataFrame."""
     import pandas as pd
+    thresholds = [float(threshold)] if np.ndim(threshold) == 0 else [float(t) for t in threshold]
     rows, todo = [], []
     for i, iid in enumerate(dataset.image_ids):
         by_class: dict[str, list[Box]] = {}
@@ -385,33 +388,43 @@ def localization_table(cm: CamModel, dataset, method: str = "gradcam", threshold
         maps = cm.maps(imgs, ks, method)  # (b, S, S)
         probs = cm.probabilities(imgs)  # (b, K)
         for j, ((i, iid, label, boxes), k) in enumerate(zip(chunk, ks)):
-            pred = boxes_from_map(maps[j], threshold)
+            preds = {t: boxes_from_map(maps[j], t) for t in thresholds}
             for box in boxes:
-                rows.append({"image_id": iid, "label": label, "iou": best_iou(pred, box),
-                             "hit": pointing_hit(maps[j], box), "energy": energy_inside(maps[j], box),
-                             "random_hit": float(np.mean([pointing_hit(r, box) for r in rand])),
-                             "random_energy": float(np.mean([energy_inside(r, box) for r in rand])),
-                             "n_pred": len(pred), "prob": float(probs[j, k]),
-                             "box_area": (box[2] - box[0]) * (box[3] - box[1]) / size ** 2})
-    return pd.DataFrame(rows, columns=["image_id", "label", "iou", "hit", "energy", "random_hit", "random_energy",
-                                       "n_pred", "prob", "box_area"])
+                common = {"image_id": iid, "label": label, "hit": pointing_hit(maps[j], box),
+                          "energy": energy_inside(maps[j], box),
+                          "random_hit": float(np.mean([pointing_hit(r, box) for r in rand])),
+                          "random_energy": float(np.mean([energy_inside(r, box) for r in rand])),
+                          "prob": float(probs[j, k]), "box_area": (box[2] - box[0]) * (box[3] - box[1]) / size ** 2}
+                for t, pred in preds.items():
+                    rows.append({**common, "threshold": t, "iou": best_iou(pred, box), "n_pred": len(pred)})
+    return pd.DataFrame(rows, columns=["image_id", "label", "threshold", "iou", "n_pred", "hit", "energy",
+                                       "random_hit", "random_energy", "prob", "box_area"])
 
 
 def summarise_localization(table):
-    """Per class: boxes, mean IoU, the fraction with IoU > 0.5, pointing-game hit rate of the CAM and of
-    random maps, map mass inside the box (CAM, random); an ``all`` row over every box."""
+    """Per class (one threshold): boxes, mean IoU, the fraction with IoU > 0.5, pointing-game hit rate
+    of the map and of random maps, map mass inside the box (map, random); an ``all`` row over every box."""
     import pandas as pd
+    cols = ["boxes", "mean_iou", "iou_gt_0.5", "hit_rate", "random_hit_rate", "energy", "random_energy"]
     if len(table) == 0:
-        return pd.DataFrame(columns=["boxes", "mean_iou", "iou_gt_0.5", "hit_rate", "random_hit_rate",
-                                     "energy", "random_energy"])
+        return pd.DataFrame(columns=cols)
+    if table["threshold"].nunique() > 1:
+        raise ValueError("the table holds several thresholds: select one (table[table.threshold == t]) "
+                         "or use iou_by_threshold")
 
     def agg(g) -> dict:
         return {"boxes": len(g), "mean_iou": g["iou"].mean(), "iou_gt_0.5": (g["iou"] > 0.5).mean(),
                 "hit_rate": g["hit"].mean(), "random_hit_rate": g["random_hit"].mean(),
                 "energy": g["energy"].mean(), "random_energy": g["random_energy"].mean()}
-    per = pd.DataFrame({label: agg(g) for label, g in table.groupby("label")} | {"all": agg(table)}).T
+    per = pd.DataFrame({label: agg(g) for label, g in table.groupby("label")} | {"all": agg(table)}).T[cols]
     per["boxes"] = per["boxes"].astype(int)
     return per
+
+
+def iou_by_threshold(table):
+    """Mean IoU and the fraction of boxes with IoU > 0.5 at each threshold of a localization table."""
+    g = table.groupby("threshold")["iou"]
+    return g.mean().to_frame("mean_iou").assign(**{"iou_gt_0.5": g.apply(lambda v: float((v > 0.5).mean()))})
 
 
 def _stored_image(dataset, i: int) -> np.ndarray:

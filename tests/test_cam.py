@@ -8,9 +8,9 @@ import torch
 from scipy.stats import binomtest
 
 from refers_lite.cam import (CAM_METHODS, MAP_METHODS, CamModel, attention_rollout, best_iou, box_iou,
-                             boxes_from_map, cam_target_layers, energy_inside, localization_table, overlay,
-                             place_in_image, plot_cam_grid, pointing_hit, random_maps, summarise_localization,
-                             tokens_to_grid)
+                             boxes_from_map, cam_target_layers, energy_inside, iou_by_threshold, localization_table,
+                             overlay, place_in_image, plot_cam_grid, pointing_hit, random_maps,
+                             summarise_localization, tokens_to_grid)
 from refers_lite.data.gpu_augment import StudyAugment
 from refers_lite.finetune import LinearHead
 from refers_lite.models.radiograph_transformer import RadiographTransformer
@@ -252,8 +252,13 @@ def test_the_cam_of_a_rendered_effusion_points_into_its_box_more_often_than_rand
     assert cm.classes == [FIND] and len(cm.encoder.blocks) == 4 and cm.task == "binary"
     assert res.test_mean_auc > 0.6, f"the classifier did not learn the finding (test AUC {res.test_mean_auc:.2f})"
     test = DomainImages(root, "test", uint8=True)
-    table = localization_table(cm, test, "gradcam", threshold=0.5, n_random=64, seed=0)
+    sweep = localization_table(cm, test, "gradcam", threshold=(0.3, 0.5, 0.7), n_random=64, seed=0)
+    table = sweep[sweep.threshold == 0.5]
     s = summarise_localization(table).loc["all"]
+    assert list(iou_by_threshold(sweep).index) == [0.3, 0.5, 0.7]
+    assert iou_by_threshold(sweep).loc[0.5, "mean_iou"] == pytest.approx(s["mean_iou"])
+    with pytest.raises(ValueError, match="several thresholds"):
+        summarise_localization(sweep)
     n = int(s["boxes"])
     hits = int(table["hit"].sum())
     p = binomtest(hits, n, float(s["random_hit_rate"]), alternative="greater").pvalue
