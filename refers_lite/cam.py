@@ -340,7 +340,10 @@ def _box_slices(box: Box, shape: tuple[int, int]) -> tuple[slice, slice]:
 
 
 def pointing_hit(cam: np.ndarray, box: Box) -> bool:
-    """Is the map's maximum inside the box (pixel centres; ties: the first maximum)?"""
+    """Is the map's maximum inside the box (pixel centres; ties: the first maximum)?  A constant map
+    (an empty one included) points nowhere: never a hit."""
+    if np.max(cam) <= np.min(cam):
+        return False
     y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
     x0, y0, x1, y1 = box
     return bool(x0 <= x + 0.5 <= x1 and y0 <= y + 0.5 <= y1)
@@ -362,7 +365,9 @@ def localization_table(cm: CamModel, dataset, method: str = "gradcam", threshold
     that have boxes of the model's classes, scoring the map of the box's class (one map per image and
     class, whatever the number of thresholds):
 
-    ``iou`` (best predicted box at ``threshold``), ``n_pred`` (predicted boxes), ``hit`` (pointing game),
+    ``iou`` (best predicted box at ``threshold``), ``n_pred`` (predicted boxes), ``empty_map`` (the map is 0
+    everywhere: Grad-CAM found no positive evidence for the class), ``hit`` (pointing game; never for an
+    empty map),
     ``energy`` (map mass inside the box), ``random_hit`` / ``random_energy`` (mean over ``n_random``
     random maps), ``prob`` (the model's probability of the class), ``box_area`` (fraction of the image).
     Returns a pandas DataFrame."""
@@ -390,22 +395,24 @@ def localization_table(cm: CamModel, dataset, method: str = "gradcam", threshold
         for j, ((i, iid, label, boxes), k) in enumerate(zip(chunk, ks)):
             preds = {t: boxes_from_map(maps[j], t) for t in thresholds}
             for box in boxes:
-                common = {"image_id": iid, "label": label, "hit": pointing_hit(maps[j], box),
+                common = {"image_id": iid, "label": label, "empty_map": bool(maps[j].max() <= 0),
+                          "hit": pointing_hit(maps[j], box),
                           "energy": energy_inside(maps[j], box),
                           "random_hit": float(np.mean([pointing_hit(r, box) for r in rand])),
                           "random_energy": float(np.mean([energy_inside(r, box) for r in rand])),
                           "prob": float(probs[j, k]), "box_area": (box[2] - box[0]) * (box[3] - box[1]) / size ** 2}
                 for t, pred in preds.items():
                     rows.append({**common, "threshold": t, "iou": best_iou(pred, box), "n_pred": len(pred)})
-    return pd.DataFrame(rows, columns=["image_id", "label", "threshold", "iou", "n_pred", "hit", "energy",
-                                       "random_hit", "random_energy", "prob", "box_area"])
+    return pd.DataFrame(rows, columns=["image_id", "label", "threshold", "iou", "n_pred", "empty_map", "hit",
+                                       "energy", "random_hit", "random_energy", "prob", "box_area"])
 
 
 def summarise_localization(table):
     """Per class (one threshold): boxes, mean IoU, the fraction with IoU > 0.5, pointing-game hit rate
-    of the map and of random maps, map mass inside the box (map, random); an ``all`` row over every box."""
+    of the map and of random maps, map mass inside the box (map, random), the fraction of empty maps;
+    an ``all`` row over every box."""
     import pandas as pd
-    cols = ["boxes", "mean_iou", "iou_gt_0.5", "hit_rate", "random_hit_rate", "energy", "random_energy"]
+    cols = ["boxes", "mean_iou", "iou_gt_0.5", "hit_rate", "random_hit_rate", "energy", "random_energy", "empty_maps"]
     if len(table) == 0:
         return pd.DataFrame(columns=cols)
     if table["threshold"].nunique() > 1:
@@ -415,7 +422,8 @@ def summarise_localization(table):
     def agg(g) -> dict:
         return {"boxes": len(g), "mean_iou": g["iou"].mean(), "iou_gt_0.5": (g["iou"] > 0.5).mean(),
                 "hit_rate": g["hit"].mean(), "random_hit_rate": g["random_hit"].mean(),
-                "energy": g["energy"].mean(), "random_energy": g["random_energy"].mean()}
+                "energy": g["energy"].mean(), "random_energy": g["random_energy"].mean(),
+                "empty_maps": g["empty_map"].mean()}
     per = pd.DataFrame({label: agg(g) for label, g in table.groupby("label")} | {"all": agg(table)}).T[cols]
     per["boxes"] = per["boxes"].astype(int)
     return per

@@ -159,6 +159,7 @@ def test_iou_and_scores_by_hand():
     cam[6, 7] = 1.0
     cam[1, 1] = 0.5
     assert pointing_hit(cam, (5, 5, 10, 10)) and not pointing_hit(cam, (0, 0, 5, 5))
+    assert not pointing_hit(np.zeros((10, 10)), (0, 0, 10, 10))  # an empty map points nowhere
     assert energy_inside(cam, (5, 5, 10, 10)) == pytest.approx(1 / 1.5)
     assert energy_inside(np.zeros((4, 4)), (0, 0, 2, 2)) == 0.0
 
@@ -182,8 +183,8 @@ def test_overlay_and_grid_draw_boxes_in_their_colours():
         overlay(img, None, 1.5)
     import matplotlib
     matplotlib.use("Agg")
-    fig = plot_cam_grid([{"image": img, "cam": np.eye(16), "true_boxes": [(0, 0, 8, 8)], "label": "x", "prob": 0.3}] * 3,
-                        ncols=2)
+    sample = {"image": img, "cam": np.eye(16), "true_boxes": [(0, 0, 8, 8)], "label": "x", "prob": 0.3}
+    fig = plot_cam_grid([sample] * 3, ncols=2)
     assert len(fig.axes) == 8
 
 
@@ -267,4 +268,6 @@ def test_the_cam_of_a_rendered_effusion_points_into_its_box_more_often_than_rand
           f"IoU > 0.5: {s['iou_gt_0.5']:.2f}; test AUC {res.test_mean_auc:.2f}")
     assert n >= 20
     assert hits / n > s["random_hit_rate"] and p < 0.01
-    assert set(summarise_localization(table).columns) >= {"mean_iou", "iou_gt_0.5", "hit_rate", "random_hit_rate"}
+    assert set(summarise_localization(table).columns) >= {"mean_iou", "iou_gt_0.5", "hit_rate", "random_hit_rate",
+                                                          "empty_maps"}
+    assert not table.loc[table["empty_map"], "hit"].any()

@@ -266,13 +266,15 @@ def test_in_jupyterlab_moving_the_threshold_changes_the_iou_readout(jupyterlab, 
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
                      ".jp-Toolbar-kernelStatus[data-status='idle']").first.wait_for(state="attached")
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator("li.lm-Menu-item", has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))).click()
+        run_all = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+        page.locator("li.lm-Menu-item", has=run_all).click()
         slider = page.locator(".refers-cam-threshold")
         try:
             slider.wait_for(timeout=150_000)  # the chapter runs at the smoke profile
         except Exception:
             page.screenshot(path=str(_screenshot("06_cam_jupyterlab_failed.png")), full_page=True)
-            errs = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+            stderr = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+            errs = page.locator(stderr).all_inner_texts()
             raise AssertionError(f"the explorer did not appear after Run All Cells; cell errors: "
                                  f"{[e[-800:] for e in errs]}; screenshot in {SCREENSHOTS}") from None
         slider.scroll_into_view_if_needed()

@@ -38,8 +38,9 @@ def _items(indices):
 @pytest.fixture(scope="module")
 def domain(tmp_path_factory):
     root = tmp_path_factory.mktemp("widget") / "toy"
-    build_cache(root / "cache", N, lambda idx: [(im, {k: v for k, v in m.items() if k != "box"}) for im, m in _items(idx)],
-                fingerprint={"w": 1}, image_size=SIZE, shard_size=N, progress=False)
+    def render(idx):
+        return [(im, {k: v for k, v in m.items() if k != "box"}) for im, m in _items(idx)]
+    build_cache(root / "cache", N, render, fingerprint={"w": 1}, image_size=SIZE, shard_size=N, progress=False)
     rows = ["image_id,label,x0,y0,x1,y1"] + [f"{m['image_id']},blob,{','.join(map(str, m['box']))}"
                                                for _, m in _items(range(N)) if "box" in m]
     (root / "boxes.csv").write_text("\n".join(rows) + "\n")
