@@ -29,7 +29,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-book test test-unit test-book chromium book assets data domains pretrained widgets notebooks html benchmark smoke experiments clean distclean FORCE
+.PHONY: help install install-book test test-unit test-book chromium book assets data domains pretrained book-js widgets notebooks html benchmark smoke experiments clean distclean FORCE
 
 help:
 	@echo "make test      - set up .venv; unit tests, every notebook at PROFILE=smoke, the book built from them, its HTML checked"
@@ -76,13 +76,17 @@ test:
 	$(MAKE) --no-print-directory test-unit
 	$(MAKE) --no-print-directory test-book
 
+# Tests of the built book (tests/test_book_html.py, tests/test_*_browser.py) run after it is built.
+BOOK_TESTS = tests/test_book_html.py $(wildcard tests/test_*_browser.py)
+
 test-unit: $(VENV)/.dev assets
-	$(PY) -m pytest -n $(JOBS) -q tests --ignore=tests/test_book_html.py
+	$(PY) -m pytest -n $(JOBS) -q tests $(addprefix --ignore=,$(BOOK_TESTS))
 
 # Tiny models on 2 cores: one torch thread per notebook, $(JOBS) notebooks at a time.
 test-book: $(VENV)/.book assets chromium
 	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j$(JOBS) html $(SMOKE_VARS)
-	BOOK_HTML=$(SMOKE)/site/_build/html REQUIRE_BOOK_HTML=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_book_html.py
+	BOOK_HTML=$(SMOKE)/site/_build/html REQUIRE_BOOK_HTML=1 WIDGETS_JS=$(BOOK_JS) \
+	    $(PY) -m pytest -q -p no:cacheprovider $(BOOK_TESTS)
 
 # Debian's chromium renders the built pages headless (tests/test_book_html.py).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -106,12 +110,13 @@ benchmark: $(VENV)/.dev
 # in parallel ($(JOBS) at a time). Before any of them: the data (make data) and the profile's
 # pre-trained REFERS (`pretrained`, trained once into RUNS_DIR/experiments/PROFILE and cached), so
 # that two chapters never train the same run at once. Then Jupyter Book builds the HTML from the
-# executed copies, next to copies of the book sources and the locally served widget JavaScript.
+# executed copies, next to copies of the book sources and the JavaScript it serves itself.
 # A notebook is executed again when it, the library or the parameters change.
 RUNS ?= runs
 SITE ?= $(BUILD)/site
 WORK ?= $(BUILD)/work
-WIDGETS_JS ?= $(BUILD)/widgets_js
+# the JavaScript the book serves (MathJax too; the folder name tests/test_*_browser.py expect)
+BOOK_JS ?= $(BUILD)/widgets_js
 DATA_DIR = $(abspath $(DATA))/synthetic
 RUNS_DIR = $(abspath $(RUNS))
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
@@ -148,19 +153,19 @@ pretrained: domains | $(VENV)/.dev
 	$(PY) -c "from refers_lite.experiments import pretrained_refers as p; \
 	    print(p('$(PROFILE)', '$(DATA_DIR)', out='$(RUNS_DIR)/experiments/$(PROFILE)', progress=False))"
 
-# require.js and the widget manager, pinned (book/_tools/fetch_widgets_js.py), served by the book.
-$(WIDGETS_JS)/require.js $(WIDGETS_JS)/embed-amd.js &: book/_tools/fetch_widgets_js.py | $(PY)
-	$(PY) book/_tools/fetch_widgets_js.py --dest $(WIDGETS_JS)
-	@touch $(WIDGETS_JS)/require.js $(WIDGETS_JS)/embed-amd.js
+# MathJax, require.js and the widget manager, pinned (book/_tools/fetch_book_js.py), served by the
+# book; files already there are checked against their sha256 and kept (no download).
+book-js: | $(PY)
+	$(PY) book/_tools/fetch_book_js.py --dest $(BOOK_JS)
 
-widgets: $(WIDGETS_JS)/require.js $(WIDGETS_JS)/embed-amd.js
+widgets: book-js
 
 notebooks: $(EXECUTED)
 
-html: $(EXECUTED) widgets | $(VENV)/.book
+html: $(EXECUTED) book-js | $(VENV)/.book
 	@mkdir -p $(SITE)
 	cp _config.yml _toc.yml $(SITE)/
-	rm -rf $(SITE)/book $(SITE)/widgets_js && cp -r book $(SITE)/book && cp -r $(WIDGETS_JS) $(SITE)/widgets_js
+	rm -rf $(SITE)/book $(SITE)/book_js && cp -r book $(SITE)/book && cp -r $(BOOK_JS) $(SITE)/book_js
 	$(PY) book/_tools/results_page.py $(SITE)
 	cd $(SITE) && $(abspath $(VENV))/bin/jupyter-book build . -W -n --keep-going --path-output .
 	@echo "book: $(SITE)/_build/html/index.html"

@@ -28,7 +28,7 @@ def _load_tool(name):
 
 
 results_page = _load_tool("results_page")
-fetch_widgets_js = _load_tool("fetch_widgets_js")
+fetch_book_js = _load_tool("fetch_book_js")
 
 
 def toc_entries() -> list[str]:
@@ -145,14 +145,17 @@ def test_config_builds_offline_with_launch_buttons():
     assert cfg["repository"]["url"].startswith("https://github.com/")
 
 
-def test_widget_javascript_is_served_by_the_book():
+def test_javascript_is_served_by_the_book():
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
-    assert cfg["html_static_path"] == ["widgets_js"]
-    assert set(cfg["nb_ipywidgets_js"]) == {f.name for f in fetch_widgets_js.FILES}, \
-        "_config.yml nb_ipywidgets_js must name exactly the files fetch_widgets_js.py fetches"
-    assert not any("://" in k for k in cfg["nb_ipywidgets_js"]), "widget JavaScript must not come from a CDN"
+    assert cfg["html_static_path"] == ["book_js", "book/_js"]
+    assert all((ROOT / "book" / "_js" / f).is_file() for f in cfg["html_js_files"])
+    assert list(cfg["nb_ipywidgets_js"]) == list(fetch_book_js.WIDGET_FILES), \
+        "_config.yml nb_ipywidgets_js must name the widget files fetch_book_js.py fetches"
+    assert cfg["mathjax_path"] == fetch_book_js.MATHJAX_FILE
+    fetched = {dst for p in fetch_book_js.PACKAGES for dst in p.members.values()}
+    assert set(fetch_book_js.WIDGET_FILES) | {fetch_book_js.MATHJAX_FILE} <= fetched
     makefile = (ROOT / "Makefile").read_text()
-    assert "$(SITE)/widgets_js" in makefile, "the Makefile must copy the fetched files to widgets_js/ in the build"
+    assert "$(SITE)/book_js" in makefile, "the Makefile must copy the fetched files to book_js/ in the build"
 
 
 def test_results_page_has_its_marker():
@@ -203,32 +206,41 @@ def test_results_page_needs_its_marker(tmp_path):
     assert results_page.main([str(site)]) == 1
 
 
-def _tarball(member: str, data: bytes) -> bytes:
+def _tarball(members: dict) -> bytes:
     import io
     import tarfile
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo(member)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-def test_widget_js_fetch_checks_the_pinned_sha256(tmp_path, monkeypatch):
-    body = b"define([], function () {});\n"
-    good = fetch_widgets_js.NpmFile("pkg", "1.0.0", "package/x.js", "x.js", fetch_widgets_js.sha256_bytes(body), "MIT")
-    bad = fetch_widgets_js.NpmFile("pkg", "1.0.0", "package/x.js", "x.js", "0" * 64, "MIT")
+def test_book_js_fetch_checks_the_pinned_sha256_and_keeps_intact_files(tmp_path, monkeypatch):
+    members = {"package/x.js": b"define([], function () {});\n", "package/fonts/a.woff": b"wOFF-a",
+               "package/fonts/b.woff": b"wOFF-b", "package/other.txt": b"not taken"}
+    tgz = _tarball(members)
+    pkg = fetch_book_js.NpmPackage("pkg", "1.0.0", fetch_book_js.sha256_bytes(tgz), "MIT",
+                                   {"package/x.js": "x.js", "package/fonts/": "lib/fonts/"})
+    bad = fetch_book_js.NpmPackage("pkg", "1.0.0", "0" * 64, "MIT", {"package/x.js": "x.js"})
     calls = []
-    monkeypatch.setattr(fetch_widgets_js, "_tarball", lambda f: calls.append(f) or _tarball("package/x.js", body))
+    monkeypatch.setattr(fetch_book_js, "_tarball", lambda p: calls.append(p) or tgz)
     with pytest.raises(SystemExit, match="sha256"):
-        fetch_widgets_js.fetch(bad, tmp_path)
+        fetch_book_js.fetch(bad, tmp_path)
     assert not (tmp_path / "x.js").exists()
-    assert fetch_widgets_js.fetch(good, tmp_path).read_bytes() == body
-    fetch_widgets_js.fetch(good, tmp_path)  # present with the pinned sha256: no second download
+    files = fetch_book_js.fetch(pkg, tmp_path)
+    assert sorted(files) == ["lib/fonts/a.woff", "lib/fonts/b.woff", "x.js"]
+    assert (tmp_path / "lib/fonts/b.woff").read_bytes() == b"wOFF-b"
+    fetch_book_js.fetch(pkg, tmp_path)  # intact: no second download
     assert len(calls) == 2
+    (tmp_path / "x.js").write_bytes(b"tampered")
+    fetch_book_js.fetch(pkg, tmp_path)  # a changed file is fetched again
+    assert len(calls) == 3 and (tmp_path / "x.js").read_bytes() == members["package/x.js"]
 
 
-def test_widget_js_pins_are_exact():
-    for f in fetch_widgets_js.FILES:
-        assert re.fullmatch(r"\d+\.\d+\.\d+", f.version) and re.fullmatch(r"[0-9a-f]{64}", f.sha256)
-        assert f.tarball_url.startswith("https://registry.npmjs.org/")
+def test_book_js_pins_are_exact():
+    for p in fetch_book_js.PACKAGES:
+        assert re.fullmatch(r"\d+\.\d+\.\d+", p.version) and re.fullmatch(r"[0-9a-f]{64}", p.sha256)
+        assert p.tarball_url.startswith("https://registry.npmjs.org/") and p.members

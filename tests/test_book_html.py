@@ -6,9 +6,11 @@ REQUIRE_BOOK_HTML=1, so in CI it never skips. Run alone, it checks whatever was 
 BOOK_HTML (default: the smoke build) and skips when nothing is built.
 
 Every page: no broken local link (href / src of a, img, script, link; #fragments included), every
-image a real, decodable file, every chapter a Colab launch button, widgets served locally. The
-index and the CAM chapter, rendered by chromium: their scripts run without an uncaught error, the
-rendered DOM holds their title and (CAM) output figures, the screenshot is not blank.
+image a real, decodable file, every chapter a Colab launch button, no script from the internet
+(MathJax and the widget JavaScript are served by the book). Rendered by chromium: the index and
+the CAM chapter (scripts run without an uncaught error, the DOM holds their title and, for CAM,
+the output figures, the screenshot is not blank), a chapter's equations typeset by MathJax, and a
+page's widgets drawn.
 """
 import os
 import re
@@ -200,6 +202,13 @@ def test_widgets_load_their_javascript_locally(site):
             f"{page.relative_to(site)} loads widget JavaScript from the internet"
 
 
+def test_no_page_needs_the_internet_for_its_scripts(site):
+    """MathJax and the widget JavaScript are served by the book (book/_tools/fetch_book_js.py), not CDNs."""
+    remote = sorted({f"{p.relative_to(site)}: {s['src']}" for p in pages(site) for s in parse(p).scripts
+                     if urlsplit(s.get("src", "")).scheme in ("http", "https")})
+    assert not remote, "pages load scripts from the internet:\n" + "\n".join(remote[:20])
+
+
 # -- the index and the CAM chapter, rendered -----------------------------------------------------
 def chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -264,6 +273,16 @@ def test_cam_chapter_renders_with_its_figures(site, tmp_path):
     dom = _check_rendered(site, f"{CAM_CHAPTER}.html", tmp_path)
     figures = re.findall(r'<img[^>]+src="\.\./_images/[^"]+\.png"', dom)
     assert len(figures) >= 2, f"{CAM_CHAPTER}: expected its CAM figures in the rendered page, found {len(figures)}"
+
+
+def test_equations_are_typeset_offline(site, tmp_path):
+    """MathJax, served by the book, turns the LaTeX of a chapter with equations into typeset math."""
+    with_math = [p for p in pages(site) if 'class="math' in p.read_text(encoding="utf-8", errors="replace")]
+    assert with_math, "no page of the book has an equation"
+    page = next((p for p in with_math if p.stem.startswith("02_")), with_math[0])
+    dom, _, errors = render(page, tmp_path)
+    assert not errors, f"{page.relative_to(site)}: uncaught JavaScript errors:\n" + "\n".join(errors)
+    assert "<mjx-container" in dom, f"{page.relative_to(site)}: MathJax did not typeset the equations"
 
 
 def test_a_widget_page_renders_its_widgets_offline(site, tmp_path):
