@@ -236,7 +236,8 @@ class CamModel:
                 encoder = json.loads((run_dir / "config.json").read_text()).get("encoder")
         if encoder is None:
             raise ValueError(f"{path}: the run does not name its encoder; pass encoder=")
-        model = LinearHead(build_encoder(encoder, ft.get("profile", "smoke")), len(ckpt["classes"]))
+        model = LinearHead(build_encoder(encoder, ft.get("profile", "smoke")), len(ckpt["classes"]),
+                           ft.get("head_norm", "none"))
         model.load_state_dict(ckpt["model"])
         return cls(model.to(device), list(ckpt["classes"]), ckpt.get("task", "multilabel"),
                    float(ft.get("crop_fraction", 224 / 256)))

@@ -46,6 +46,7 @@ from .train import resolve_device, resolve_precision, seed_everything, warmup_co
 
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
 OPTIMIZERS = ("sgd", "adam")
+HEAD_NORMS = ("none", "batchnorm")
 
 
 @dataclass
@@ -65,6 +66,10 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
     device: str = "auto"
     num_workers: int = 0
     eval_batch_size: int = 256
+    # "batchnorm": standardise the aggregation embedding before the linear head (BatchNorm without affine
+    # parameters, as MAE's linear probe does); "none": the paper's plain linear layer
+    head_norm: str = "none"
+    encoder_lr_scale: float = 1.0  # the encoder's learning rate is lr x this (the head's is lr)
 
     def validate(self) -> None:
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -73,6 +78,8 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
         _check(self.max_steps == 0 or self.max_steps >= self.min_steps, "max_steps must be 0 (no cap) or >= min_steps")
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
         self.check_augment()
+        _check(self.head_norm in HEAD_NORMS, f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
+        _check(0 <= self.encoder_lr_scale <= 1, f"encoder_lr_scale must be in [0, 1], got {self.encoder_lr_scale}")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
                f"auto, fp32, bf16, fp16")
 
@@ -119,15 +126,18 @@ def build_encoder(encoder: str | Path, profile: str = "smoke") -> nn.Module:
 class LinearHead(nn.Module):
     """An encoder whose forward gives (aggregation embedding (B, D), ...) plus a linear layer: logits (B, K)."""
 
-    def __init__(self, encoder: nn.Module, num_outputs: int):
+    def __init__(self, encoder: nn.Module, num_outputs: int, norm: str = "none"):
         super().__init__()
+        if norm not in HEAD_NORMS:
+            raise ValueError(f"norm must be one of {HEAD_NORMS}, got {norm!r}")
         self.encoder = encoder
+        self.norm = nn.BatchNorm1d(encoder.width, affine=False, eps=1e-6) if norm == "batchnorm" else nn.Identity()
         self.head = nn.Linear(encoder.width, num_outputs)
         self.image_size = encoder.image_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
         agg, _ = self.encoder(x)  # (B, D)
-        return self.head(agg)
+        return self.head(self.norm(agg))
 
 
 def _loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -168,10 +178,20 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _param_groups(model: nn.Module, weight_decay: float, lr: float, encoder_lr_scale: float = 1.0) -> list[dict]:
+    """{encoder, head} x {decay, no decay}; the encoder's groups at lr x encoder_lr_scale (0: frozen)."""
+    enc = getattr(model, "encoder", None)
+    enc_ids = {id(p) for p in enc.parameters()} if enc is not None else set()
+    groups = []
+    for part, scale in (("encoder", encoder_lr_scale), ("head", 1.0)):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in enc_ids) == (part == "encoder")]
+        if scale == 0:
+            for p in params:
+                p.requires_grad_(False)
+            continue
+        groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr * scale},
+                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr * scale}]
+    return [g for g in groups if g["params"]]
 
 
 class Finetuner:
@@ -204,7 +224,7 @@ class Finetuner:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.eval_every = self.steps_per_epoch if self.steps_per_epoch * cfg.epochs == self.total_steps \
             else max(1, self.total_steps // cfg.epochs)  # short or capped epochs: evaluate `epochs` times in all
-        params = _param_groups(self.model, cfg.weight_decay)
+        params = _param_groups(self.model, cfg.weight_decay, cfg.lr, cfg.encoder_lr_scale)
         fused = {"fused": True} if self.device.type == "cuda" else {}
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, **fused)
@@ -324,7 +344,7 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
                 and math.isclose(saved.get("ratio", -1), ratio) and saved.get("seed") == seed:
             return FinetuneResult.read(done)
     seed_everything(seed)  # the head's initialisation depends on the run's seed
-    model = LinearHead(build_encoder(encoder, cfg.profile), _num_classes(domain))
+    model = LinearHead(build_encoder(encoder, cfg.profile), _num_classes(domain), cfg.head_norm)
     return Finetuner.for_domain(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
 
 

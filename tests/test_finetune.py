@@ -145,3 +145,44 @@ def test_max_steps_caps_long_epochs(domain, tmp_path):
     assert sum("val_mean_auc" in r for r in recs) >= 4  # still evaluated several times
     with pytest.raises(ConfigError, match="max_steps"):
         get_finetune_config("smoke", {"min_steps": 10, "max_steps": 5})
+
+
+class _Fixed(torch.nn.Module):  # an "encoder" whose aggregation embedding is its input, rescaled and shifted
+    width, image_size = 4, 1
+
+    def __init__(self, scale=1.0, shift=0.0):
+        super().__init__()
+        self.scale, self.shift = scale, shift
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x.flatten(1) * self.scale * self.w + self.shift, None
+
+
+def test_a_batchnorm_head_sees_standardised_features_whatever_their_scale():
+    x = torch.randn(16, 1, 2, 2)
+    outs = []
+    for scale, shift in ((1.0, 0.0), (1e-2, 5.0)):  # small variations on a large common part
+        torch.manual_seed(0)
+        outs.append(LinearHead(_Fixed(scale, shift), 3, norm="batchnorm").train()(x))
+    assert torch.allclose(outs[0], outs[1], atol=2e-2)  # the head sees the same standardised features
+    torch.manual_seed(0)
+    plain = LinearHead(_Fixed(1e-2, 5.0), 3).train()(x)
+    assert plain.std(0).max() < 0.05 < outs[1].std(0).max()  # without it the logits barely vary
+    with pytest.raises(ValueError, match="norm"):
+        LinearHead(_Fixed(), 3, norm="layer")
+    with pytest.raises(ConfigError, match="head_norm"):
+        get_finetune_config("smoke", {"head_norm": "layer"})
+
+
+def test_the_encoder_learning_rate_scale_and_freezing():
+    from refers_lite.finetune import _param_groups
+    model = LinearHead(_Fixed(), 2)
+    groups = _param_groups(model, 1e-4, lr=0.1, encoder_lr_scale=0.1)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert lr_of[id(model.encoder.w)] == pytest.approx(0.01) and lr_of[id(model.head.weight)] == pytest.approx(0.1)
+    frozen = LinearHead(_Fixed(), 2)
+    groups = _param_groups(frozen, 1e-4, lr=0.1, encoder_lr_scale=0.0)
+    assert not frozen.encoder.w.requires_grad and all(id(frozen.encoder.w) != id(p) for g in groups for p in g["params"])
+    with pytest.raises(ConfigError, match="encoder_lr_scale"):
+        get_finetune_config("smoke", {"encoder_lr_scale": 2.0})
