@@ -208,7 +208,8 @@ def jupyterlab(tmp_path, smoke_dirs):
     nbformat.write(nb, root / "06_cam.ipynb")
     port, token = _free_port(), "refers-cam-test"
     settings = tmp_path / "settings"
-    for rel, value in (("@jupyterlab/notebook-extension/tracker", {"windowingMode": "none"}),  # every cell in the DOM
+    for rel, value in (("@jupyterlab/notebook-extension/tracker",  # every cell in the DOM; no kernel dialog
+                        {"windowingMode": "none", "autoStartDefaultKernel": True}),
                        ("@jupyterlab/apputils-extension/notification", {"fetchNews": "false"})):
         f = settings / f"{rel}.jupyterlab-settings"
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +247,25 @@ def jupyterlab(tmp_path, smoke_dirs):
         log.close()
 
 
+def _accept_dialogs(page) -> None:
+    """Accept a JupyterLab dialog if one is up (e.g. "Select Kernel", proposing the notebook's own), as
+    a user would."""
+    button = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+    if button.count():
+        button.first.click()
+
+
+def _wait(page, locator, timeout_s: float, what: str) -> None:
+    """Wait for ``locator`` to be visible, accepting dialogs meanwhile."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        _accept_dialogs(page)
+        if locator.count() and locator.first.is_visible():
+            return
+        page.wait_for_timeout(300)
+    raise AssertionError(f"{what}: not there after {timeout_s:.0f} s")
+
+
 def test_in_jupyterlab_moving_the_threshold_changes_the_iou_readout(jupyterlab, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -254,48 +274,51 @@ def test_in_jupyterlab_moving_the_threshold_changes_the_iou_readout(jupyterlab, 
     with sync_playwright() as p:
         browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(90_000)
-        page.goto(f"{url}/lab/tree/06_cam.ipynb?token={token}")
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for()
-        dialog = page.locator(".jp-Dialog")  # JupyterLab may ask which kernel to start: take the proposed one
+        page.set_default_timeout(30_000)
         try:
-            dialog.wait_for(timeout=8_000)
-            dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
-        except Exception:  # noqa: BLE001 - no dialog: the notebook's kernel started directly
-            pass
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
-                     ".jp-Toolbar-kernelStatus[data-status='idle']").first.wait_for(state="attached")
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        run_all = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
-        page.locator("li.lm-Menu-item", has=run_all).click()
-        slider = page.locator(".refers-cam-threshold")
-        try:
-            slider.wait_for(timeout=150_000)  # the chapter runs at the smoke profile
-        except Exception:
+            page.goto(f"{url}/lab/tree/06_cam.ipynb?token={token}")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+            idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                                ".jp-Toolbar-kernelStatus[data-status='idle']")
+            _wait(page, idle, 90, "an idle kernel")
+            page.wait_for_timeout(1000)
+            _accept_dialogs(page)
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            run_all = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+            page.locator("li.lm-Menu-item", has=run_all).click()
+            slider = page.locator(".refers-cam-threshold")
+            _wait(page, slider, 150, "the explorer after Run All Cells")  # the chapter runs, at the smoke profile
+            slider.scroll_into_view_if_needed()
+            iou = page.locator(".refers-cam-readout .refers-iou")
+            iou.wait_for()
+            readouts = [iou.inner_text()]
+            assert readouts[0].startswith("IoU"), readouts
+            page.screenshot(path=str(_screenshot("06_cam_jupyterlab_before.png")))
+            handle = slider.locator(".noUi-handle")
+            track = slider.locator(".noUi-target, .slider").first
+            hb, tb = handle.bounding_box(), track.bounding_box()
+            y = hb["y"] + hb["height"] / 2
+            page.mouse.move(hb["x"] + hb["width"] / 2, y)
+            page.mouse.down()
+            for frac in (0.95, 0.7, 0.2):  # drag towards high thresholds (small boxes), then low ones (large)
+                page.mouse.move(tb["x"] + frac * tb["width"], y, steps=8)
+                try:  # the kernel recomputes the boxes and sends the new readout
+                    page.wait_for_function("([sel, old]) => document.querySelector(sel).innerText !== old",
+                                           arg=[".refers-cam-readout .refers-iou", readouts[-1]], timeout=8_000)
+                except Exception:  # noqa: BLE001 - some moves leave the IoU as it was
+                    pass
+                readouts.append(iou.inner_text())
+            page.mouse.up()
+            value = slider.locator(".widget-readout").inner_text()
+            page.screenshot(path=str(_screenshot("06_cam_jupyterlab_after.png")))
+        except Exception as e:
             page.screenshot(path=str(_screenshot("06_cam_jupyterlab_failed.png")), full_page=True)
             stderr = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-            errs = page.locator(stderr).all_inner_texts()
-            raise AssertionError(f"the explorer did not appear after Run All Cells; cell errors: "
-                                 f"{[e[-800:] for e in errs]}; screenshot in {SCREENSHOTS}") from None
-        slider.scroll_into_view_if_needed()
-        iou = page.locator(".refers-cam-readout .refers-iou")
-        before = iou.inner_text()
-        assert before.startswith("IoU")
-        page.screenshot(path=str(_screenshot("06_cam_jupyterlab_before.png")))
-        handle = slider.locator(".noUi-handle")
-        track = slider.locator(".noUi-target, .slider").first
-        hb, tb = handle.bounding_box(), track.bounding_box()
-        readouts = [before]
-        page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
-        page.mouse.down()
-        for frac in (0.95, 0.7, 0.2):  # drag towards high thresholds (small boxes), then low (large ones)
-            page.mouse.move(tb["x"] + frac * tb["width"], hb["y"] + hb["height"] / 2, steps=8)
-            page.wait_for_timeout(1500)
-            readouts.append(iou.inner_text())
-        page.mouse.up()
-        value = slider.locator(".widget-readout").inner_text()
-        page.screenshot(path=str(_screenshot("06_cam_jupyterlab_after.png")))
-        browser.close()
+            errs = [t[-800:] for t in page.locator(stderr).all_inner_texts()]
+            raise AssertionError(f"JupyterLab: {type(e).__name__}: {str(e)[:1500]}\ncell errors: {errs}\n"
+                                 f"screenshot: {SCREENSHOTS / '06_cam_jupyterlab_failed.png'}") from None
+        finally:
+            browser.close()
     print(f"\nJupyterLab: IoU readouts {readouts} (threshold now {value}) in {time.time() - t0:.0f} s; "
           f"screenshots in {SCREENSHOTS}")
     assert len(set(readouts)) >= 2, f"the IoU readout did not change when the threshold moved: {readouts}"
