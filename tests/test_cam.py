@@ -271,3 +271,24 @@ def test_the_cam_of_a_rendered_effusion_points_into_its_box_more_often_than_rand
     assert set(summarise_localization(table).columns) >= {"mean_iou", "iou_gt_0.5", "hit_rate", "random_hit_rate",
                                                           "empty_maps"}
     assert not table.loc[table["empty_map"], "hit"].any()
+
+
+@pytest.mark.filterwarnings("ignore:NIH ChestX-ray14.*not on disk")  # the look-alike lists one absent file
+def test_radiologist_boxes_of_a_prepared_real_dataset_are_scored(tmp_path):
+    """A real dataset prepared on disk (here a look-alike of NIH's tables, BBox_List_2017 included) is
+    a domain folder like the rendered ones: its radiologists' boxes are what the maps are scored on."""
+    import pandas as pd
+
+    from fixtures_real import make_nih
+    from refers_lite.data.domain_dataset import DomainImages
+    from refers_lite.data.real_datasets import NIH_CLASSES, prepare_real_domain
+
+    out = tmp_path / "nih_real"
+    prepare_real_domain("nih", make_nih(tmp_path / "raw"), out, image_size=64, progress=False)
+    cm = CamModel(_tiny(classes=len(NIH_CLASSES)), list(NIH_CLASSES))
+    n_boxes = len((out / "boxes.csv").read_text().strip().splitlines()) - 1
+    assert n_boxes > 0
+    table = pd.concat([localization_table(cm, DomainImages(out, split, uint8=True), "gradcam", n_random=4)
+                       for split in ("train", "validation", "test")])
+    assert len(table) == n_boxes and set(table["label"]) <= set(NIH_CLASSES)
+    assert table["iou"].between(0, 1).all() and table["random_hit"].between(0, 1).all()
