@@ -24,6 +24,7 @@ import hashlib
 import html
 import io
 import tempfile
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping
@@ -66,12 +67,13 @@ class CamExplorer:
     def __init__(self, cam_model: CamModel, datasets: Mapping[str, str | Path] | None = None,
                  splits: tuple[str, ...] = ("test", "validation", "train"), method: str = "gradcam",
                  threshold: float = 0.5, opacity: float = 0.5, image_size: int = 256, scale: int = 2,
-                 boxed_first: bool = True):
+                 boxed_first: bool = True, max_cached_maps: int = 256):
         if method not in MAP_METHODS:
             raise ValueError(f"unknown map method {method!r}; choose one of {', '.join(MAP_METHODS)}")
         self.cm, self.datasets = cam_model, {k: Path(v) for k, v in (datasets or {}).items()}
         self.image_size, self.scale, self.boxed_first = image_size, scale, boxed_first
-        self.map_cache: dict[tuple, np.ndarray] = {}  # (image key, class index, method) -> (S, S) map
+        self.map_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()  # (image key, class, method) -> (S, S) map
+        self.max_cached_maps = max_cached_maps  # least recently used maps go first (256 KB each at 256 px)
         self.prob_cache: dict[str, np.ndarray] = {}  # image key -> (K,) probabilities
         self.maps_computed = 0  # how many maps were computed (not served from the cache)
         self._domains: dict[tuple[str, str], object] = {}
@@ -213,9 +215,13 @@ class CamExplorer:
     def current_map(self) -> np.ndarray:
         """The (S, S) map of the current image, class and method (computed once, then cached)."""
         k = (self.key, self.cls.value, self.method.value)
-        if k not in self.map_cache:
+        if k in self.map_cache:
+            self.map_cache.move_to_end(k)
+        else:
             self.map_cache[k] = self.cm.maps(self.pixels, self.cls.value, self.method.value)[0]
             self.maps_computed += 1
+            while len(self.map_cache) > self.max_cached_maps:
+                self.map_cache.popitem(last=False)
         return self.map_cache[k]
 
     def _on_map(self, change=None) -> None:

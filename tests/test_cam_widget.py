@@ -123,6 +123,9 @@ def test_maps_are_cached_per_image_class_and_method(explorer):
     assert e.key != key and e.maps_computed == 4
     e.split.value = "validation"
     assert e.key.startswith("toy/validation/") and e.maps_computed == 5
+    e.max_cached_maps = 2  # the least recently used maps are dropped
+    e.method.value = "rollout"
+    assert len(e.map_cache) == 2 and e.maps_computed == 6
 
 
 def test_uploads_png_and_dicom_and_bad_files_show_a_message(explorer, tmp_path):
