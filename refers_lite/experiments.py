@@ -140,7 +140,7 @@ class Grid:
         """The profile's REFERS config on the source domain, with the paper's augmentation (flips included),
         a decoder vocabulary at least as large as the report tokenizer's, then the method's variant."""
         from .data.source_studies import _resolve_tokenizer
-        root = self.data_root / "source"
+        root = (self.data_root / "source").resolve()  # one cache key however the path is spelled
         vocab = _resolve_tokenizer(root, None).vocab_size
         over = {"data": {"source": "source", "root": str(root), "hflip_prob": 0.5},
                 "model": {"vocab_size": max(vocab, get_config(self.profile).model.vocab_size)}}

@@ -117,3 +117,11 @@ def test_chapter_grids_are_subsets_of_the_methods_and_clear_errors_otherwise():
         ex.chapter_grid("nope", "demo")
     with pytest.raises(ValueError, match="profile"):
         ex.chapter_grid("ablations", "huge")
+
+
+def test_the_cache_key_does_not_depend_on_how_the_data_path_is_spelled(data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(data_root.parent)
+    relative = ex.Grid("smoke", ex.Path(data_root.name), tmp_path, ("refers",), (), ())
+    absolute = ex.Grid("smoke", data_root, tmp_path, ("refers",), (), ())
+    a, b = relative.pretrain_config(ex.METHODS["refers"]), absolute.pretrain_config(ex.METHODS["refers"])
+    assert a.to_dict() == b.to_dict() and ex.Path(a.data.root).is_absolute()
