@@ -93,7 +93,7 @@ EXPERIMENT_PROFILES: dict[str, dict] = {
 # 07: Table 3). They share its cached pre-trainings and cells, so after `refers-lite experiments --profile P`
 # they cost nothing. At demo they are cut to fit `make book` on a 2-core CPU: chapter 05 drops MoCo and
 # VinBigData, chapter 07 pre-trains every variant (REFERS included, so the comparison stays fair) for
-# 200 steps instead of 400.
+# 150 steps instead of 400.
 CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
     "finetuning": {
         "smoke": dict(methods=("refers", "lsp_transformer", "scratch"), columns=(("nih", 0.1), ("nih", 1.0),
@@ -105,7 +105,7 @@ CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
     "ablations": {
         "smoke": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1)),
         "demo": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1, 2),
-                     pretrain_overrides={"train": {"max_steps": 200}}),
+                     pretrain_overrides={"train": {"max_steps": 150}}),
         "paper": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1, 2)),
     },
 }
