@@ -122,6 +122,10 @@ RUNS_DIR = $(abspath $(RUNS))
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 EXECUTED = $(patsubst notebooks/%.ipynb,$(SITE)/notebooks/%.ipynb,$(NOTEBOOKS))
 LIBRARY := $(wildcard refers_lite/*.py refers_lite/*/*.py refers_lite/*/*/*.py)
+# CPU threads per notebook: the cores shared among the $(JOBS) notebooks that run at once (torch's default
+# of one thread per core in each of them oversubscribes the CPU: beside another notebook a 1 % demo
+# fine-tuning cell took 180-240 s, against 12 s alone)
+NB_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); t=$$((n / $(JOBS))); [ $$t -ge 1 ] && echo $$t || echo 1)
 
 # Rewritten only when the parameters change, so the notebooks re-run exactly then.
 $(SITE)/.params: FORCE
@@ -133,7 +137,7 @@ $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV
 	@rm -rf $(WORK)/$* && mkdir -p $(@D) $(WORK)/$*  # a fresh working folder: nothing left from an older run
 	@echo "papermill notebooks/$*.ipynb (PROFILE=$(PROFILE)) ..."
 	@start=$$(date +%s); \
-	$(VENV)/bin/papermill --no-progress-bar --cwd $(WORK)/$* -k python3 -p PROFILE $(PROFILE) \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(NB_THREADS)} $(VENV)/bin/papermill --no-progress-bar --cwd $(WORK)/$* -k python3 -p PROFILE $(PROFILE) \
 	    -p DATA_DIR $(DATA_DIR) -p RUNS_DIR $(RUNS_DIR) $< $(WORK)/$*.ipynb > $(WORK)/$*.log 2>&1 \
 	  || { tail -n 30 $(WORK)/$*.log; echo "FAILED: notebooks/$*.ipynb at PROFILE=$(PROFILE) (executed copy \
 	       $(WORK)/$*.ipynb, log $(WORK)/$*.log)"; exit 1; }; \
