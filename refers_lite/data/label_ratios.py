@@ -20,7 +20,9 @@ and ``train_{pct}pct_seed{seed}.txt`` (one id per line, sorted).
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -278,21 +280,33 @@ def write_split_files(out_dir, splits: dict[str, list[str]],
     out.mkdir(parents=True, exist_ok=True)
     written = []
     path = out / SPLIT_FILE
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["image_id", "split"])
-        for name in SPLITS:
-            for i in sorted(splits.get(name, [])):
-                w.writerow([i, name])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image_id", "split"])
+    for name in SPLITS:
+        for i in sorted(splits.get(name, [])):
+            w.writerow([i, name])
+    write_if_changed(path, buf.getvalue())
     written.append(path)
     for old in out.iterdir():
         if _RATIO_FILE_RE.match(old.name) and old.name not in names.values():
             old.unlink()
     for key in sorted(subsets):
         path = out / names[key]
-        path.write_text("".join(i + "\n" for i in sorted(subsets[key])), encoding="utf-8")
+        write_if_changed(path, "".join(i + "\n" for i in sorted(subsets[key])))
         written.append(path)
     return written
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Leave an identical file alone; otherwise write a temporary file and rename it over ``path``, so a
+    reader (another process using the domain while it is re-built) sees the old file or the new one,
+    never a half-written one."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_split_files(out_dir) -> tuple[dict[str, list[str]], dict[tuple[float, int], list[str]]]:
