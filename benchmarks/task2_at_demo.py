@@ -47,7 +47,7 @@ def run(name: str, root: Path, steps: int, out: Path) -> dict:
     base = {"data": {"source": "source", "root": str(root)}, "model": {"vocab_size": max(vocab, 1972)},
             "train": {"max_steps": steps, "warmup_steps": max(1, steps // 10), "log_every": 10,
                       "val_every": max(1, steps // 3)}}
-    cfg = get_config("demo", deep_update(deep_update(base, {}), VARIANTS[name]))
+    cfg = get_config("demo", deep_update(base, VARIANTS[name]))
     train = SourceStudies(root, "train", max_report_len=cfg.model.max_report_len)
     val = SourceStudies(root, "validation", max_report_len=cfg.model.max_report_len,
                         report_tokenizer=train.report_tokenizer)
@@ -72,7 +72,6 @@ def main():
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--out", type=Path, default=Path("runs/task2_at_demo"))
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"{'variant':>12} {'steps':>5} {'train':>7} {'val':>7} {'chance':>7} {'val-chance':>10} {'s':>6}")
     for name in args.variants:
         r = run(name, args.data_root / "source", args.steps, args.out)
