@@ -154,6 +154,16 @@ class Grid:
         return get_finetune_config(self.profile, {**self.finetune_overrides, **method.finetune})
 
 
+def lsp_pretrain_config(grid: Grid, method: Method):
+    """The label-supervised pre-training of an LSP baseline: exactly as many steps as REFERS's pre-training
+    (``min_steps`` = ``max_steps`` = its ``train.max_steps``: a profile's own fine-tuning cap, 150 at demo, must
+    not cut it short or reject it), with REFERS's radiographs per step."""
+    ref = grid.pretrain_config(METHODS["refers"])
+    steps, batch = ref.train.max_steps, ref.train.batch_size * ref.model.num_views
+    return get_finetune_config(grid.profile, {"min_steps": steps, "max_steps": steps, "epochs": 4,
+                                              "batch_size": batch, **method.finetune})
+
+
 def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Callable[[str], None] = print) -> str:
     """The encoder a method fine-tunes: ``"scratch"``, or the exported encoder of its (cached) pre-training.
 
@@ -167,8 +177,7 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
         source = grid.data_root / "source"
         if method.kind == "lsp":
             from .baselines.lsp import pretrain_lsp
-            cfg = get_finetune_config(grid.profile, {"min_steps": steps, "epochs": 4, "batch_size": batch,
-                                                     **method.finetune})
+            cfg = lsp_pretrain_config(grid, method)
             run = grid.out / "pretrain" / f"{method.name}-{_digest([cfg.to_dict(), str(source.resolve())])}"
             log(f"pre-training {method.name} (label-supervised, {steps} steps) in {run}")
             return str(pretrain_lsp(method.arch, grid.profile, source, run, cfg=cfg, progress=progress))

@@ -125,3 +125,22 @@ def test_the_cache_key_does_not_depend_on_how_the_data_path_is_spelled(data_root
     absolute = ex.Grid("smoke", data_root, tmp_path, ("refers",), (), ())
     a, b = relative.pretrain_config(ex.METHODS["refers"]), absolute.pretrain_config(ex.METHODS["refers"])
     assert a.to_dict() == b.to_dict() and ex.Path(a.data.root).is_absolute()
+
+
+@pytest.mark.parametrize("profile", sorted(ex.EXPERIMENT_PROFILES))
+def test_every_method_of_every_profile_and_chapter_grid_has_valid_configs(data_root, tmp_path, profile):
+    # Only the smoke grid runs in CI; a config that a larger profile rejects (at demo the fine-tuning cap of
+    # 150 steps once rejected LSP's 400 pre-training steps, in chapter 05 of `make book`) must fail here.
+    grids = [dict(ex.EXPERIMENT_PROFILES[profile])] + [ex.chapter_grid(c, profile) for c in ex.CHAPTER_GRIDS]
+    for kw in grids:
+        grid = ex.Grid(profile, data_root, tmp_path, tuple(kw["methods"]), (), (),
+                       kw.get("pretrain_overrides", {}), kw.get("finetune_overrides", {}))
+        steps = grid.pretrain_config(ex.METHODS["refers"]).train.max_steps
+        for name in kw["methods"]:
+            method = ex.METHODS[name]
+            grid.finetune_config(method)
+            if method.kind == "lsp":
+                cfg = ex.lsp_pretrain_config(grid, method)
+                assert cfg.min_steps == cfg.max_steps == steps, (profile, name)
+            elif method.kind != "scratch" and method.kind != "moco":
+                grid.pretrain_config(method)
