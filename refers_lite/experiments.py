@@ -172,16 +172,16 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
     if method.kind == "scratch":
         return "scratch"
     if method.kind in ("lsp", "moco"):
-        ref = grid.pretrain_config(METHODS["refers"])
-        steps, batch = ref.train.max_steps, ref.train.batch_size * ref.model.num_views
         source = grid.data_root / "source"
         if method.kind == "lsp":
             from .baselines.lsp import pretrain_lsp
             cfg = lsp_pretrain_config(grid, method)
             run = grid.out / "pretrain" / f"{method.name}-{_digest([cfg.to_dict(), str(source.resolve())])}"
-            log(f"pre-training {method.name} (label-supervised, {steps} steps) in {run}")
+            log(f"pre-training {method.name} (label-supervised, {cfg.max_steps} steps) in {run}")
             return str(pretrain_lsp(method.arch, grid.profile, source, run, cfg=cfg, progress=progress))
         from .baselines.moco import pretrain_moco
+        ref = grid.pretrain_config(METHODS["refers"])
+        steps, batch = ref.train.max_steps, ref.train.batch_size * ref.model.num_views
         kw = dict(steps=steps, batch_size=batch)
         run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, kw, str(source.resolve())])}"
         log(f"pre-training {method.name} (image-only contrastive, {steps} steps) in {run}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -299,14 +298,13 @@ def write_split_files(out_dir, splits: dict[str, list[str]],
 
 
 def write_if_changed(path: Path, text: str) -> None:
-    """Leave an identical file alone; otherwise write a temporary file and rename it over ``path``, so a
-    reader (another process using the domain while it is re-built) sees the old file or the new one,
+    """Leave an identical file alone; otherwise write it atomically (the image cache's temp file + rename),
+    so a reader (another process using the domain while it is re-built) sees the old file or the new one,
     never a half-written one."""
+    from .image_cache import _atomic_write
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    _atomic_write(path, text.encode("utf-8"))
 
 
 def read_split_files(out_dir) -> tuple[dict[str, list[str]], dict[tuple[float, int], list[str]]]:
