@@ -20,8 +20,9 @@ Outputs in ``out``: ``results.csv`` (one row per cell and class), ``table1.{csv,
 Methods (``METHODS``): REFERS; LSP (Transformer) and LSP (ConvNet), label-supervised on the same
 source radiographs (``baselines/lsp.py``); a MoCo v2-style image-only contrastive pre-training, our
 implementation of the self-supervised family C2L belongs to (``baselines/moco.py``); training from
-scratch; and the ablations. Not here: ImageNet initialisation (needs downloaded weights: not
-available offline, never faked). The tables list only the methods that ran.
+scratch; ImageNet initialisation (``baselines/imagenet.py``: timm's ViT-B/16 weights, paper profile, with
+internet; elsewhere Table 1 prints its row as not available here, with the reason, never faked); and the
+ablations. The tables list the methods that ran.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ PAPER_COLUMNS = (("nih", 0.01), ("nih", 0.1), ("nih", 1.0), ("vindr", 0.01), ("v
 class Method:
     name: str
     label: str  # as the tables print it
-    kind: str  # "refers" (a REFERS pre-training variant), "scratch", "lsp" or "moco"
+    kind: str  # "refers" (a REFERS pre-training variant), "scratch", "lsp", "moco" or "imagenet"
     pretrain: dict = field(default_factory=dict)  # REFERS config overrides (kind "refers")
     arch: str = "vit"  # "vit" (the radiograph transformer) or "convnet" (a timm ResNet; LSP)
     finetune: dict = field(default_factory=dict)  # fine-tuning overrides (Adam 1e-4 for ResNets, as the paper)
@@ -63,6 +64,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("lsp_transformer", "LSP (Transformer)", "lsp", ablation=("ViT", "RecConcat")),
     Method("lsp_convnet", "LSP (ConvNet)", "lsp", arch="convnet", finetune=ADAM),
     Method("moco", "MoCo v2-style (ours)", "moco"),
+    Method("imagenet", "ImageNet (ViT-B/16, timm)", "imagenet"),
     Method("scratch", "From scratch", "scratch"),
     Method("refers_convnet", "REFERS with a ResNet instead of the radiograph transformer", "refers",
            {"model": {"encoder": "convnet"}}, finetune=ADAM, ablation=("Fusion", "Task1", "Task2")),
@@ -75,7 +77,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("no_task2", "REFERS without study-report consistency (Task 2)", "refers",
            {"loss": {"use_consistency": False}}, ablation=("ViT", "RecConcat", "Fusion", "Task1")),
 )}
-TABLE1_METHODS = ("refers", "moco", "lsp_transformer", "lsp_convnet", "scratch")
+TABLE1_METHODS = ("refers", "moco", "imagenet", "lsp_transformer", "lsp_convnet", "scratch")
 TABLE2_METHODS = ("refers", "lsp_transformer")
 TABLE3_METHODS = ("lsp_transformer", "refers_convnet", "no_rec_concat", "no_fusion", "no_task1", "no_task2", "refers")
 TABLE3_COLUMN = ("covid_t2", 1.0)  # the paper's ablation reports viral vs bacterial pneumonia
@@ -171,6 +173,12 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
     views radiographs per step."""
     if method.kind == "scratch":
         return "scratch"
+    if method.kind == "imagenet":  # raises ImageNetUnavailable offline or at a size without ImageNet weights
+        from .baselines.imagenet import IMAGENET_VIT_OF_PROFILE, imagenet_encoder
+        name = IMAGENET_VIT_OF_PROFILE.get(grid.profile, "none")
+        run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, name])}"
+        log(f"{method.name}: ImageNet weights ({name}) into the radiograph transformer, in {run}")
+        return str(imagenet_encoder(grid.profile, run / "encoder.pt"))
     if method.kind in ("lsp", "moco"):
         source = grid.data_root / "source"
         if method.kind == "lsp":
@@ -206,13 +214,20 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
              report_dir: Path | None = None) -> pd.DataFrame:
     """Run (or reuse) every cell; returns one row per cell and class, also written to ``results.csv`` in
     ``report_dir`` (default: the grid's folder)."""
+    from .baselines.imagenet import ImageNetUnavailable
     grid.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, unavailable = [], {}
     for name in grid.methods:
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    for name in grid.methods:
         method = METHODS[name]
-        encoder = pretrain_encoder(grid, method, progress=progress, log=log)
+        try:
+            encoder = pretrain_encoder(grid, method, progress=progress, log=log)
+        except ImageNetUnavailable as e:
+            log(f"{name}: not available here ({e})")
+            unavailable[name] = str(e)
+            continue
         encoder_sha = _file_digest(encoder)  # once per method: the cells below all fine-tune this file
         ft_cfg = grid.finetune_config(method)
         columns = grid.columns
@@ -234,10 +249,13 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
                     rows.append({"method": name, "domain": domain, "ratio": ratio, "seed": seed, "class": cls,
                                  "auc": auc, "mean_auc": res.test_mean_auc, "val_mean_auc": res.val_mean_auc,
                                  "cell": str(cell)})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=["method", "domain", "ratio", "seed", "class", "auc", "mean_auc",
+                                     "val_mean_auc", "cell"])
+    df.attrs["unavailable"] = unavailable  # method -> why it could not run here (the tables say so)
     report_dir = Path(report_dir or grid.out)
     report_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(report_dir / "results.csv", index=False)
+    (report_dir / "unavailable.json").write_text(json.dumps(unavailable, indent=1) + "\n")
     return df
 
 
@@ -322,19 +340,37 @@ def figure2(df: pd.DataFrame, path: Path, methods=TABLE1_METHODS):
     return path
 
 
-def write_reports(df: pd.DataFrame, out: Path) -> dict[str, Path]:
+def with_unavailable(t: pd.DataFrame, methods, unavailable: dict[str, str]) -> pd.DataFrame:
+    """Table ``t`` with a "not available here" row for each of ``methods`` that could not run (``unavailable``:
+    method -> reason), in the methods' order; its cells are marked, never filled."""
+    missing = [m for m in methods if m in unavailable and METHODS[m].label not in t.index]
+    if not missing:
+        return t
+    t = t.copy()
+    for m in missing:
+        t.loc[METHODS[m].label] = "not available here"
+    order = [METHODS[m].label for m in methods if METHODS[m].label in t.index]
+    return t.loc[order + [i for i in t.index if i not in order]]
+
+
+def write_reports(df: pd.DataFrame, out: Path, unavailable: dict[str, str] | None = None) -> dict[str, Path]:
+    """results -> table1/2/3 (.csv, .md) and figure2.png in ``out``. ``unavailable`` (default: ``df.attrs``):
+    methods that could not run here, printed as such in Table 1 with the reason under it."""
+    unavailable = df.attrs.get("unavailable", {}) if unavailable is None else unavailable
     cols = tuple(dict.fromkeys((r.domain, r.ratio) for r in df[["domain", "ratio"]].itertuples()))
     ordered = tuple(c for c in PAPER_COLUMNS if c in cols) + tuple(c for c in cols if c not in PAPER_COLUMNS)
     paths = {}
-    t1 = table(df, TABLE1_METHODS, ordered)
+    t1 = with_unavailable(table(df, TABLE1_METHODS, ordered), TABLE1_METHODS, unavailable)
     t2 = table(df, TABLE2_METHODS, ordered)
     for t in (t1, t2):
         t.index.name = "Method"
     t3_col = TABLE3_COLUMN if TABLE3_COLUMN in cols else ordered[-1]
     t3 = ablation_table(df, column=t3_col)
+    notes = "".join(f"\n{METHODS[m].label}: not available here: {why}\n" for m, why in unavailable.items()
+                    if m in TABLE1_METHODS)
     for name, t in (("table1", t1), ("table2", t2), ("table3", t3)):
         t.to_csv(out / f"{name}.csv")
-        (out / f"{name}.md").write_text(to_markdown(t))
+        (out / f"{name}.md").write_text(to_markdown(t) + (notes if name == "table1" else ""))
         paths[name] = out / f"{name}.md"
     paths["figure2"] = figure2(df, out / "figure2.png")
     return paths
@@ -356,6 +392,9 @@ def run_experiments(profile: str = "smoke", data_root: str | Path = "data/synthe
                 p.get("ablation_columns"))
     report_dir = Path(report_dir or grid.out)
     df = run_grid(grid, progress=progress, log=log, report_dir=report_dir)
+    if df.empty:
+        why = "; ".join(f"{m}: {r}" for m, r in df.attrs["unavailable"].items())
+        raise ValueError(f"no method of the grid could run here, so there are no tables ({why})")
     return write_reports(df, report_dir)
 
 

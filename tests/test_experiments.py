@@ -144,3 +144,22 @@ def test_every_method_of_every_profile_and_chapter_grid_has_valid_configs(data_r
                 assert cfg.min_steps == cfg.max_steps == steps, (profile, name)
             elif method.kind == "refers":
                 grid.pretrain_config(method)
+
+
+def test_imagenet_is_printed_as_not_available_with_its_reason_never_filled(data_root, tmp_path):
+    logs = []
+    paths = ex.run_experiments("smoke", data_root, tmp_path, methods=("imagenet", "scratch"), columns=COLUMNS[:1],
+                               seeds=(0,), progress=False, log=logs.append)
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert set(df.method) == {"scratch"}  # no cell was run for ImageNet
+    why = ex.json.loads((tmp_path / "unavailable.json").read_text())["imagenet"]
+    assert "no ImageNet-pre-trained ViT exists at the smoke profile" in why
+    assert any("imagenet: not available here" in m for m in logs)
+    t1 = pd.read_csv(tmp_path / "table1.csv", index_col=0)
+    label = ex.METHODS["imagenet"].label
+    assert list(t1.index) == [label, "From scratch"]  # in Table 1's order, beside the methods that ran
+    assert (t1.loc[label] == "not available here").all() and "not available" not in str(t1.loc["From scratch"])
+    assert f"{label}: not available here: {why}" in paths["table1"].read_text()
+    with pytest.raises(ValueError, match="no method of the grid could run here.*imagenet: no ImageNet"):
+        ex.run_experiments("smoke", data_root, tmp_path / "only", methods=("imagenet",), columns=COLUMNS[:1],
+                           seeds=(0,), progress=False, log=lambda m: None)
