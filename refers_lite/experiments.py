@@ -39,7 +39,7 @@ import pandas as pd
 
 from .config import deep_update, get_config
 from .finetune import FinetuneConfig, finetune, get_finetune_config
-from .metrics import summarize_seeds, t_test
+from .metrics import compare_to_best_baseline, summarize_seeds
 from .models.conv_encoder import CONVNET_OF_PROFILE
 
 DOMAIN_LABELS = {"nih": "NIH", "vindr": "VBD", "shenzhen": "SZ", "covid_t1": "C-T1", "covid_t2": "C-T2"}
@@ -177,8 +177,9 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
         from .baselines.imagenet import IMAGENET_VIT_OF_PROFILE, imagenet_encoder
         name = IMAGENET_VIT_OF_PROFILE.get(grid.profile, "none")
         run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, name])}"
-        log(f"{method.name}: ImageNet weights ({name}) into the radiograph transformer, in {run}")
-        return str(imagenet_encoder(grid.profile, run / "encoder.pt"))
+        encoder = imagenet_encoder(grid.profile, run / "encoder.pt")
+        log(f"{method.name}: ImageNet weights ({name}) in the radiograph transformer: {encoder}")
+        return str(encoder)
     if method.kind in ("lsp", "moco"):
         source = grid.data_root / "source"
         if method.kind == "lsp":
@@ -277,8 +278,12 @@ def _cell_values(df: pd.DataFrame, method: str, domain: str, ratio: float) -> li
     return sel.groupby("seed")["mean_auc"].first().tolist()
 
 
+BEST_OTHER_ROW, P_VALUE_ROW = "best other method", "p-value (t-test vs the best other method)"
+
+
 def table(df: pd.DataFrame, methods, columns, p_against: str | None = "refers") -> pd.DataFrame:
-    """Mean ± std AUC x 100 over seeds per method and column; a p-value row (method vs the best other)."""
+    """Mean ± std AUC x 100 over seeds per method and column; under them, per column, the best other method
+    (highest mean) and the t-test p-value between ``p_against`` and it, as the paper computes its p-values."""
     methods = [m for m in methods if m in set(df.method)]
     out = {}
     for domain, ratio in columns:
@@ -286,11 +291,12 @@ def table(df: pd.DataFrame, methods, columns, p_against: str | None = "refers") 
         for m in methods:
             vals = _cell_values(df, m, domain, ratio)
             col[METHODS[m].label] = summarize_seeds(vals).format() if vals else "–"
-        if p_against in methods and len(methods) > 1:
-            others = {m: _cell_values(df, m, domain, ratio) for m in methods if m != p_against}
-            best = max(others, key=lambda m: np.mean(others[m]) if others[m] else -math.inf)
-            p = t_test(_cell_values(df, p_against, domain, ratio), others[best])
-            col[f"p-value (vs {METHODS[best].label})"] = f"{p:.2e}" if math.isfinite(p) else "n/a"
+        results = {m: v for m in methods if (v := _cell_values(df, m, domain, ratio))}
+        others = [m for m in results if m != p_against]
+        if p_against in results and others:
+            cmp = compare_to_best_baseline(results, p_against, others)
+            col[BEST_OTHER_ROW] = METHODS[cmp["best_baseline"]].label
+            col[P_VALUE_ROW] = f"{cmp['p_value']:.2e}" if math.isfinite(cmp["p_value"]) else "n/a"
         out[_column_name(domain, ratio)] = col
     return pd.DataFrame(out)
 

@@ -20,6 +20,11 @@ def data_root(tmp_path_factory):
     return root
 
 
+def _mean(df, method, column):
+    domain, ratio = {"NIH 10%": ("nih", 0.1), "NIH 100%": ("nih", 1.0), "C-T2 All": ("covid_t2", 1.0)}[column]
+    return df[(df.method == method) & (df.domain == domain) & (df.ratio == ratio)].groupby("seed").mean_auc.first().mean()
+
+
 def _run(data_root, out, **kw):
     return ex.run_experiments("smoke", data_root, out, methods=METHODS, columns=COLUMNS, seeds=(0, 1),
                               pretrain_overrides=FAST, progress=False, log=lambda m: None, **kw)
@@ -35,7 +40,13 @@ def test_a_smoke_grid_writes_every_table_and_the_figure(data_root, tmp_path):
     t3 = pd.read_csv(tmp_path / "table3.csv", index_col=0)
     assert list(t3.index) == [ex.METHODS[m].label for m in ("lsp_transformer", "no_task2", "refers")]
     t2 = (tmp_path / "table2.md").read_text()
-    assert "LSP (Transformer)" in t2 and "p-value (vs LSP (Transformer))" in t2 and "From scratch" not in t2
+    assert "LSP (Transformer)" in t2 and "From scratch" not in t2
+    t1c = pd.read_csv(tmp_path / "table1.csv", index_col=0)
+    # one best-other row and one p-value row, every column filled (the best other differs between columns)
+    assert list(t1c.index[-2:]) == [ex.BEST_OTHER_ROW, ex.P_VALUE_ROW] and t1c.iloc[-2:].notna().all().all()
+    for col in t1c.columns:
+        means = {ex.METHODS[m].label: _mean(df, m, col) for m in ("moco", "lsp_transformer", "scratch")}
+        assert t1c.loc[ex.BEST_OTHER_ROW, col] == max(means, key=means.get)
     assert t3.loc[ex.METHODS["no_task2"].label, "Task2"] != "✓"
     # the numbers in the table are the cells' own: mean over seeds of each cell's mean AUC
     vals = df[(df.method == "refers") & (df.domain == "nih") & (df.ratio == 1.0)].groupby("seed").mean_auc.first()
