@@ -28,6 +28,8 @@ known for some GPUs, none on CPUs). Prints a table and one JSON line per size.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import platform
@@ -63,9 +65,18 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
     return None
 
 
+# Two more variants, to ask whether any bf16 mode could reach a target on a CPU; neither is a training mode
+# of the library: "bf16-weights" casts the whole model to bf16 and steps it without autocast (no fp32 master
+# weights: the upper end of what bf16 can give, not a recipe); "fp32+bf16mm" keeps fp32 and lets oneDNN do
+# the matrix products in bf16 (torch.backends.mkldnn.matmul.fp32_precision = "bf16", the CPU's TF32).
+VARIANTS = ("fp32", "bf16", "bf16+compile", "bf16-weights", "fp32+bf16mm")
+
+
 def make_config(size: str, variant: str, studies: int, device: str, workers: int):
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     over = {"train": {"batch_size": studies, "max_steps": 10_000, "warmup_steps": 10, "device": device,
-                      "precision": "fp32" if variant.startswith("fp32") else "bf16",
+                      "precision": "bf16" if variant.startswith("bf16") and variant != "bf16-weights" else "fp32",
                       "compile": variant.endswith("+compile"), "num_workers": workers, "log_every": 1_000_000,
                       "ckpt_every": 1_000_000},
             "model": {"decoder_dropout": 0.0, "max_report_len": 128},
@@ -73,6 +84,17 @@ def make_config(size: str, variant: str, studies: int, device: str, workers: int
     if size == "paper":
         over["model"].update(PAPER_TEXT)  # smoke: a tiny random BERT; demo: MiniLM (its own profile)
     return get_config(size, over)
+
+
+@contextlib.contextmanager
+def bf16_matmuls(on: bool):
+    """fp32 matrix products computed in bf16 by oneDNN (CPU) while ``on``."""
+    old = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16" if on else "none"
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = old
 
 
 def count_flops(trainer: Pretrainer, batch: dict) -> float:
@@ -106,6 +128,10 @@ def bench_size(size: str, args, root: Path) -> dict:
             warnings.simplefilter("ignore")
             tr = Pretrainer(cfg, train_set, val_set, Path(tempfile.mkdtemp(dir=root)), progress=False)
         tr.collate.fixed_length = True  # every variant sees the same shapes (compiled ones need them fixed)
+        if v == "bf16-weights":
+            tr.module.to(torch.bfloat16)
+            enc = tr.module.encoder
+            enc.forward_tokens = functools.partial(lambda f, x: f(x.to(torch.bfloat16)), enc.forward_tokens)
         trainers[v] = tr
         loader = tr._loader(tr.train_set, tr.sampler, drop_last=True)
         batches[v] = to_device(next(iter(loader)), device)
@@ -114,11 +140,12 @@ def bench_size(size: str, args, root: Path) -> dict:
     peak = peak_tflops(device, args.peak_tflops)
 
     def step(v: str) -> float:
-        sync(device)
-        t0 = time.perf_counter()
-        trainers[v].train_step(batches[v])
-        sync(device)
-        return time.perf_counter() - t0
+        with bf16_matmuls(v == "fp32+bf16mm"):
+            sync(device)
+            t0 = time.perf_counter()
+            trainers[v].train_step(batches[v])
+            sync(device)
+            return time.perf_counter() - t0
 
     def say(msg: str) -> None:
         print(f"  [{size}] {msg}", file=sys.stderr, flush=True)
@@ -154,7 +181,8 @@ def bench_size(size: str, args, root: Path) -> dict:
                     tr.sampler.set_epoch(tr.sampler.epoch + 1)
                     it = iter(loader)
                     b = next(it)
-                tr.train_step(to_device(b, device))
+                with bf16_matmuls(v == "fp32+bf16mm"):
+                    tr.train_step(to_device(b, device))
                 if i == 1:  # the first two steps start the workers
                     sync(device)
                     t0 = time.perf_counter()
@@ -197,7 +225,7 @@ def bench_size(size: str, args, root: Path) -> dict:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="paper", help="comma-separated profiles: smoke,demo,paper")
-    ap.add_argument("--variants", default="fp32,bf16,bf16+compile", help="fp32, bf16, bf16+compile (first = baseline)")
+    ap.add_argument("--variants", default="fp32,bf16,bf16+compile", help=f"of {', '.join(VARIANTS)} (first = baseline)")
     ap.add_argument("--studies", type=int, default=2, help="studies per step (x3 radiographs)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first (compilation)")
