@@ -14,6 +14,11 @@ the head's optimisation differs:
   and mini-batches of 32 for the demo fine-tuning's number of steps.
 
     python benchmarks/head_steps_at_demo.py --domain data/synthetic/shenzhen [--encoder runs/.../encoder.pt]
+
+``--input`` asks whether the near-constant embedding comes from the films themselves (every film is
+rendered from one CT, so the anatomy they share could drown the findings): ``minus-mean`` subtracts the
+training split's mean image from every film before the encoder, ``standardised`` also divides by the
+per-pixel standard deviation (what the pixel reference, ``baselines/pixels.py``, does to its pixels).
 """
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ import argparse
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
+from refers_lite.config import AugmentConfig
 from refers_lite.data.domain_dataset import DomainImages
 from refers_lite.finetune import build_encoder
 from refers_lite.linear_probe import CS, extract_features, fit_probe
@@ -44,16 +51,27 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--minibatch-steps", type=int, default=70, help="the demo fine-tuning's steps on this domain")
+    ap.add_argument("--input", choices=("raw", "minus-mean", "standardised"), default="raw",
+                    help="films as the fine-tuning sees them, or centred / standardised per pixel on the training split")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
     encoder = build_encoder(args.encoder, args.profile)
     sets = {s: DomainImages(args.domain, s, uint8=True) for s in SPLITS}
     classes = sets["train"].classes
-    X = {s: extract_features(encoder, ds) for s, ds in sets.items()}  # (N, D) each
+    crop = AugmentConfig().augmenter(encoder.image_size)  # the central crop extract_features uses
+    augment = crop
+    if args.input != "raw":
+        train = torch.cat([crop(b["image"], train=False) for b in DataLoader(sets["train"], batch_size=256)])
+        mu = train.mean(0, keepdim=True)  # (1, 1, H, W): the training split's mean image
+        sd = train.std(0, keepdim=True) + 1e-3 if args.input == "standardised" else 1.0
+
+        def augment(x, train=False):
+            return (crop(x, train=False) - mu) / sd
+    X = {s: extract_features(encoder, ds, augment=augment) for s, ds in sets.items()}  # (N, D) each
     Y = {s: ds.labels_matrix() for s, ds in sets.items()}  # (N, K) 0/1
     Xn = X["train"] / np.linalg.norm(X["train"], axis=1, keepdims=True)
-    print(f"{args.domain}: {', '.join(f'{s} {len(X[s])}' for s in SPLITS)}; encoder {args.encoder}")
+    print(f"{args.domain}: {', '.join(f'{s} {len(X[s])}' for s in SPLITS)}; encoder {args.encoder}; input {args.input}")
     print(f"aggregation embeddings: mean cosine similarity between images {float((Xn @ Xn.T).mean()):.4f}, "
           f"mean per-dimension std {float(X['train'].std(0).mean()):.4f}")
 
