@@ -79,6 +79,14 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
     module.load_state_dict(state_dict, strict=True)
 
 
+def save_image_encoder(path: str | Path, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
+                       step: int = 0, **extra: Any) -> Path:
+    """Write an image-encoder file (what :func:`load_image_encoder` reads): the encoder's weights, the config
+    that builds it, and ``extra`` keys (``arch`` for a ConvNet; provenance such as ``method``, ``source``)."""
+    return save_checkpoint({"format": ENCODER_FORMAT, "config": dict(config), "state_dict": dict(state_dict),
+                            "step": step, **extra}, path)
+
+
 def export_image_encoder(ckpt_path: str | Path, out_path: str | Path) -> Path:
     """Pre-training checkpoint -> image-encoder file for fine-tuning."""
     ckpt = load_checkpoint(ckpt_path, TRAIN_FORMAT)
@@ -86,12 +94,9 @@ def export_image_encoder(ckpt_path: str | Path, out_path: str | Path) -> Path:
     sd = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     if not sd:
         raise CheckpointError(f"{ckpt_path}: no radiograph transformer weights (no '{prefix}*' keys)")
-    payload = {"format": ENCODER_FORMAT, "config": ckpt["config"], "state_dict": sd,
-               "step": ckpt.get("step", 0)}
     encoder = ckpt["config"].get("model", {}).get("encoder", "vit")
-    if encoder != "vit":  # REFERS pre-trained with a ResNet
-        payload["arch"] = encoder
-    return save_checkpoint(payload, out_path)
+    extra = {"arch": encoder} if encoder != "vit" else {}  # REFERS pre-trained with a ResNet
+    return save_image_encoder(out_path, ckpt["config"], sd, ckpt.get("step", 0), **extra)
 
 
 def _saved_config(ckpt: dict, path: str | Path) -> Config:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ..checkpoint import ENCODER_FORMAT, load_state_dict_strict, save_checkpoint
+from ..checkpoint import load_state_dict_strict, save_image_encoder
 from ..config import ModelConfig, get_config
 from ..models.radiograph_transformer import RadiographTransformer
 
@@ -88,7 +88,4 @@ def imagenet_encoder(profile: str, out_path: str | Path, model_name: str | None 
     except Exception as e:  # no network, hub refused, unknown name: the row is not available, never faked
         raise ImageNetUnavailable(f"timm could not load {name}: {type(e).__name__}: {e}") from e
     enc = radiograph_transformer_from_timm(vit, m, name)
-    payload = {"format": ENCODER_FORMAT, "config": cfg.to_dict(), "state_dict": enc.state_dict(), "step": 0,
-               "source": f"timm:{name}"}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(payload, out_path)
+    return save_image_encoder(out_path, cfg.to_dict(), enc.state_dict(), source=f"timm:{name}")

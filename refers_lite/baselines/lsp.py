@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..checkpoint import ENCODER_FORMAT, save_checkpoint
+from ..checkpoint import save_image_encoder
 from ..config import get_config
 from ..data.source_studies import SourceStudies
 from ..data.structured_labels import LABELS
@@ -91,6 +91,6 @@ def pretrain_lsp(arch: str, profile: str, source_root: str | Path, out_dir: str 
               run_info={"method": f"lsp_{arch}", "arch": arch_name, "source": str(source_root)}).fit()
     best = torch.load(out_dir / "run" / "best.pt", map_location="cpu", weights_only=False)
     state = {k[len("encoder."):]: v for k, v in best["model"].items() if k.startswith("encoder.")}
-    save_checkpoint({"format": ENCODER_FORMAT, "config": get_config(profile).to_dict(), "state_dict": state,
-                     "step": best["step"], "arch": arch_name, "method": f"lsp_{arch}"}, encoder_path)
+    save_image_encoder(encoder_path, get_config(profile).to_dict(), state, best["step"], arch=arch_name,
+                       method=f"lsp_{arch}")
     return encoder_path

@@ -75,7 +75,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..checkpoint import (ENCODER_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict,
-                          save_checkpoint)
+                          save_checkpoint, save_image_encoder)
 from ..config import Config, ModelConfig, get_config
 from ..models.radiograph_transformer import RadiographTransformer
 from ..train import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
@@ -447,11 +447,9 @@ class MoCoPretrainer:
     def export(self, path: Path) -> Path:
         """The query radiograph transformer as an image-encoder file (``load_image_encoder`` reads it)."""
         sd = {k: v.detach().cpu().clone() for k, v in self.model.encoder.state_dict().items()}
-        return save_checkpoint({"format": ENCODER_FORMAT, "config": self.cfg.to_dict(), "state_dict": sd,
-                                "step": self.steps, "method": METHOD, "settings": self.settings,
-                                "effective": {"batch_size": self.batch_size, "queue_size": self.queue_size,
-                                              "warmup_steps": self.warmup_steps,
-                                              "precision": self.precision.name}}, path)
+        return save_image_encoder(path, self.cfg.to_dict(), sd, self.steps, method=METHOD, settings=self.settings,
+                                  effective={"batch_size": self.batch_size, "queue_size": self.queue_size,
+                                             "warmup_steps": self.warmup_steps, "precision": self.precision.name})
 
 
 def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, batch_size: int, lr: float = 3e-3,
