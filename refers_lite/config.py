@@ -26,6 +26,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
 POOLINGS = ("mean", "cls")
 DATA_SOURCES = ("toy", "source")
+STEMS = ("patch", "conv")  # the paper's patch projection; a convolutional stem (Xiao et al. 2021)
+STUDY_PROJECTIONS = ("none", "mlp")  # v^k as it is (paper); a SimCLR-style MLP head before Eq. 2
 
 
 class ConfigError(ValueError):
@@ -46,9 +48,11 @@ class ModelConfig:
     agg_mode: str = "concat"  # "concat" (paper), "add" (official code), "none" (plain ViT)
     encoder: str = "vit"  # "vit": the radiograph transformer; a timm ResNet name (Table 3's first row)
     drop_path: float = 0.0
+    stem: str = "patch"  # "patch" (paper: one linear patch projection); "conv" (Xiao et al. 2021)
     # View fusion (Methods 4.2)
     num_views: int = 3
     fusion_hidden: int = 512
+    study_projection: str = "none"  # "none" (paper: Eq. 2 on v^k); "mlp": Linear-BN-ReLU-Linear on v^k first
     # Text encoder (BERT family)
     text_encoder: str = "minilm"  # "minilm" (offline default), "random" (untrained BERT), a hub name or a path
     text_pooling: str = "mean"
@@ -78,6 +82,7 @@ class LossConfig:
     consistency_weight: float = 1.0  # Task 2, Eq. 2
     use_generation: bool = True
     use_consistency: bool = True
+    duplicate_positives: bool = False  # identical report texts in a batch count as positives (soft targets)
 
 
 @dataclass
@@ -179,6 +184,11 @@ class Config:
             from .models.conv_encoder import is_convnet
             _check(is_convnet(m.encoder), f"model.encoder must be 'vit' or a timm ResNet name (e.g. resnet18), "
                                           f"got {m.encoder!r}")
+        _check(m.stem in STEMS, f"model.stem must be one of {STEMS}, got {m.stem!r}")
+        _check(m.stem == "patch" or (m.patch_size >= 2 and m.patch_size & (m.patch_size - 1) == 0),
+               f"model.stem=conv needs a power-of-two model.patch_size >= 2, got {m.patch_size}")
+        _check(m.study_projection in STUDY_PROJECTIONS,
+               f"model.study_projection must be one of {STUDY_PROJECTIONS}, got {m.study_projection!r}")
         _check(m.act in ACTIVATIONS, f"model.act must be one of {ACTIVATIONS}, got {m.act!r}")
         _check(m.text_pooling in POOLINGS, f"model.text_pooling must be one of {POOLINGS}, got {m.text_pooling!r}")
         _check(m.image_size > 0 and m.patch_size > 0, "model.image_size and model.patch_size must be positive")

@@ -77,12 +77,13 @@ class JointSpace:
 
     @torch.no_grad()
     def embed_studies(self, images: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Studies (B, V, C, S, S) (uint8 or float), view_mask (B, V) -> v^k (B, V*D), float32 on the CPU."""
+        """Studies (B, V, C, S, S) (uint8 or float), view_mask (B, V) -> the study side of Eq. 2 (B, V*D): v^k, or
+        v^k through the study projection head where the model has one; float32 on the CPU."""
         out = []
         for i in range(0, images.shape[0], self.batch_size):
             x = self.prepare(images[i:i + self.batch_size])  # (b, V, C, H, W)
             m = None if view_mask is None else view_mask[i:i + self.batch_size].to(self.device)
-            out.append(self.model.encode_study(x, m).fused.float().cpu())
+            out.append(self.model.joint_study(self.model.encode_study(x, m).fused).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.model.fusion.out_dim)
 
     def as_studies(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

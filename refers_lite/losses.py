@@ -59,16 +59,30 @@ def consistency_logits(v: torch.Tensor, t: torch.Tensor, temperature: float | to
 
 
 def consistency_loss(v: torch.Tensor, t: torch.Tensor, temperature: float | torch.Tensor,
-                     gather: bool = False) -> torch.Tensor:
+                     gather: bool = False, same: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 2, symmetric: mean of the image->text and text->image InfoNCE terms.
+
+    ``same`` (B, B) bool (an option, ``loss.duplicate_positives``): pairs whose reports are the same text.
+    Eq. 2 treats another study with the very same report ("No acute cardiopulmonary abnormality.") as a
+    negative, a false negative; with ``same`` the target of each row is spread evenly over all its
+    same-text partners (soft targets, in the spirit of MedCLIP's semantic matching). Without duplicates in
+    the batch it is exactly Eq. 2.
 
     ``gather`` (under DDP): this rank's B studies are scored against the reports of all W ranks and
     its B reports against all W*B studies (global negatives, gradient kept through the gather).
     """
     if v.shape != t.shape or v.ndim != 2:
         raise ValueError(f"study features {tuple(v.shape)} and report features {tuple(t.shape)} must both be (B, D)")
+    if same is not None and gather and world_size() > 1:
+        raise NotImplementedError("loss.duplicate_positives is not implemented across processes (DDP)")
     if not gather or world_size() == 1:
         logits = consistency_logits(v, t, temperature)  # (B, B)
+        if same is not None:
+            if same.shape != logits.shape:
+                raise ValueError(f"same-text matrix {tuple(same.shape)} must be {tuple(logits.shape)}")
+            target = same.to(logits.dtype)
+            target = target / target.sum(1, keepdim=True)  # (B, B), rows sum to 1; symmetric matrix
+            return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
         labels = torch.arange(v.shape[0], device=v.device)
         return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
     v = F.normalize(_at_least_fp32(v), dim=-1)  # (B, D)
@@ -117,11 +131,13 @@ class REFERSLoss(nn.Module):
         return torch.exp(-self.log_inv_temperature.float().clamp(max=math.log(1.0 / self.MIN_TEMPERATURE)))
 
     def forward(self, logits: torch.Tensor | None, targets: torch.Tensor | None,
-                v: torch.Tensor | None, t: torch.Tensor | None, gather: bool = False) -> REFERSLosses:
-        """``gather``: under DDP, losses over the global batch (see the module doc)."""
+                v: torch.Tensor | None, t: torch.Tensor | None, gather: bool = False,
+                same: torch.Tensor | None = None) -> REFERSLosses:
+        """``gather``: under DDP, losses over the global batch (see the module doc); ``same``: (B, B) pairs of
+        identical reports, counted as positives (``loss.duplicate_positives``)."""
         c = self.cfg
         gen = language_model_loss(logits, targets, self.pad_id, gather) if c.use_generation else None
         tau = self.temperature()
-        con = consistency_loss(v, t, tau, gather) if c.use_consistency else None
+        con = consistency_loss(v, t, tau, gather, same) if c.use_consistency else None
         total = sum(w * l for w, l in ((c.generation_weight, gen), (c.consistency_weight, con)) if l is not None)
         return REFERSLosses(total, gen, con, float(tau.detach()) if torch.is_tensor(tau) else None)

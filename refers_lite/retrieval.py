@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["KS", "recall_at_k", "expected_ranks", "random_recall", "chance_interval", "RetrievalResult", "retrieval"]
+__all__ = ["KS", "recall_at_k", "distinct_report_recall", "expected_ranks", "random_recall", "chance_interval",
+           "RetrievalResult", "retrieval"]
 
 KS = (1, 5, 10)
 
@@ -70,6 +71,23 @@ def recall_at_k(sim, ks: Sequence[int] = KS, targets=None) -> dict[int, float]:
             raise ValueError(f"K must be >= 1, got {k}")
         out[int(k)] = float(np.clip((int(k) - greater) / (ties + 1), 0, 1).mean())
     return out
+
+
+def distinct_report_recall(sim, texts: Sequence[str], ks: Sequence[int] = KS) -> tuple[dict[int, float], int]:
+    """Image -> report Recall@K where a report whose text equals the true report's text counts as a hit.
+
+    ``sim`` (N studies, N reports), report j's text ``texts[j]``, study i's partner report i. The candidates
+    become the *distinct* texts, each scored by its best-scoring report (identical texts embed alike in a
+    deterministic text encoder, so this is any of them), so "No acute cardiopulmonary abnormality." is one
+    candidate, and the random baseline is K / (distinct texts). Returns ({K: Recall@K}, distinct texts)."""
+    s = np.asarray(sim, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1] or len(texts) != s.shape[1]:
+        raise ValueError(f"need a square (N, N) similarity and N texts, got {s.shape} and {len(texts)} texts")
+    position: dict[str, int] = {}
+    group = np.array([position.setdefault(text, len(position)) for text in texts])  # report j -> its text's index
+    scores = np.full((s.shape[0], len(position)), -np.inf)
+    np.maximum.at(scores, (slice(None), group), s)  # (N, distinct): the best report of each text
+    return recall_at_k(scores, ks, group), len(position)
 
 
 def expected_ranks(sim, targets=None) -> np.ndarray:

@@ -145,6 +145,7 @@ class SourceStudies(Dataset):
         self.study_ids: list[str] = df["study_id"].tolist()
         self.texts: list[str] = df["text"].tolist()
         self._label_names: list[str] | None = df["labels"].tolist() if "labels" in df.columns else None
+        self._findings: list[str] | None = df["findings"].tolist() if "findings" in df.columns else None
         self.max_report_len = int(max_report_len)
         reports = [tok.encode(t, self.max_report_len) for t in self.texts]
         # flat arrays + offsets: a study's slices are [off[i], off[i + 1]); cheap to pickle into workers
@@ -167,6 +168,20 @@ class SourceStudies(Dataset):
                                      f"{name!r}; known: {', '.join(LABELS)}")
                 out[i, LABEL_INDEX[name]] = 1.0
         return out
+
+    def rendered_findings(self) -> tuple[list[str], np.ndarray]:
+        """The findings drawn into each study's films (the ``findings`` column of studies.csv): (names, sorted;
+        (n_studies, len(names)) 0/1). What the pixels show, unlike the report-derived labels."""
+        if self._findings is None:
+            raise ValueError(f"{self.root / STUDIES_FILE} has no 'findings' column (rebuild the domain with "
+                             f"`refers-lite data build`)")
+        per_study = [set(filter(None, (f.strip() for f in cell.split(";")))) for cell in self._findings]
+        names = sorted(set().union(*per_study)) if per_study else []
+        out = np.zeros((len(self), len(names)), np.float32)
+        for i, found in enumerate(per_study):
+            for f in found:
+                out[i, names.index(f)] = 1.0
+        return names, out
 
     def image_items(self) -> tuple[np.ndarray, np.ndarray]:
         """Every image of this split: (cache items (n_images,), the study each belongs to (n_images,))."""

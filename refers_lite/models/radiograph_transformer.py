@@ -31,6 +31,12 @@ Recurrent concatenation (``agg_mode="concat"``)
     ``agg_mode="add"`` is the official code's variant (the aggregation token *added* to every
     patch token at the same place: ``z_i + z_agg``); ``agg_mode="none"`` is a plain ViT.
 
+Convolutional stem (``stem="conv"``, an option; the paper's is ``"patch"``)
+    Xiao et al. (2021), "Early convolutions help transformers see better": the one large-stride
+    patch projection is replaced by a few 3x3 stride-2 convolutions (BatchNorm, ReLU) and a 1x1
+    convolution to the width, reaching the same token grid. It gives a from-scratch ViT the locality
+    a small data set cannot teach it; the blocks after it are unchanged.
+
 Attention uses ``torch.nn.functional.scaled_dot_product_attention``. Attention maps, for CAMs
 and attention rollout, are recorded when ``store_attention=True`` (they are computed
 explicitly only then, so the fast kernel is used otherwise).
@@ -43,7 +49,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
-from ..config import AGG_MODES, ModelConfig
+from ..config import AGG_MODES, STEMS, ModelConfig
 
 
 class Attention(nn.Module):
@@ -109,21 +115,49 @@ class RecurrentConcatenation(nn.Module):
         return torch.cat([agg, self.proj(joined)], dim=1)  # (B, 1 + N, D)
 
 
+class ConvStem(nn.Module):
+    """Xiao et al. (2021): log2(patch) 3x3 stride-2 convolutions (BN, ReLU), channels doubling up to the width,
+    then a 1x1 convolution to the width: (B, C, H, W) -> (B, N, D), N = (H / patch)^2, as ``PatchEmbed``."""
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        steps = patch_size.bit_length() - 1
+        if patch_size < 2 or 2 ** steps != patch_size:
+            raise ValueError(f"the convolutional stem needs a power-of-two patch size >= 2, got {patch_size}")
+        self.grid_size = (img_size // patch_size,) * 2
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        layers, c_in = [], in_chans
+        for i in range(steps):
+            c_out = max(embed_dim // 2 ** (steps - 1 - i), 16)
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True)]
+            c_in = c_out
+        layers.append(nn.Conv2d(c_in, embed_dim, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, D, h, w) -> (B, N, D)
+
+
 class RadiographTransformer(nn.Module):
     """Image -> (aggregation embedding (B, D), patch tokens (B, N, D))."""
 
     def __init__(self, image_size: int = 224, patch_size: int = 16, in_chans: int = 1, width: int = 768,
                  depth: int = 12, heads: int = 12, mlp_ratio: float = 4.0, act: str = "relu",
-                 agg_mode: str = "concat", drop_path: float = 0.0):
+                 agg_mode: str = "concat", drop_path: float = 0.0, stem: str = "patch"):
         super().__init__()
         if agg_mode not in AGG_MODES:
             raise ValueError(f"agg_mode must be one of {AGG_MODES}, got {agg_mode!r}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         self.agg_mode = agg_mode
         self.width = width
         self.in_chans = in_chans
         self.image_size = image_size
+        self.stem = stem
         self.patch_embed = PatchEmbed(img_size=image_size, patch_size=patch_size, in_chans=in_chans,
-                                      embed_dim=width)
+                                      embed_dim=width) if stem == "patch" else \
+            ConvStem(image_size, patch_size, in_chans, width)
         self.grid_size = self.patch_embed.grid_size  # (14, 14) for 224 / 16
         n = self.patch_embed.num_patches
         self.agg_token = nn.Parameter(torch.zeros(1, 1, width))  # aggregation embedding, zeros (paper)
@@ -141,7 +175,7 @@ class RadiographTransformer(nn.Module):
     @classmethod
     def from_config(cls, m: ModelConfig) -> "RadiographTransformer":
         return cls(m.image_size, m.patch_size, m.in_chans, m.width, m.depth, m.heads, m.mlp_ratio, m.act,
-                   m.agg_mode, m.drop_path)
+                   m.agg_mode, m.drop_path, m.stem)
 
     def set_store_attention(self, on: bool = True) -> None:
         for blk in self.blocks:

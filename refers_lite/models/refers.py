@@ -20,6 +20,7 @@ import torch.nn as nn
 from ..config import Config, LossConfig, ModelConfig
 from ..losses import REFERSLoss, REFERSLosses
 from .conv_encoder import ConvEncoder
+from .projection_head import StudyProjection
 from .radiograph_transformer import RadiographTransformer
 from .report_transformer import ReportTransformer
 from .text_encoder import TextEncoder
@@ -52,6 +53,9 @@ class REFERS(nn.Module):
         else:  # Table 3: a ResNet instead of the radiograph transformer, its features mapped to the model width
             self.encoder = ConvEncoder(model.encoder, model.image_size, model.in_chans, out_width=model.width)
         self.fusion = ViewFusion(model.width, model.num_views, model.fusion_hidden)
+        # an option (model.study_projection): a head on v^k for Task 2 alone; None = the paper (Eq. 2 on v^k)
+        self.study_projection = StudyProjection(self.fusion.out_dim, model.study_projection) \
+            if model.study_projection != "none" and loss.use_consistency else None
         self.decoder = ReportTransformer(model.vocab_size, model.width, model.decoder_width, model.decoder_depth,
                                          model.decoder_heads, model.decoder_ffn, model.max_report_len,
                                          model.decoder_dropout, model.pad_id, model.bos_id, model.eos_id) \
@@ -97,6 +101,10 @@ class REFERS(nn.Module):
         memory_mask = view_mask[:, :, None].expand(-1, -1, tokens.shape[2]).flatten(1)  # (B, V*(1+N))
         return StudyFeatures(fused, weights, memory, memory_mask)
 
+    def joint_study(self, fused: torch.Tensor) -> torch.Tensor:
+        """v^k (B, V*D) -> the study side of Eq. 2: v^k itself (paper), or through the projection head."""
+        return fused if self.study_projection is None else self.study_projection(fused)
+
     # -- both tasks ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, view_mask: torch.Tensor | None, report_ids: torch.Tensor | None = None,
                 text_ids: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
@@ -117,7 +125,9 @@ class REFERS(nn.Module):
             if text_ids is None or text_mask is None or text_ids.shape[0] != B:
                 raise ValueError(f"study-report consistency needs text_ids and text_mask with {B} rows")
             report = self.text_encoder(text_ids, text_mask)  # (B, V*D)
-        losses = self.criterion(logits, targets, study.fused, report, gather)
+        same = same_text(text_ids, text_mask) if self.loss_cfg.duplicate_positives and report is not None else None
+        joint = self.joint_study(study.fused) if report is not None else study.fused
+        losses = self.criterion(logits, targets, joint, report, gather, same)
         return REFERSOutput(losses, study.fused, report, study.weights, logits)
 
     @torch.no_grad()
@@ -128,3 +138,9 @@ class REFERS(nn.Module):
             raise RuntimeError("this model was built without the report transformer (loss.use_generation=false)")
         study = self.encode_study(images, view_mask)
         return self.decoder.generate(study.memory, study.memory_mask, max_len=max_len, num_beams=num_beams)
+
+
+def same_text(text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) token ids and mask -> (B, B) bool: True where two reports are the same text (as tokenised)."""
+    ids = text_ids.masked_fill(~text_mask.bool(), -1)  # padding never makes two texts equal
+    return (ids[:, None, :] == ids[None, :, :]).all(-1)  # (B, B), diagonal True

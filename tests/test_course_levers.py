@@ -1,0 +1,105 @@
+"""The options that let REFERS learn at course scale (``model.stem``, ``model.study_projection``,
+``loss.duplicate_positives``): each changes what it says and nothing else; the paper's choice stays the default."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import model_inputs
+from refers_lite.config import ConfigError, get_config
+from refers_lite.losses import consistency_loss
+from refers_lite.models import REFERS
+from refers_lite.models.radiograph_transformer import ConvStem, RadiographTransformer
+from refers_lite.models.refers import same_text
+
+
+def test_paper_defaults_are_unchanged():
+    m, lo = get_config("paper").model, get_config("paper").loss
+    assert (m.stem, m.study_projection, lo.duplicate_positives) == ("patch", "none", False)
+
+
+@pytest.mark.parametrize("patch", [2, 4, 8, 16])
+def test_conv_stem_reaches_the_patch_grid(patch):
+    stem = ConvStem(64, patch, 1, 32)
+    out = stem(torch.rand(3, 1, 64, 64))
+    assert out.shape == (3, (64 // patch) ** 2, 32) and stem.num_patches == out.shape[1]
+    assert stem.grid_size == (64 // patch, 64 // patch)
+
+
+def test_conv_stem_radiograph_transformer_tokens_and_errors():
+    enc = RadiographTransformer(32, 8, 1, 32, 2, 2, stem="conv")
+    agg, patches = enc(torch.rand(2, 1, 32, 32))
+    assert agg.shape == (2, 32) and patches.shape == (2, 16, 32)
+    with pytest.raises(ValueError, match="power-of-two"):
+        ConvStem(36, 6, 1, 32)
+    with pytest.raises(ConfigError, match="model.stem"):
+        get_config("smoke", {"model": {"stem": "resnet"}})
+    with pytest.raises(ConfigError, match="power-of-two"):
+        get_config("smoke", {"model": {"stem": "conv", "patch_size": 6, "image_size": 36}})
+
+
+def test_duplicate_positives_without_duplicates_is_eq2():
+    torch.manual_seed(0)
+    v, t = torch.randn(5, 8), torch.randn(5, 8)
+    torch.testing.assert_close(consistency_loss(v, t, 0.1, same=torch.eye(5, dtype=torch.bool)),
+                               consistency_loss(v, t, 0.1))
+
+
+def test_duplicate_positives_spread_the_target_over_same_text_partners():
+    torch.manual_seed(1)
+    v, t = torch.randn(3, 4), torch.randn(3, 4)  # reports 0 and 1 are the same text (embedded apart: dropout)
+    same = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    logits = F.normalize(v, dim=-1) @ F.normalize(t, dim=-1).T / 0.1
+    lsm_r, lsm_c = logits.log_softmax(1), logits.log_softmax(0)
+    # row 0's target: half on report 0, half on report 1 (the same text); likewise by columns
+    i2t = -(0.5 * (lsm_r[0, 0] + lsm_r[0, 1]) + 0.5 * (lsm_r[1, 0] + lsm_r[1, 1]) + lsm_r[2, 2]) / 3
+    t2i = -(0.5 * (lsm_c[0, 0] + lsm_c[1, 0]) + 0.5 * (lsm_c[0, 1] + lsm_c[1, 1]) + lsm_c[2, 2]) / 3
+    got = consistency_loss(v, t, 0.1, same=same)
+    assert float(got) == pytest.approx(float(0.5 * (i2t + t2i)), rel=1e-5)
+    assert float(got) != pytest.approx(float(consistency_loss(v, t, 0.1)), rel=1e-3)
+
+
+def test_duplicate_positives_change_nothing_when_same_texts_embed_alike():
+    """A measured dead end, proved: when identical texts get identical embeddings (a deterministic text
+    encoder), the soft targets give exactly Eq. 2's loss, so its gradient along anything the model can
+    change is the same. The option differs from Eq. 2 only through dropout in the text encoder."""
+    torch.manual_seed(2)
+    v, t = torch.randn(4, 6), torch.randn(4, 6)
+    t[2] = t[0]
+    same = torch.eye(4, dtype=torch.bool)
+    same[0, 2] = same[2, 0] = True
+    torch.testing.assert_close(consistency_loss(v, t, 0.1, same=same), consistency_loss(v, t, 0.1))
+
+
+def test_same_text_ignores_padding_and_finds_identical_reports():
+    ids = torch.tensor([[5, 6, 7, 0], [5, 6, 7, 0], [5, 6, 0, 0], [5, 6, 7, 8]])
+    mask = ids.ne(0)
+    same = same_text(ids, mask)
+    assert same.tolist() == [[True, True, False, False], [True, True, False, False],
+                             [False, False, True, False], [False, False, False, True]]
+
+
+def test_study_projection_feeds_task2_only(batch):
+    cfg = get_config("smoke", {"model": {"study_projection": "mlp"}, "loss": {"duplicate_positives": True}})
+    torch.manual_seed(0)
+    model = REFERS.from_config(cfg)
+    out = model(**model_inputs(batch))
+    assert out.study.shape == out.report.shape and torch.isfinite(out.losses.total)
+    out.losses.consistency.backward()
+    head = model.study_projection.net[0].weight
+    assert head.grad is not None and head.grad.abs().sum() > 0
+    # the head is not part of the image encoder that fine-tuning receives
+    assert not any(n.startswith("study_projection") for n, _ in model.encoder.named_parameters())
+    # without Task 2 there is no head
+    cfg2 = get_config("smoke", {"model": {"study_projection": "mlp"}, "loss": {"use_consistency": False}})
+    assert REFERS.from_config(cfg2).study_projection is None
+
+
+def test_study_projection_needs_two_studies_in_training():
+    from refers_lite.models.projection_head import StudyProjection
+    head = StudyProjection(8).train()
+    with pytest.raises(ValueError, match="at least 2 studies"):
+        head(torch.randn(1, 8))
+    assert head.eval()(torch.randn(1, 8)).shape == (1, 8)
+    assert math.isclose(float(StudyProjection(8, "none")(torch.ones(2, 8)).sum()), 16.0)
