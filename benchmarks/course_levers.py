@@ -40,6 +40,15 @@ VARIANTS = {
     "conv_proj_not1": {"model": {"stem": "conv", "study_projection": "mlp"}, "loss": {"use_generation": False}},
     "resnet_proj": {"model": {"encoder": "resnet18", "study_projection": "mlp"}},
     "conv_proj_b32": {"model": {"stem": "conv", "study_projection": "mlp"}, "train": {"batch_size": 32}},
+    # the whole text backbone frozen (its features remembered: steps several times cheaper), batch 64
+    "frozen_text": {"model": {"text_freeze_layers": 6}},
+    "conv_proj_ft": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6}},
+    "conv_proj_ft_b64": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6},
+                         "train": {"batch_size": 64}},
+    "conv_ft_b64": {"model": {"stem": "conv", "text_freeze_layers": 6}, "train": {"batch_size": 64}},
+    "proj_ft_b64": {"model": {"study_projection": "mlp", "text_freeze_layers": 6}, "train": {"batch_size": 64}},
+    "resnet_proj_ft_b64": {"model": {"encoder": "resnet18", "study_projection": "mlp", "text_freeze_layers": 6},
+                           "train": {"batch_size": 64}},
 }
 
 

@@ -47,6 +47,7 @@ from .train import resolve_device, resolve_precision, seed_everything, warmup_co
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
 OPTIMIZERS = ("sgd", "adam")
 HEAD_NORMS = ("none", "batchnorm")
+HEAD_INITS = ("random", "probe")
 
 
 @dataclass
@@ -70,6 +71,10 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
     # parameters, as MAE's linear probe does); "none": the paper's plain linear layer
     head_norm: str = "none"
     encoder_lr_scale: float = 1.0  # the encoder's learning rate is lr x this (the head's is lr)
+    # "random": the paper's freshly initialised head; "probe": LP-FT (Kumar et al. 2022), the head starts as the
+    # linear probe of the frozen encoder (logistic regression, C chosen on validation), then everything is
+    # fine-tuned; the probe is evaluated as step 0, so the kept checkpoint is never below it on validation
+    head_init: str = "random"
 
     def validate(self) -> None:
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -79,6 +84,9 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
         self.check_augment()
         _check(self.head_norm in HEAD_NORMS, f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
+        _check(self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
+        _check(self.head_init == "random" or self.head_norm == "none",
+               "head_init=probe starts the plain linear head; it needs head_norm=none")
         _check(0 <= self.encoder_lr_scale <= 1, f"encoder_lr_scale must be in [0, 1], got {self.encoder_lr_scale}")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
                f"auto, fp32, bf16, fp16")
@@ -266,9 +274,38 @@ class Finetuner:
             labels.append(batch["labels"])
         return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
+    @torch.no_grad()
+    def init_head_from_probe(self) -> float:
+        """LP-FT's first stage: fit the linear probe on the frozen encoder's features of the training subset (C
+        chosen on the validation split) and copy it into the head. Returns the probe's validation mean AUC."""
+        from .linear_probe import extract_features, fit_probe
+        enc, head = self.model.encoder, self.model.head
+        X = extract_features(enc, self.train_set, self.augment, self.cfg.eval_batch_size)
+        Xv = extract_features(enc, self.val_set, self.augment, self.cfg.eval_batch_size)
+        y, yv = self.train_set.labels_matrix(), self.val_set.labels_matrix()
+        probe, val_auc = fit_probe(X, y, Xv, yv)
+        w = torch.zeros_like(head.weight)  # (K, D)
+        b = torch.zeros_like(head.bias)  # (K,)
+        for k, clf in enumerate(probe.classifiers):
+            if isinstance(clf, float):  # one label value in the subset: a constant score
+                p = min(max(clf, 1e-4), 1 - 1e-4)
+                b[k] = math.log(p / (1 - p))
+                continue
+            coef = torch.as_tensor(clf.coef_[0] / probe.scale, dtype=w.dtype)  # on raw features
+            w[k] = coef
+            b[k] = float(clf.intercept_[0]) - float(coef.double() @ torch.as_tensor(probe.mean))
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+        return val_auc
+
     def evaluate(self, dataset: DomainImages) -> dict[str, float]:
         probs, labels = self.predict(dataset)
         return per_class_auc(labels, probs, self.classes)
+
+    def _save_best(self, step: int) -> None:
+        torch.save({"format": FINETUNE_FORMAT, "model": self.model.state_dict(), "classes": self.classes,
+                    "task": self.task, "finetune": self.cfg.to_dict(), "run": self.run_info, "step": step},
+                   self.out_dir / "best.pt")
 
     def fit(self) -> FinetuneResult:
         cfg = self.cfg
@@ -281,6 +318,11 @@ class Finetuner:
                             num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=cfg.num_workers > 0)
         best_auc, best_step, step, t0 = -math.inf, 0, 0, time.time()
+        if cfg.head_init == "probe":  # LP-FT: the probe is step 0 and the first checkpoint
+            probe_auc = self.init_head_from_probe()
+            best_auc = mean_auc(self.evaluate(self.val_set))
+            log.write(json.dumps({"step": 0, "val_mean_auc": best_auc, "probe_val_mean_auc": probe_auc}) + "\n")
+            self._save_best(0)
         bar = tqdm(total=self.total_steps, desc=f"fine-tuning {self.run_info['name']} {self.run_info['ratio']:g}",
                    unit="step", disable=not self.progress, dynamic_ncols=True)
         try:
@@ -308,9 +350,7 @@ class Finetuner:
                         bar.set_postfix(val_auc=f"{val:.3f}")
                         if val > best_auc or not math.isfinite(best_auc):  # the first evaluation always counts
                             best_auc, best_step = val, step
-                            torch.save({"format": FINETUNE_FORMAT, "model": self.model.state_dict(),
-                                        "classes": self.classes, "task": self.task, "finetune": cfg.to_dict(),
-                                        "run": self.run_info, "step": step}, self.out_dir / "best.pt")
+                            self._save_best(step)
                     log.write(json.dumps(rec) + "\n")
                     if step >= self.total_steps:
                         break

@@ -103,3 +103,22 @@ def test_study_projection_needs_two_studies_in_training():
         head(torch.randn(1, 8))
     assert head.eval()(torch.randn(1, 8)).shape == (1, 8)
     assert math.isclose(float(StudyProjection(8, "none")(torch.ones(2, 8)).sum()), 16.0)
+
+
+def test_a_wholly_frozen_text_encoder_remembers_features_and_gives_the_same_output(text_tokenizer):
+    from refers_lite.models.text_encoder import TextEncoder
+    torch.manual_seed(0)
+    enc = TextEncoder("random", out_dim=8, freeze_layers=2, random_width=16, random_depth=2, random_heads=2)
+    assert enc.frozen and not any(p.requires_grad for p in enc.backbone.parameters())
+    enc.train()
+    assert not enc.backbone.training  # no dropout in a frozen backbone
+    b = text_tokenizer(["no effusion.", "small left effusion.", "no effusion."], padding=True, return_tensors="pt")
+    out = enc(b["input_ids"], b["attention_mask"])
+    assert len(enc._memo) == 2  # two distinct reports
+    with torch.no_grad():
+        direct = enc.proj(enc.pool(b["input_ids"], b["attention_mask"]))
+    torch.testing.assert_close(out, direct)
+    out.sum().backward()
+    assert enc.proj.weight.grad is not None  # the projection still learns
+    enc.freeze_layers(1)
+    assert not enc.frozen and not enc._memo

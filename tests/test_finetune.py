@@ -186,3 +186,29 @@ def test_the_encoder_learning_rate_scale_and_freezing():
     assert not frozen.encoder.w.requires_grad and all(id(frozen.encoder.w) != id(p) for g in groups for p in g["params"])
     with pytest.raises(ConfigError, match="encoder_lr_scale"):
         get_finetune_config("smoke", {"encoder_lr_scale": 2.0})
+
+
+def test_lp_ft_head_starts_as_the_probe_and_is_never_below_it_on_validation(domain, tmp_path):
+    """head_init=probe (LP-FT): the head computes exactly the linear probe's scores at step 0, that is the
+    first checkpoint, so the kept model's validation AUC is at least the probe's."""
+    from refers_lite.data.domain_dataset import DomainImages
+    from refers_lite.finetune import Finetuner
+    from refers_lite.linear_probe import extract_features, fit_probe
+    cfg = get_finetune_config("smoke", {"head_init": "probe", "min_steps": 6, "epochs": 2, "batch_size": 16,
+                                        "lr": 3e-2})
+    torch.manual_seed(0)
+    model = LinearHead(build_encoder("scratch", "smoke"), 2)
+    ft = Finetuner.for_domain(cfg, model, domain, 1.0, 0, tmp_path / "run", progress=False)
+    ft.init_head_from_probe()
+    X = extract_features(model.encoder, ft.train_set, ft.augment)
+    Xv = extract_features(model.encoder, ft.val_set, ft.augment)
+    probe, _ = fit_probe(X, ft.train_set.labels_matrix(), Xv, ft.val_set.labels_matrix())
+    probs, _ = ft.predict(ft.val_set)
+    np.testing.assert_allclose(probs, probe.predict(Xv), atol=1e-4)
+    res = finetune("scratch", domain, 1.0, 0, tmp_path / "lpft", cfg=cfg, progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "lpft" / "metrics.jsonl").read_text().splitlines()]
+    assert recs[0]["step"] == 0 and res.val_mean_auc >= recs[0]["val_mean_auc"]
+    with pytest.raises(ConfigError, match="head_norm=none"):
+        get_finetune_config("smoke", {"head_init": "probe", "head_norm": "batchnorm"})
+    with pytest.raises(ConfigError, match="head_init"):
+        get_finetune_config("smoke", {"head_init": "zeros"})
