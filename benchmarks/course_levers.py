@@ -47,6 +47,23 @@ VARIANTS = {
                          "train": {"batch_size": 64}},
     "conv_ft_b64": {"model": {"stem": "conv", "text_freeze_layers": 6}, "train": {"batch_size": 64}},
     "proj_ft_b64": {"model": {"study_projection": "mlp", "text_freeze_layers": 6}, "train": {"batch_size": 64}},
+    # Task 2 alone (no report generation), to see which encoder can learn it at all
+    "resnet_t2": {"model": {"encoder": "resnet18", "study_projection": "mlp", "text_freeze_layers": 6},
+                  "loss": {"use_generation": False}, "train": {"batch_size": 64}},
+    "conv_t2": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6},
+                "loss": {"use_generation": False}, "train": {"batch_size": 64}},
+    "conv_t2_noaug": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6},
+                      "loss": {"use_generation": False}, "train": {"batch_size": 64},
+                      "data": {"augment": False, "hflip_prob": 0.0}},
+    # the simple check's conditions: no augmentation, the text side at the image side's learning rate, reports
+    # not cut at 64 tokens
+    "resnet_t2_simple": {"model": {"encoder": "resnet18", "study_projection": "mlp", "text_freeze_layers": 6,
+                                   "text_max_len": 128},
+                         "loss": {"use_generation": False},
+                         "train": {"batch_size": 64, "lr_text": 1e-3}, "data": {"augment": False, "hflip_prob": 0.0}},
+    # the same conditions, the radiograph transformer with a convolutional stem, both tasks (REFERS)
+    "conv_simple": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6, "text_max_len": 128},
+                    "train": {"batch_size": 64, "lr_text": 1e-3}, "data": {"augment": False, "hflip_prob": 0.0}},
     "resnet_proj_ft_b64": {"model": {"encoder": "resnet18", "study_projection": "mlp", "text_freeze_layers": 6},
                            "train": {"batch_size": 64}},
 }
@@ -62,27 +79,37 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def lever_grid(name: str, data_root: Path, steps: int, out: Path) -> Grid:
+    """The experiment grid whose REFERS pre-training is this variant at this budget: the run lands in
+    ``out/pretrain/refers-<hash of its config>`` with its exported ``encoder.pt``, so that
+    ``refers_lite.experiments.run_experiments(..., out=out, pretrain_overrides=...)`` fine-tunes it as it is."""
+    over = deep_update({"train": {"max_steps": steps, "warmup_steps": max(1, steps // 10),
+                                  "val_every": max(1, steps // 4)}}, json.loads(json.dumps(VARIANTS[name])))
+    return Grid("demo", data_root, out, ("refers",), (), (), pretrain_overrides=over)
+
+
 def run(name: str, data_root: Path, steps: int, out: Path, probe: bool) -> dict:
-    grid = Grid("demo", data_root, out, ("refers",), (), (), pretrain_overrides={
-        "train": {"max_steps": steps, "warmup_steps": max(1, steps // 10), "val_every": max(1, steps // 4)}})
-    over = json.loads(json.dumps(VARIANTS[name]))
-    base = grid.pretrain_config(METHODS["refers"]).to_dict()
-    from refers_lite.config import get_config
-    cfg = get_config("demo", deep_update({k: v for k, v in base.items() if k != "profile"}, over))
+    from refers_lite.checkpoint import export_image_encoder
+    from refers_lite.experiments import _digest
+    grid = lever_grid(name, data_root, steps, out)
+    cfg = grid.pretrain_config(METHODS["refers"])
     root = Path(cfg.data.root)
     train = SourceStudies(root, "train", max_report_len=cfg.model.max_report_len)
     val = SourceStudies(root, "validation", max_report_len=cfg.model.max_report_len,
                         report_tokenizer=train.report_tokenizer)
-    run_dir = out / f"{name}-{steps}"
+    run_dir = out / "pretrain" / f"refers-{_digest(cfg.to_dict())}"
     t0 = time.time()
     trainer = Pretrainer(cfg, train, val, run_dir, progress=False)
-    trainer.fit(resume=False)
+    result = trainer.fit(resume=True)  # a finished run is read back, an interrupted one resumes
     seconds = time.time() - t0
+    export_image_encoder(result.best_checkpoint or result.last_checkpoint, run_dir / "encoder.pt")
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     va = [r for r in recs if "val_loss_consistency" in r]
-    model = trainer.module.eval()
+    from refers_lite.checkpoint import load_refers
+    model, _ = load_refers(result.best_checkpoint or result.last_checkpoint)  # what fine-tuning receives
+    model.eval()
     batch = min(cfg.train.batch_size, len(val))
-    res = {"variant": name, "overrides": VARIANTS[name], "steps": steps, "batch": cfg.train.batch_size,
+    res = {"variant": name, "overrides": VARIANTS[name], "run": str(run_dir), "steps": steps, "batch": cfg.train.batch_size,
            "epochs": round(steps * cfg.train.batch_size / len(train), 2), "train_seconds": round(seconds, 1),
            "precision": trainer.precision.name, "cpu": cpu_name(), "threads": torch.get_num_threads(),
            "val consistency": va[-1]["val_loss_consistency"] if va else float("nan"),
@@ -100,6 +127,47 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool) -> dict:
     return res
 
 
+DOMAINS = ("nih", "vindr", "shenzhen", "covid_t1", "covid_t2")
+
+
+def target_probes(name: str, data_root: Path, steps: int, out: Path, seeds=(0, 1, 2)) -> dict:
+    """Linear probes (100 % of the labels) of the variant's exported encoder and of the same architecture at
+    random initialisation on the five target domains; test mean AUC, mean over ``seeds`` (the probe's subsets
+    are the whole training split at 100 %, so the seeds differ only where a domain's subsets do)."""
+    from refers_lite.experiments import _digest
+    from refers_lite.linear_probe import linear_probe
+    grid = lever_grid(name, data_root, steps, out)
+    cfg = grid.pretrain_config(METHODS["refers"])
+    encoder = out / "pretrain" / f"refers-{_digest(cfg.to_dict())}" / "encoder.pt"
+    seed_everything(cfg.train.seed)
+    random_init = REFERS.from_config(cfg).encoder.eval()
+    rows = {}
+    for d in DOMAINS:
+        pre = linear_probe(encoder, data_root / d, ratios=(1.0, 0.1), seeds=seeds).to_frame()
+        rnd = linear_probe(random_init, data_root / d, ratios=(1.0, 0.1), seeds=seeds).to_frame()
+        rows[d] = {f"{who} {r:g}": float(f[f["ratio"] == r]["mean_auc"].mean())
+                   for who, f in (("pre-trained", pre), ("random init", rnd)) for r in (1.0, 0.1)}
+        print(d, {k: round(v, 3) for k, v in rows[d].items()}, flush=True)
+    return rows
+
+
+def markdown_table(path: Path) -> str:
+    """The book's table of every lever measured (``levers.jsonl``), one row per variant and budget."""
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    head = ("| variant | overrides of `demo` | steps x batch (epochs) | val. Eq. 2 (chance ln b) | val. R@10 distinct "
+            "texts (chance) | cosine v^k | source probe AUC: pre-trained / random init | minutes |\n"
+            "|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        over = ", ".join(f"{sec}.{k}={v}" for sec, kv in r["overrides"].items() for k, v in kv.items()) or "-"
+        probe = (f"{r['probe AUC']:.3f} / {r['probe AUC random init']:.3f}" if "probe AUC" in r else "-")
+        lines.append(f"| {r['variant']} | {over} | {r['steps']} x {r['batch']} ({r['epochs']:g}) | "
+                     f"{r['val consistency']:.3f} ({r['val consistency chance']:.3f}) | {r['R@10']:.3f} "
+                     f"({r['R@10 chance']:.3f}, {r['R@10'] / r['R@10 chance']:.1f}x) | {r['cosine v']:.4f} | {probe} | "
+                     f"{r['total_seconds'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", type=Path, default=Path("data/synthetic"))
@@ -107,7 +175,19 @@ def main():
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("runs/course_levers"))
+    ap.add_argument("--table", action="store_true", help="print the markdown table of --out/levers.jsonl and stop")
+    ap.add_argument("--target-probes", action="store_true",
+                    help="linear probes of the variants' encoders (and random init) on the five target domains")
     args = ap.parse_args()
+    if args.target_probes:
+        for name in args.variants:
+            rows = target_probes(name, args.data_root, args.steps, args.out)
+            with open(args.out / "target_probes.jsonl", "a") as f:
+                f.write(json.dumps({"variant": name, "steps": args.steps, "domains": rows}) + "\n")
+        return
+    if args.table:
+        print(markdown_table(args.out / "levers.jsonl"))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{'variant':>16} {'steps':>5} {'val Eq.2':>8} {'chance':>6} {'R@10':>6} {'chance':>6} {'cos v':>6} "
           f"{'probe':>6} {'random':>6} {'s':>5}", flush=True)
