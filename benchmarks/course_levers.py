@@ -64,6 +64,11 @@ VARIANTS = {
     # the same conditions, the radiograph transformer with a convolutional stem, both tasks (REFERS)
     "conv_simple": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6, "text_max_len": 128},
                     "train": {"batch_size": 64, "lr_text": 1e-3}, "data": {"augment": False, "hflip_prob": 0.0}},
+    # conv_simple against memorising: the paper's flip (side-swapped reports) only, stochastic depth, AdamW's usual decay
+    "conv_flip_reg": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6, "text_max_len": 128,
+                                "drop_path": 0.1},
+                      "train": {"batch_size": 64, "lr_text": 1e-3, "weight_decay": 0.05},
+                      "data": {"augment": False, "hflip_prob": 0.5}},
     "resnet_proj_ft_b64": {"model": {"encoder": "resnet18", "study_projection": "mlp", "text_freeze_layers": 6},
                            "train": {"batch_size": 64}},
 }
@@ -79,6 +84,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def load_refers_precision(run_dir: Path) -> str:
+    """The precision the run trained in (its summary; a stopped run has none: what ``auto`` picks here)."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text()).get("precision", "?")
+    from refers_lite.config import Config
+    from refers_lite.train import resolve_device, resolve_precision
+    t = Config.load(run_dir / "config.json").train
+    return resolve_precision(t.precision, resolve_device(t.device)).name
+
+
 def lever_grid(name: str, data_root: Path, steps: int, out: Path) -> Grid:
     """The experiment grid whose REFERS pre-training is this variant at this budget: the run lands in
     ``out/pretrain/refers-<hash of its config>`` with its exported ``encoder.pt``, so that
@@ -88,8 +104,10 @@ def lever_grid(name: str, data_root: Path, steps: int, out: Path) -> Grid:
     return Grid("demo", data_root, out, ("refers",), (), (), pretrain_overrides=over)
 
 
-def run(name: str, data_root: Path, steps: int, out: Path, probe: bool) -> dict:
-    from refers_lite.checkpoint import export_image_encoder
+def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped: Path | None = None) -> dict:
+    """Train the variant (or resume / read back its run) and measure it. ``stopped``: do not train; measure the
+    ``best.pt`` of that folder, a run of this variant stopped before ``steps`` (its steps are recorded)."""
+    from refers_lite.checkpoint import export_image_encoder, load_refers
     from refers_lite.experiments import _digest
     grid = lever_grid(name, data_root, steps, out)
     cfg = grid.pretrain_config(METHODS["refers"])
@@ -97,21 +115,28 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool) -> dict:
     train = SourceStudies(root, "train", max_report_len=cfg.model.max_report_len)
     val = SourceStudies(root, "validation", max_report_len=cfg.model.max_report_len,
                         report_tokenizer=train.report_tokenizer)
-    run_dir = out / "pretrain" / f"refers-{_digest(cfg.to_dict())}"
+    run_dir = stopped or out / "pretrain" / f"refers-{_digest(cfg.to_dict())}"
     t0 = time.time()
-    trainer = Pretrainer(cfg, train, val, run_dir, progress=False)
-    result = trainer.fit(resume=True)  # a finished run is read back, an interrupted one resumes
+    if stopped is None:
+        trainer = Pretrainer(cfg, train, val, run_dir, progress=False)
+        result = trainer.fit(resume=True)  # a finished run is read back, an interrupted one resumes
+        best = result.best_checkpoint or result.last_checkpoint
+        export_image_encoder(best, run_dir / "encoder.pt")
+    else:
+        best = run_dir / "best.pt"
     seconds = time.time() - t0
-    export_image_encoder(result.best_checkpoint or result.last_checkpoint, run_dir / "encoder.pt")
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     va = [r for r in recs if "val_loss_consistency" in r]
-    from refers_lite.checkpoint import load_refers
-    model, _ = load_refers(result.best_checkpoint or result.last_checkpoint)  # what fine-tuning receives
+    done = max(r["step"] for r in recs)
+    if stopped is not None:  # the time it ran: the logged steps' durations
+        seconds = sum(r.get("sec_per_step", 0) * cfg.train.log_every for r in recs)
+    model, _ = load_refers(best)  # what fine-tuning receives
     model.eval()
     batch = min(cfg.train.batch_size, len(val))
-    res = {"variant": name, "overrides": VARIANTS[name], "run": str(run_dir), "steps": steps, "batch": cfg.train.batch_size,
-           "epochs": round(steps * cfg.train.batch_size / len(train), 2), "train_seconds": round(seconds, 1),
-           "precision": trainer.precision.name, "cpu": cpu_name(), "threads": torch.get_num_threads(),
+    res = {"variant": name + (f" (stopped at {done})" if stopped else ""), "overrides": VARIANTS[name],
+           "run": str(run_dir), "steps": done, "batch": cfg.train.batch_size,
+           "epochs": round(done * cfg.train.batch_size / len(train), 2), "train_seconds": round(seconds, 1),
+           "precision": load_refers_precision(run_dir), "cpu": cpu_name(), "threads": torch.get_num_threads(),
            "val consistency": va[-1]["val_loss_consistency"] if va else float("nan"),
            "val consistency chance": consistency_chance(len(val), batch),
            "val consistency curve": [(r["step"], round(r["val_loss_consistency"], 4)) for r in va],
@@ -151,11 +176,28 @@ def target_probes(name: str, data_root: Path, steps: int, out: Path, seeds=(0, 1
     return rows
 
 
+FINETUNE_COLUMNS = (("nih", 0.01), ("vindr", 0.01), ("nih", 1.0), ("shenzhen", 1.0))
+
+
+def finetune_effect(name: str, data_root: Path, steps: int, out: Path, finetune: dict, seeds=(0, 1, 2)) -> Path:
+    """The paper's comparison at these columns: the variant's REFERS against training from scratch, fine-tuned
+    with ``finetune`` overrides of the demo recipe, 3 seeds, the paper's t-test (``run_experiments``' Table 1)."""
+    from refers_lite.experiments import run_experiments
+    grid = lever_grid(name, data_root, steps, out)
+    tag = "-".join(f"{k}={v}" for k, v in sorted(finetune.items())) or "paper-recipe"
+    report = out / "finetune" / f"{name}-{steps}-{tag}"
+    paths = run_experiments("demo", data_root, out=out, methods=("refers", "scratch"), columns=FINETUNE_COLUMNS,
+                            seeds=seeds, pretrain_overrides=grid.pretrain_overrides, finetune_overrides=finetune,
+                            progress=False, report_dir=report)
+    print(paths["table1"].read_text(), flush=True)
+    return paths["table1"]
+
+
 def markdown_table(path: Path) -> str:
     """The book's table of every lever measured (``levers.jsonl``), one row per variant and budget."""
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     head = ("| variant | overrides of `demo` | steps x batch (epochs) | val. Eq. 2 (chance ln b) | val. R@10 distinct "
-            "texts (chance) | cosine v^k | source probe AUC: pre-trained / random init | minutes |\n"
+            "texts (chance) | cosine v^k / after the head | source probe AUC: pre-trained / random init | minutes |\n"
             "|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
@@ -163,7 +205,8 @@ def markdown_table(path: Path) -> str:
         probe = (f"{r['probe AUC']:.3f} / {r['probe AUC random init']:.3f}" if "probe AUC" in r else "-")
         lines.append(f"| {r['variant']} | {over} | {r['steps']} x {r['batch']} ({r['epochs']:g}) | "
                      f"{r['val consistency']:.3f} ({r['val consistency chance']:.3f}) | {r['R@10']:.3f} "
-                     f"({r['R@10 chance']:.3f}, {r['R@10'] / r['R@10 chance']:.1f}x) | {r['cosine v']:.4f} | {probe} | "
+                     f"({r['R@10 chance']:.3f}, {r['R@10'] / r['R@10 chance']:.1f}x) | {r['cosine v']:.4f} / "
+                     f"{r['cosine joint']:.3f} | {probe} | "
                      f"{r['total_seconds'] / 60:.1f} |")
     return "\n".join(lines)
 
@@ -176,9 +219,19 @@ def main():
     ap.add_argument("--no-probe", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("runs/course_levers"))
     ap.add_argument("--table", action="store_true", help="print the markdown table of --out/levers.jsonl and stop")
+    ap.add_argument("--stopped", type=Path, default=None,
+                    help="measure this run folder of the (single) variant, stopped before --steps, without training")
     ap.add_argument("--target-probes", action="store_true",
                     help="linear probes of the variants' encoders (and random init) on the five target domains")
+    ap.add_argument("--finetune", nargs="*", default=None, metavar="KEY=VALUE",
+                    help="fine-tune the variants' encoders and scratch (3 seeds) with these overrides of the demo "
+                         "fine-tuning recipe, e.g. head_init=probe max_steps=0")
     args = ap.parse_args()
+    if args.finetune is not None:
+        over = dict(kv.split("=", 1) for kv in args.finetune)
+        for name in args.variants:
+            finetune_effect(name, args.data_root, args.steps, args.out, over)
+        return
     if args.target_probes:
         for name in args.variants:
             rows = target_probes(name, args.data_root, args.steps, args.out)
@@ -192,7 +245,7 @@ def main():
     print(f"{'variant':>16} {'steps':>5} {'val Eq.2':>8} {'chance':>6} {'R@10':>6} {'chance':>6} {'cos v':>6} "
           f"{'probe':>6} {'random':>6} {'s':>5}", flush=True)
     for name in args.variants:
-        r = run(name, args.data_root, args.steps, args.out, not args.no_probe)
+        r = run(name, args.data_root, args.steps, args.out, not args.no_probe, args.stopped)
         with open(args.out / "levers.jsonl", "a") as f:
             f.write(json.dumps(r) + "\n")
         print(f"{name:>16} {r['steps']:>5} {r['val consistency']:8.4f} {r['val consistency chance']:6.3f} "

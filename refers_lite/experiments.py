@@ -152,6 +152,15 @@ class Grid:
             patch["model"]["encoder"] = CONVNET_OF_PROFILE[self.profile]
         return get_config(self.profile, deep_update(over, patch))
 
+    def scratch_model(self) -> dict:
+        """Training from scratch uses REFERS's image-encoder architecture: the radiograph transformer settings of
+        REFERS's pre-training config that differ from the profile's (empty when they are the profile's)."""
+        mine = self.pretrain_config(METHODS["refers"]).model
+        base = get_config(self.profile).model
+        keys = ("image_size", "patch_size", "in_chans", "width", "depth", "heads", "mlp_ratio", "act", "agg_mode",
+                "drop_path", "stem")
+        return {k: getattr(mine, k) for k in keys if getattr(mine, k) != getattr(base, k)}
+
     def finetune_config(self, method: Method) -> FinetuneConfig:
         return get_finetune_config(self.profile, {**self.finetune_overrides, **method.finetune})
 
@@ -231,6 +240,7 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
             continue
         encoder_sha = _file_digest(encoder)  # once per method: the cells below all fine-tune this file
         ft_cfg = grid.finetune_config(method)
+        scratch_model = grid.scratch_model() if method.kind == "scratch" else None
         columns = grid.columns
         if name in ABLATIONS and grid.ablation_columns is not None:
             columns = tuple(c for c in grid.columns if c in grid.ablation_columns)
@@ -242,8 +252,11 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
             for seed in grid.seeds:
                 key = {"encoder": encoder, "encoder_sha": encoder_sha, "finetune": ft_cfg.to_dict(),
                        "domain": str(droot.resolve()), "ratio": ratio, "seed": seed}
+                if scratch_model:
+                    key["scratch_model"] = scratch_model
                 cell = grid.out / "cells" / f"{name}-{domain}-{ratio:g}-s{seed}-{_digest(key)}"
-                res = finetune(encoder, droot, ratio, seed, cell, cfg=ft_cfg, progress=progress)
+                res = finetune(encoder, droot, ratio, seed, cell, cfg=ft_cfg, progress=progress,
+                               scratch_model=scratch_model)
                 log(f"{name:>14} {domain:>9} {ratio:>5g} seed {seed}: test mean AUC {res.test_mean_auc:.3f}"
                     f"{' (reused)' if res.reused else ''}")
                 for cls, auc in res.test_auc.items():

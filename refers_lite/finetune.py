@@ -121,12 +121,15 @@ def get_finetune_config(profile: str = "smoke", overrides: Mapping[str, Any] | S
 # -- the model ---------------------------------------------------------------------------------
 
 
-def build_encoder(encoder: str | Path, profile: str = "smoke") -> nn.Module:
-    """``"scratch"``: a randomly initialised radiograph transformer of the pre-training profile's size;
-    otherwise an exported image encoder file (``refers-lite export``), loaded strictly."""
+def build_encoder(encoder: str | Path, profile: str = "smoke", scratch_model: Mapping[str, Any] | None = None
+                  ) -> nn.Module:
+    """``"scratch"``: a randomly initialised radiograph transformer of the pre-training profile's size, or of
+    ``scratch_model`` (overrides of the profile's ``model`` section: the architecture a pre-training it is
+    compared with used, e.g. its stem); otherwise an exported image encoder file (``refers-lite export``),
+    loaded strictly."""
     if str(encoder) == "scratch":
         from .models.radiograph_transformer import RadiographTransformer
-        return RadiographTransformer.from_config(get_config(profile).model)
+        return RadiographTransformer.from_config(get_config(profile, {"model": dict(scratch_model or {})}).model)
     from .checkpoint import load_image_encoder
     return load_image_encoder(encoder)
 
@@ -370,21 +373,25 @@ class Finetuner:
 
 def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, out_dir: str | Path,
              cfg: FinetuneConfig | None = None, profile: str = "smoke", progress: bool = True,
-             reuse: bool = True) -> FinetuneResult:
+             reuse: bool = True, scratch_model: Mapping[str, Any] | None = None) -> FinetuneResult:
     """One fine-tuning run of ``encoder`` (``"scratch"`` or an exported encoder file) on a domain folder.
+    ``scratch_model``: for ``"scratch"``, overrides of the profile's model section (see :func:`build_encoder`).
 
     With ``reuse``, a folder that already holds ``result.json`` of the same run is read, not re-run."""
     cfg = cfg or get_finetune_config(profile)
     out_dir = Path(out_dir)
     info = {"encoder": str(encoder)}
+    if scratch_model:
+        info["scratch_model"] = dict(scratch_model)
     done = out_dir / "result.json"
     if reuse and done.is_file():
         saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").is_file() else {}
         if saved.get("finetune") == cfg.to_dict() and saved.get("encoder") == str(encoder) \
+                and saved.get("scratch_model") == info.get("scratch_model") \
                 and math.isclose(saved.get("ratio", -1), ratio) and saved.get("seed") == seed:
             return FinetuneResult.read(done)
     seed_everything(seed)  # the head's initialisation depends on the run's seed
-    model = LinearHead(build_encoder(encoder, cfg.profile), _num_classes(domain), cfg.head_norm)
+    model = LinearHead(build_encoder(encoder, cfg.profile, scratch_model), _num_classes(domain), cfg.head_norm)
     return Finetuner.for_domain(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
 
 

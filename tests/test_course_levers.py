@@ -122,3 +122,22 @@ def test_a_wholly_frozen_text_encoder_remembers_features_and_gives_the_same_outp
     assert enc.proj.weight.grad is not None  # the projection still learns
     enc.freeze_layers(1)
     assert not enc.frozen and not enc._memo
+
+
+def test_scratch_uses_the_architecture_refers_was_pre_trained_with(tmp_path):
+    """Training from scratch is compared with REFERS on equal terms: a REFERS variant with a convolutional stem
+    is compared with a randomly initialised encoder that has the same stem."""
+    from pathlib import Path
+
+    from refers_lite.data.source_studies import write_placeholder_source
+    from refers_lite.experiments import Grid
+    from refers_lite.finetune import build_encoder
+    from refers_lite.models.radiograph_transformer import ConvStem
+    root = Path(tmp_path) / "data"
+    write_placeholder_source(root / "source", n_studies=8, image_size=32, seed=0)
+    plain = Grid("smoke", root, tmp_path / "g", ("scratch",), (), ())
+    assert plain.scratch_model() == {}
+    conv = Grid("smoke", root, tmp_path / "g", ("scratch",), (), (), pretrain_overrides={"model": {"stem": "conv"}})
+    assert conv.scratch_model() == {"stem": "conv"}
+    assert isinstance(build_encoder("scratch", "smoke", conv.scratch_model()).patch_embed, ConvStem)
+    assert not isinstance(build_encoder("scratch", "smoke").patch_embed, ConvStem)
