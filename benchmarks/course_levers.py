@@ -148,7 +148,7 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
         rand = source_probe(REFERS.from_config(cfg).encoder.eval(), root, cfg.model.image_size)
         res.update({"probe AUC": pre["mean AUC"], "probe AUC random init": rand["mean AUC"],
                     "probe per finding": pre["per finding"], "probe random per finding": rand["per finding"]})
-    res["total_seconds"] = round(time.time() - t0, 1)
+    res["total_seconds"] = round(time.time() - t0 + (seconds if stopped is not None else 0), 1)  # training + checks
     return res
 
 
