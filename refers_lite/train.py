@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
-from .config import Config
+from .config import Config, ConfigError
 from .data.studies import MultiViewStudies, ResumableSampler, StudyCollator
 from .distributed import barrier, gather_objects, is_main_process, local_rank, mean_over_ranks, rank, world_size
 from .models.refers import REFERS
@@ -305,8 +305,12 @@ class Pretrainer:
 
     def resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, TRAIN_FORMAT)
+        try:  # settings added to the config since the run was written take their defaults
+            saved = Config.from_dict(ckpt["config"]).to_dict()
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: its saved config is invalid: {e}") from e
         diff = sorted(f"{s}.{k}" for s, sec in self.cfg.to_dict().items() if isinstance(sec, dict)
-                      for k in sec if ckpt["config"].get(s, {}).get(k) != sec[k])
+                      for k in sec if saved.get(s, {}).get(k) != sec[k])
         diff = [k for k in diff if k not in RESUMABLE_CHANGES]
         if diff:
             raise CheckpointError(f"{path}: was written with a different config (differs in: {', '.join(diff)}); "

@@ -141,3 +141,18 @@ def test_scratch_uses_the_architecture_refers_was_pre_trained_with(tmp_path):
     assert conv.scratch_model() == {"stem": "conv"}
     assert isinstance(build_encoder("scratch", "smoke", conv.scratch_model()).patch_embed, ConvStem)
     assert not isinstance(build_encoder("scratch", "smoke").patch_embed, ConvStem)
+
+
+def test_a_run_written_before_the_new_settings_resumes(tmp_path):
+    """A checkpoint whose saved config lacks settings added since (model.stem, ...) resumes: they take their
+    defaults, which is what the run used."""
+    from refers_lite.checkpoint import load_checkpoint, save_checkpoint
+    from refers_lite.train import pretrain
+    cfg = get_config("smoke", {"train": {"max_steps": 4, "ckpt_every": 2}})
+    pretrain(cfg, tmp_path, progress=False, stop_after=2)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    for sec, key in (("model", "stem"), ("model", "study_projection"), ("loss", "duplicate_positives")):
+        del ckpt["config"][sec][key]
+    save_checkpoint(ckpt, tmp_path / "last.pt")
+    res = pretrain(cfg, tmp_path, progress=False)
+    assert res.step == 4
