@@ -148,7 +148,10 @@ class LinearHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
         agg, _ = self.encoder(x)  # (B, D)
-        return self.head(self.norm(agg))
+        # the head in fp32 even under bf16 / fp16 autocast: it is tiny, and a head started from a linear probe
+        # (head_init=probe) holds large weights whose products nearly cancel, which bf16's 8 bits destroy
+        with torch.autocast(device_type=agg.device.type, enabled=False):
+            return self.head(self.norm(agg.float()))
 
 
 def _loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
