@@ -286,8 +286,9 @@ class Finetuner:
         chosen on the validation split) and copy it into the head. Returns the probe's validation mean AUC."""
         from .linear_probe import extract_features, fit_probe
         enc, head = self.model.encoder, self.model.head
-        X = extract_features(enc, self.train_set, self.augment, self.cfg.eval_batch_size)
-        Xv = extract_features(enc, self.val_set, self.augment, self.cfg.eval_batch_size)
+        with self.precision.autocast(self.device):  # the features the model will compute (bf16 ones under bf16)
+            X = extract_features(enc, self.train_set, self.augment, self.cfg.eval_batch_size)
+            Xv = extract_features(enc, self.val_set, self.augment, self.cfg.eval_batch_size)
         y, yv = self.train_set.labels_matrix(), self.val_set.labels_matrix()
         probe, val_auc = fit_probe(X, y, Xv, yv)
         w = torch.zeros_like(head.weight)  # (K, D)
