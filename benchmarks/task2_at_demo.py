@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 from refers_lite.config import deep_update, get_config
 from refers_lite.data.source_studies import SourceStudies, _resolve_tokenizer
+from refers_lite.learning_checks import consistency_chance
 from refers_lite.train import Pretrainer
 
 VARIANTS = {
@@ -33,13 +33,6 @@ VARIANTS = {
     "px128": {"model": {"image_size": 128, "patch_size": 16}},
     "overfit64": {"data": {"augment": False, "hflip_prob": 0.0}},
 }
-
-
-def chance(n_val: int, batch: int) -> float:
-    """The validation consistency loss of a model that knows nothing: ln(b) per batch, weighted by b."""
-    sizes = [min(batch, n_val - i) for i in range(0, n_val, batch)]
-    sizes = [b for b in sizes if b >= 2]
-    return sum(b * math.log(b) for b in sizes) / sum(sizes)
 
 
 def run(name: str, root: Path, steps: int, out: Path) -> dict:
@@ -62,7 +55,7 @@ def run(name: str, root: Path, steps: int, out: Path) -> dict:
     va = [r["val_loss_consistency"] for r in recs if "val_loss_consistency" in r]
     batch = min(cfg.train.batch_size, len(val))
     return {"variant": name, "steps": steps, "train (last 5)": sum(tr) / len(tr), "validation": va[-1],
-            "chance": chance(len(val), batch), "seconds": time.time() - t0}
+            "chance": consistency_chance(len(val), batch), "seconds": time.time() - t0}
 
 
 def main():

@@ -155,11 +155,10 @@ class Grid:
     def scratch_model(self) -> dict:
         """Training from scratch uses REFERS's image-encoder architecture: the radiograph transformer settings of
         REFERS's pre-training config that differ from the profile's (empty when they are the profile's)."""
+        from .models.radiograph_transformer import RadiographTransformer
         mine = self.pretrain_config(METHODS["refers"]).model
         base = get_config(self.profile).model
-        keys = ("image_size", "patch_size", "in_chans", "width", "depth", "heads", "mlp_ratio", "act", "agg_mode",
-                "drop_path", "stem")
-        return {k: getattr(mine, k) for k in keys if getattr(mine, k) != getattr(base, k)}
+        return {k: getattr(mine, k) for k in RadiographTransformer.CONFIG_KEYS if getattr(mine, k) != getattr(base, k)}
 
     def finetune_config(self, method: Method) -> FinetuneConfig:
         return get_finetune_config(self.profile, {**self.finetune_overrides, **method.finetune})

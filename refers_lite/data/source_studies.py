@@ -177,10 +177,10 @@ class SourceStudies(Dataset):
                              f"`refers-lite data build`)")
         per_study = [set(filter(None, (f.strip() for f in cell.split(";")))) for cell in self._findings]
         names = sorted(set().union(*per_study)) if per_study else []
+        column = {name: j for j, name in enumerate(names)}
         out = np.zeros((len(self), len(names)), np.float32)
         for i, found in enumerate(per_study):
-            for f in found:
-                out[i, names.index(f)] = 1.0
+            out[i, [column[f] for f in found]] = 1.0
         return names, out
 
     def image_items(self) -> tuple[np.ndarray, np.ndarray]:

@@ -142,6 +142,10 @@ class ConvStem(nn.Module):
 class RadiographTransformer(nn.Module):
     """Image -> (aggregation embedding (B, D), patch tokens (B, N, D))."""
 
+    # the ModelConfig fields it is built from (the constructor's arguments, same names)
+    CONFIG_KEYS = ("image_size", "patch_size", "in_chans", "width", "depth", "heads", "mlp_ratio", "act", "agg_mode",
+                   "drop_path", "stem")
+
     def __init__(self, image_size: int = 224, patch_size: int = 16, in_chans: int = 1, width: int = 768,
                  depth: int = 12, heads: int = 12, mlp_ratio: float = 4.0, act: str = "relu",
                  agg_mode: str = "concat", drop_path: float = 0.0, stem: str = "patch"):
@@ -174,8 +178,7 @@ class RadiographTransformer(nn.Module):
 
     @classmethod
     def from_config(cls, m: ModelConfig) -> "RadiographTransformer":
-        return cls(m.image_size, m.patch_size, m.in_chans, m.width, m.depth, m.heads, m.mlp_ratio, m.act,
-                   m.agg_mode, m.drop_path, m.stem)
+        return cls(**{k: getattr(m, k) for k in cls.CONFIG_KEYS})
 
     def set_store_attention(self, on: bool = True) -> None:
         for blk in self.blocks:

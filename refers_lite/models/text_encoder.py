@@ -126,13 +126,15 @@ class TextEncoder(nn.Module):
     def _remembered(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled features of a frozen backbone, each distinct report computed once (fp32, kept on the CPU)."""
         keys = [tuple(row[m].tolist()) for row, m in zip(input_ids.cpu(), attention_mask.bool().cpu())]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._memo))
-        if missing:
-            first = {k: keys.index(k) for k in missing}
-            rows = torch.tensor([first[k] for k in missing], device=input_ids.device)
+        first: dict[tuple[int, ...], int] = {}  # each report not yet remembered -> its first row
+        for i, k in enumerate(keys):
+            if k not in self._memo:
+                first.setdefault(k, i)
+        if first:
+            rows = torch.tensor(list(first.values()), device=input_ids.device)
             with torch.no_grad():
                 pooled = self.pool(input_ids[rows], attention_mask[rows]).float().cpu()
-            self._memo.update(zip(missing, pooled))
+            self._memo.update(zip(first, pooled))
         return torch.stack([self._memo[k] for k in keys]).to(input_ids.device)  # (B, H)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
