@@ -82,6 +82,34 @@ def test_padded_views_do_not_change_the_study(batch):
     assert (out1.view_weights[:, 2] == 0).all()
 
 
+def test_only_real_views_are_encoded(batch):
+    model = build(get_config("smoke")).eval()
+    mask = batch["view_mask"].clone()
+    mask[0, 1:] = False
+    mask[1, 2] = False
+    calls, encode = [], model.encoder.forward_tokens
+    model.encoder.forward_tokens = lambda x: calls.append(x.shape[0]) or encode(x)
+    fused = model.encode_study(batch["images"], mask).fused
+    assert calls == [int(mask.sum())]  # 9 of the 12 films, not all of them
+    every = encode(batch["images"].flatten(0, 1)).unflatten(0, mask.shape)  # the old way
+    torch.testing.assert_close(fused, model.fusion(every[:, :, 0], mask)[0])
+
+
+def test_padding_never_enters_the_conv_stems_batch_statistics(batch):
+    cfg = get_config("smoke", {"model": {"stem": "conv"}})
+    model, mask = build(cfg).train(), batch["view_mask"].clone()
+    mask[:, 2] = False
+    images = batch["images"].clone()
+    images[:, 2] = 0.0  # blank padding, as the loaders write it
+    bn = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    model.encode_study(images, mask)
+    alone = build(cfg).train()
+    alone_bn = next(m for m in alone.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    alone.encoder.forward_tokens(images[:, :2].flatten(0, 1))  # the real films only
+    torch.testing.assert_close(bn.running_mean, alone_bn.running_mean)
+    torch.testing.assert_close(bn.running_var, alone_bn.running_var)
+
+
 def test_bad_inputs_are_clear_errors(batch):
     model = build(get_config("smoke"))
     x = batch["images"]

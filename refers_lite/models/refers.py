@@ -95,11 +95,25 @@ class REFERS(nn.Module):
         if view_mask is None:
             view_mask = torch.ones(B, V, dtype=torch.bool, device=images.device)
         view_mask = view_mask.bool()
-        tokens = self.encoder.forward_tokens(images.flatten(0, 1)).unflatten(0, (B, V))  # (B, V, 1+N, D)
+        tokens = self._encode_views(images.flatten(0, 1), view_mask.flatten()).unflatten(0, (B, V))  # (B, V, 1+N, D)
         fused, weights = self.fusion(tokens[:, :, 0], view_mask)  # (B, V*D), (B, V)
         memory = (tokens * weights[:, :, None, None].to(tokens.dtype)).flatten(1, 2)  # (B, V*(1+N), D)
         memory_mask = view_mask[:, :, None].expand(-1, -1, tokens.shape[2]).flatten(1)  # (B, V*(1+N))
         return StudyFeatures(fused, weights, memory, memory_mask)
+
+    def _encode_views(self, images: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """images (B*V, C, H, W), real (B*V,) bool -> tokens (B*V, 1+N, D), padded views' tokens zero.
+
+        Only the real views go through the encoder: the fusion and the decoder's memory give padded views
+        weight 0 anyway, so the study feature is the same, padding costs nothing, and blank padding never enters
+        the statistics of a BatchNorm (the convolutional stem's). (Pre-training pads no view: the paper's rule
+        repeats a film to fill the slots, ``data/views.py``; evaluation and the joint space mask views.)
+        Under torch.compile every view is encoded (no data-dependent shapes)."""
+        if torch.compiler.is_compiling() or bool(real.all()):
+            return self.encoder.forward_tokens(images)
+        idx = real.nonzero().squeeze(1)  # (R,)
+        enc = self.encoder.forward_tokens(images.index_select(0, idx))  # (R, 1+N, D)
+        return enc.new_zeros((images.shape[0], *enc.shape[1:])).index_copy(0, idx, enc)  # (B*V, 1+N, D)
 
     def joint_study(self, fused: torch.Tensor) -> torch.Tensor:
         """v^k (B, V*D) -> the study side of Eq. 2: v^k itself (paper), or through the projection head."""
