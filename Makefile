@@ -120,7 +120,6 @@ BOOK_JS ?= $(BUILD)/widgets_js
 DATA_DIR = $(abspath $(DATA))/synthetic
 RUNS_DIR = $(abspath $(RUNS))
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
-EXECUTED = $(patsubst notebooks/%.ipynb,$(SITE)/notebooks/%.ipynb,$(NOTEBOOKS))
 LIBRARY := $(wildcard refers_lite/*.py refers_lite/*/*.py refers_lite/*/*/*.py)
 # CPU threads per notebook: the cores shared among the $(JOBS) notebooks that run at once (torch's default
 # of one thread per core in each of them oversubscribes the CPU: beside another notebook a 1 % demo
@@ -143,14 +142,13 @@ $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV
 	       $(WORK)/$*.ipynb, log $(WORK)/$*.log)"; exit 1; }; \
 	mv $(WORK)/$*.ipynb $@; echo "$*: $$(( $$(date +%s) - start )) s" | tee -a $(SITE)/notebook_times.txt
 
-# Chapters that fill the same cached pre-trainings and fine-tuning cells (the experiment grid in
-# RUNS_DIR/experiments/PROFILE) run one after another, in this order, never two at once.
-SERIAL_CHAPTERS ?= 05_finetuning 07_ablations
-SERIAL_PRESENT = $(filter $(SERIAL_CHAPTERS),$(NOTEBOOKS:notebooks/%.ipynb=%))
-define after
-$(SITE)/notebooks/$(2).ipynb: | $(SITE)/notebooks/$(1).ipynb
-endef
-$(foreach n,$(shell seq 2 $(words $(SERIAL_PRESENT))),$(eval $(call after,$(word $(shell expr $(n) - 1),$(SERIAL_PRESENT)),$(word $(n),$(SERIAL_PRESENT)))))
+# The long chapters start first, so that the short ones fill the other slot beside them. Chapters that need
+# the same cached run of the experiment grid (RUNS_DIR/experiments/PROFILE) never train it twice: the first
+# one trains it, the other waits for it and reuses it (refers_lite/run_lock.py).
+FIRST_CHAPTERS ?= 05_finetuning 07_ablations
+NB_NAMES = $(NOTEBOOKS:notebooks/%.ipynb=%)
+EXECUTED = $(patsubst %,$(SITE)/notebooks/%.ipynb,$(filter $(FIRST_CHAPTERS),$(NB_NAMES)) \
+                                                   $(filter-out $(FIRST_CHAPTERS),$(NB_NAMES)))
 
 # The pre-trained REFERS of the profile that chapters 03 and 05-08 share (refers_lite.experiments).
 pretrained: domains | $(VENV)/.dev
