@@ -20,6 +20,8 @@ pre-training step several times cheaper. The paper trains BERT (lr 3e-4); freezi
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn as nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
@@ -68,6 +70,10 @@ def _load_backbone(name: str, width: int, depth: int, heads: int) -> nn.Module:
     return model
 
 
+# (weights digest, pooling, device type, autocast dtype) -> {report token ids: pooled feature}: see TextEncoder._memo
+_REMEMBERED: dict[tuple[str, str, str, str], dict[tuple[int, ...], torch.Tensor]] = {}
+
+
 class TextEncoder(nn.Module):
     def __init__(self, name: str = OFFLINE_DEFAULT, out_dim: int = 2304, pooling: str = "mean",
                  freeze_layers: int = 0, random_width: int = 32, random_depth: int = 2, random_heads: int = 2):
@@ -77,7 +83,9 @@ class TextEncoder(nn.Module):
         hidden = self.backbone.config.hidden_size
         self.proj = nn.Linear(hidden, out_dim)  # to the joint space of v^k
         self.frozen = False  # every layer frozen: backbone in eval mode, pooled features remembered
-        self._memo: dict[tuple[int, ...], torch.Tensor] = {}
+        self._weights_key: str | None = None  # a digest of the frozen backbone's weights, computed when first needed
+        # new weights (a checkpoint loaded into the model) must never be answered from the old ones' features
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_weights_key", None))
         self.freeze_layers(freeze_layers)
 
     def freeze_layers(self, k: int) -> None:
@@ -98,7 +106,7 @@ class TextEncoder(nn.Module):
                 for p in layer.parameters():
                     p.requires_grad_(False)
         self.frozen = k == len(layers)
-        self._memo.clear()
+        self._weights_key = None
         if self.frozen:
             self.backbone.eval()
 
@@ -123,19 +131,37 @@ class TextEncoder(nn.Module):
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1); masked mean, as sentence-transformers
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, H)
 
+    @property
+    def _memo(self) -> dict[tuple[int, ...], torch.Tensor]:
+        """The remembered pooled features (report token ids -> feature) of this frozen backbone: shared by every
+        TextEncoder of the process with the same weights and pooling (the runs of an experiment grid, e.g. the
+        ablations of chapter 07, compute each report once); empty when not wholly frozen."""
+        if not self.frozen:
+            return {}
+        if self._weights_key is None:
+            h = hashlib.sha256()
+            for name, t in self.backbone.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._weights_key = h.hexdigest()
+        device = self.proj.weight.device.type
+        autocast = str(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else "off"
+        return _REMEMBERED.setdefault((self._weights_key, self.pooling, device, autocast), {})
+
     def _remembered(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled features of a frozen backbone, each distinct report computed once (fp32, kept on the CPU)."""
+        memo = self._memo
         keys = [tuple(row[m].tolist()) for row, m in zip(input_ids.cpu(), attention_mask.bool().cpu())]
         first: dict[tuple[int, ...], int] = {}  # each report not yet remembered -> its first row
         for i, k in enumerate(keys):
-            if k not in self._memo:
+            if k not in memo:
                 first.setdefault(k, i)
         if first:
             rows = torch.tensor(list(first.values()), device=input_ids.device)
             with torch.no_grad():
                 pooled = self.pool(input_ids[rows], attention_mask[rows]).float().cpu()
-            self._memo.update(zip(first, pooled))
-        return torch.stack([self._memo[k] for k in keys]).to(input_ids.device)  # (B, H)
+            memo.update(zip(first, pooled))
+        return torch.stack([memo[k] for k in keys]).to(input_ids.device)  # (B, H)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids and mask -> t^k (B, out_dim)."""
