@@ -7,9 +7,11 @@ and is measured on held-out studies (``refers_lite.learning_checks``):
 * a linear probe of the frozen image encoder on the rendered findings (test split), beside the same
   architecture at random initialisation (seed 0 initial weights, as the run starts).
 
-Every variant is the ``demo`` REFERS of the experiment grid (``Grid.pretrain_config``: source domain, flips
-with side-swapped reports) plus the overrides below; results are appended to ``--out/levers.jsonl``, one
-line per variant and step budget, so the book's table (``book/demo_diagnosis.md``) comes from this file.
+Every variant is the REFERS of the experiment grid at ``demo`` (``Grid.pretrain_config``: source domain) set back
+to the *former* demo recipe (``FORMER_DEMO``: the paper's choices at the demo's size, with its augmentation,
+flips and side-swapped reports included), plus the overrides below. ``conv_simple`` is the course recipe the
+``demo`` profile now uses. Results are appended to ``--out/levers.jsonl``, one line per variant and step budget,
+so the book's table (``book/demo_diagnosis.md``) comes from this file.
 
     OMP_NUM_THREADS=2 python benchmarks/course_levers.py --variants demo proj conv conv_proj --steps 400
 """
@@ -30,6 +32,11 @@ from refers_lite.experiments import METHODS, Grid
 from refers_lite.learning_checks import consistency_chance, source_probe, study_report_checks
 from refers_lite.models import REFERS
 from refers_lite.train import Pretrainer, seed_everything
+
+# What the demo profile was before it took the course recipe (``conv_simple``): the paper's stem, no projection
+# head, MiniLM's last 2 layers trained, 64-token reports, 16 studies a batch, the paper's augmentation and flips.
+FORMER_DEMO = {"model": {"stem": "patch", "study_projection": "none", "text_freeze_layers": 4, "text_max_len": 64},
+               "train": {"batch_size": 16, "lr_text": 3e-4}, "data": {"augment": True, "hflip_prob": 0.5}}
 
 VARIANTS = {
     "demo": {},  # the demo recipe as it was
@@ -100,7 +107,8 @@ def lever_grid(name: str, data_root: Path, steps: int, out: Path) -> Grid:
     ``out/pretrain/refers-<hash of its config>`` with its exported ``encoder.pt``, so that
     ``refers_lite.experiments.run_experiments(..., out=out, pretrain_overrides=...)`` fine-tunes it as it is."""
     over = deep_update({"train": {"max_steps": steps, "warmup_steps": max(1, steps // 10),
-                                  "val_every": max(1, steps // 4)}}, json.loads(json.dumps(VARIANTS[name])))
+                                  "val_every": max(1, steps // 4)}}, json.loads(json.dumps(FORMER_DEMO)))
+    deep_update(over, json.loads(json.dumps(VARIANTS[name])))
     return Grid("demo", data_root, out, ("refers",), (), (), pretrain_overrides=over)
 
 
@@ -133,7 +141,7 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
     model, _ = load_refers(best)  # what fine-tuning receives
     model.eval()
     batch = min(cfg.train.batch_size, len(val))
-    res = {"variant": name + (f" (stopped at {done})" if stopped else ""), "overrides": VARIANTS[name],
+    res = {"variant": name + (f" (stopped at {done})" if stopped and done < steps else ""), "overrides": VARIANTS[name],
            "run": str(run_dir), "steps": done, "batch": cfg.train.batch_size,
            "epochs": round(done * cfg.train.batch_size / len(train), 2), "train_seconds": round(seconds, 1),
            "precision": load_refers_precision(run_dir), "cpu": cpu_name(), "threads": torch.get_num_threads(),
@@ -196,7 +204,7 @@ def finetune_effect(name: str, data_root: Path, steps: int, out: Path, finetune:
 def markdown_table(path: Path) -> str:
     """The book's table of every lever measured (``levers.jsonl``), one row per variant and budget."""
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    head = ("| variant | overrides of `demo` | steps x batch (epochs) | val. Eq. 2 (chance ln b) | val. R@10 distinct "
+    head = ("| variant | overrides of the former `demo` | steps x batch (epochs) | val. Eq. 2 (chance ln b) | val. R@10 distinct "
             "texts (chance) | cosine v^k / after the head | source probe AUC: pre-trained / random init | minutes |\n"
             "|---|---|---|---|---|---|---|---|")
     lines = [head]

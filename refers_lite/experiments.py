@@ -41,6 +41,7 @@ from .config import deep_update, get_config
 from .finetune import FinetuneConfig, finetune, get_finetune_config
 from .metrics import compare_to_best_baseline, summarize_seeds
 from .models.conv_encoder import CONVNET_OF_PROFILE
+from .run_lock import run_lock
 
 DOMAIN_LABELS = {"nih": "NIH", "vindr": "VBD", "shenzhen": "SZ", "covid_t1": "C-T1", "covid_t2": "C-T2"}
 PAPER_COLUMNS = (("nih", 0.01), ("nih", 0.1), ("nih", 1.0), ("vindr", 0.01), ("vindr", 0.1), ("vindr", 1.0),
@@ -94,8 +95,9 @@ EXPERIMENT_PROFILES: dict[str, dict] = {
 # What the book's chapters run at each profile: subsets of the profile's grid (05: Tables 1-2 and Figure 2;
 # 07: Table 3). They share its cached pre-trainings and cells, so after `refers-lite experiments --profile P`
 # they cost nothing. At demo they are cut to fit `make book` on a 2-core CPU: chapter 05 drops MoCo and
-# VinBigData, chapter 07 pre-trains every variant (REFERS included, so the comparison stays fair) for
-# 150 steps instead of 400.
+# VinBigData; chapter 07 keeps the ablations of the two tasks and of the recurrent concatenation (not the ResNet
+# or the single view) and pre-trains each of them, REFERS included so the comparison stays fair, for 150 steps
+# (3 epochs) instead of the shared pre-training's DEMO_STEPS.
 CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
     "finetuning": {
         "smoke": dict(methods=("refers", "lsp_transformer", "scratch"), columns=(("nih", 0.1), ("nih", 1.0),
@@ -106,8 +108,9 @@ CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
     },
     "ablations": {
         "smoke": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1)),
-        "demo": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1, 2),
-                     pretrain_overrides={"train": {"max_steps": 150}}),
+        "demo": dict(methods=("lsp_transformer", "no_rec_concat", "no_task1", "no_task2", "refers"),
+                     columns=(TABLE3_COLUMN,), seeds=(0, 1, 2),
+                     pretrain_overrides={"train": {"max_steps": 150, "warmup_steps": 15}}),
         "paper": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1, 2)),
     },
 }
@@ -139,12 +142,13 @@ class Grid:
     ablation_columns: tuple[tuple[str, float], ...] | None = None  # None: the ablations run on every column
 
     def pretrain_config(self, method: Method):
-        """The profile's REFERS config on the source domain, with the paper's augmentation (flips included),
-        a decoder vocabulary at least as large as the report tokenizer's, then the method's variant."""
+        """The profile's REFERS config on the source domain (its augmentation: the paper's, flips included, at
+        ``paper``; none at ``demo``), a decoder vocabulary at least as large as the report tokenizer's, then the
+        method's variant."""
         from .data.source_studies import _resolve_tokenizer
         root = (self.data_root / "source").resolve()  # one cache key however the path is spelled
         vocab = _resolve_tokenizer(root, None).vocab_size
-        over = {"data": {"source": "source", "root": str(root), "hflip_prob": 0.5},
+        over = {"data": {"source": "source", "root": str(root)},
                 "model": {"vocab_size": max(vocab, get_config(self.profile).model.vocab_size)}}
         deep_update(over, json.loads(json.dumps(self.pretrain_overrides)))
         patch = json.loads(json.dumps(method.pretrain))
@@ -164,14 +168,24 @@ class Grid:
         return get_finetune_config(self.profile, {**self.finetune_overrides, **method.finetune})
 
 
+def radiographs_per_step(grid: Grid) -> tuple[int, int]:
+    """(steps, radiographs per step) of REFERS's pre-training: its studies per batch x the mean number of
+    distinct films its training studies put in the ``num_views`` slots (a study with fewer films repeats one,
+    ``data/views.py``), so a baseline that learns from single films sees as many films as REFERS does."""
+    ref = grid.pretrain_config(METHODS["refers"])
+    table = pd.read_csv(Path(ref.data.root) / "studies.csv", usecols=["split", "image_ids"])
+    n_films = table.loc[table.split == "train", "image_ids"].str.count(";").add(1).clip(upper=ref.model.num_views)
+    per_study = float(n_films.mean()) if len(n_films) else float(ref.model.num_views)
+    return ref.train.max_steps, max(1, round(ref.train.batch_size * per_study))
+
+
 def lsp_pretrain_config(grid: Grid, method: Method):
     """The label-supervised pre-training of an LSP baseline: exactly as many steps as REFERS's pre-training
     (``min_steps`` = ``max_steps`` = its ``train.max_steps``: a profile's own fine-tuning cap, 150 at demo, must
-    not cut it short or reject it), with REFERS's radiographs per step."""
-    ref = grid.pretrain_config(METHODS["refers"])
-    steps, batch = ref.train.max_steps, ref.train.batch_size * ref.model.num_views
+    not cut it short or reject it), with REFERS's radiographs per step (:func:`radiographs_per_step`)."""
+    steps, batch = radiographs_per_step(grid)
     return get_finetune_config(grid.profile, {"min_steps": steps, "max_steps": steps, "epochs": 4,
-                                              "batch_size": batch, **method.finetune})
+                                              "batch_size": batch, "head_init": "random", **method.finetune})
 
 
 def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Callable[[str], None] = print) -> str:
@@ -194,28 +208,31 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
             from .baselines.lsp import pretrain_lsp
             cfg = lsp_pretrain_config(grid, method)
             run = grid.out / "pretrain" / f"{method.name}-{_digest([cfg.to_dict(), str(source.resolve())])}"
-            log(f"pre-training {method.name} (label-supervised, {cfg.max_steps} steps) in {run}")
-            return str(pretrain_lsp(method.arch, grid.profile, source, run, cfg=cfg, progress=progress))
+            with run_lock(run, log):
+                if not (run / "encoder.pt").is_file():
+                    log(f"pre-training {method.name} (label-supervised, {cfg.max_steps} steps) in {run}")
+                return str(pretrain_lsp(method.arch, grid.profile, source, run, cfg=cfg, progress=progress))
         from .baselines.moco import pretrain_moco
-        ref = grid.pretrain_config(METHODS["refers"])
-        steps, batch = ref.train.max_steps, ref.train.batch_size * ref.model.num_views
+        steps, batch = radiographs_per_step(grid)
         kw = dict(steps=steps, batch_size=batch)
         run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, kw, str(source.resolve())])}"
-        log(f"pre-training {method.name} (image-only contrastive, {steps} steps) in {run}")
-        return str(pretrain_moco(grid.profile, source, run, progress=progress, **kw))
+        with run_lock(run, log):
+            log(f"pre-training {method.name} (image-only contrastive, {steps} steps) in {run}")
+            return str(pretrain_moco(grid.profile, source, run, progress=progress, **kw))
     from .checkpoint import export_image_encoder
     from .train import pretrain
     cfg = grid.pretrain_config(method)
     run = grid.out / "pretrain" / f"{method.name}-{_digest(cfg.to_dict())}"
     encoder = run / "encoder.pt"
-    if encoder.is_file():
-        log(f"pre-training {method.name}: reused {run}")
-        return str(encoder)
-    log(f"pre-training {method.name} ({cfg.train.max_steps} steps) in {run}")
-    res = pretrain(cfg, run, progress=progress)
-    if res.interrupted:
-        raise KeyboardInterrupt
-    export_image_encoder(res.best_checkpoint or res.last_checkpoint, encoder)
+    with run_lock(run, log):  # chapters run in parallel: one of them trains it, the others wait and reuse it
+        if encoder.is_file():
+            log(f"pre-training {method.name}: reused {run}")
+            return str(encoder)
+        log(f"pre-training {method.name} ({cfg.train.max_steps} steps) in {run}")
+        res = pretrain(cfg, run, progress=progress)
+        if res.interrupted:
+            raise KeyboardInterrupt
+        export_image_encoder(res.best_checkpoint or res.last_checkpoint, encoder)
     return str(encoder)
 
 
@@ -254,8 +271,9 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
                 if scratch_model:
                     key["scratch_model"] = scratch_model
                 cell = grid.out / "cells" / f"{name}-{domain}-{ratio:g}-s{seed}-{_digest(key)}"
-                res = finetune(encoder, droot, ratio, seed, cell, cfg=ft_cfg, progress=progress,
-                               scratch_model=scratch_model)
+                with run_lock(cell, log):
+                    res = finetune(encoder, droot, ratio, seed, cell, cfg=ft_cfg, progress=progress,
+                                   scratch_model=scratch_model)
                 log(f"{name:>14} {domain:>9} {ratio:>5g} seed {seed}: test mean AUC {res.test_mean_auc:.3f}"
                     f"{' (reused)' if res.reused else ''}")
                 for cls, auc in res.test_auc.items():

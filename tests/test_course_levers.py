@@ -106,15 +106,19 @@ def test_study_projection_needs_two_studies_in_training():
 
 
 def test_a_wholly_frozen_text_encoder_remembers_features_and_gives_the_same_output(text_tokenizer):
-    from refers_lite.models.text_encoder import TextEncoder
+    from refers_lite.models.text_encoder import _REMEMBERED, TextEncoder
     torch.manual_seed(0)
     enc = TextEncoder("random", out_dim=8, freeze_layers=2, random_width=16, random_depth=2, random_heads=2)
     assert enc.frozen and not any(p.requires_grad for p in enc.backbone.parameters())
     enc.train()
     assert not enc.backbone.training  # no dropout in a frozen backbone
     b = text_tokenizer(["no effusion.", "small left effusion.", "no effusion."], padding=True, return_tensors="pt")
+    _REMEMBERED.clear()  # nothing remembered by other tests' encoders of the same weights
+    pooled_rows = []
+    enc.pool = lambda ids, mask: pooled_rows.append(ids.shape[0]) or TextEncoder.pool(enc, ids, mask)
     out = enc(b["input_ids"], b["attention_mask"])
-    assert len(enc._memo) == 2  # two distinct reports
+    assert pooled_rows == [2] and len(enc._memo) == 2  # two distinct reports, each computed once
+    del enc.pool
     with torch.no_grad():
         direct = enc.proj(enc.pool(b["input_ids"], b["attention_mask"]))
     torch.testing.assert_close(out, direct)
@@ -122,6 +126,31 @@ def test_a_wholly_frozen_text_encoder_remembers_features_and_gives_the_same_outp
     assert enc.proj.weight.grad is not None  # the projection still learns
     enc.freeze_layers(1)
     assert not enc.frozen and not enc._memo
+
+
+def test_frozen_text_features_are_shared_between_encoders_with_the_same_weights_only(text_tokenizer):
+    from refers_lite.models.text_encoder import TextEncoder
+    kw = dict(out_dim=8, freeze_layers=2, random_width=16, random_depth=2, random_heads=2)
+    torch.manual_seed(3)
+    first = TextEncoder("random", **kw)
+    b = text_tokenizer(["a report only these tests write.", "another one."], padding=True, return_tensors="pt")
+    first(b["input_ids"], b["attention_mask"])
+    torch.manual_seed(3)
+    same = TextEncoder("random", **kw)  # another run's encoder, the same frozen weights
+    assert same._memo is first._memo and len(same._memo) >= 2
+    calls = []
+    same.pool = lambda *a: calls.append(1) or TextEncoder.pool(same, *a)
+    same(b["input_ids"], b["attention_mask"])
+    assert calls == []  # answered from what the first encoder computed
+    torch.manual_seed(4)
+    other = TextEncoder("random", **kw)
+    assert other._memo is not first._memo  # other weights, other features
+    state = other.state_dict()
+    same.load_state_dict(state)  # new weights loaded into an encoder that has remembered features
+    assert same._memo is other._memo
+    with torch.no_grad():
+        direct = same.proj(TextEncoder.pool(same, b["input_ids"], b["attention_mask"]))
+    torch.testing.assert_close(same(b["input_ids"], b["attention_mask"]), direct)
 
 
 def test_scratch_uses_the_architecture_refers_was_pre_trained_with(tmp_path):
@@ -156,3 +185,20 @@ def test_a_run_written_before_the_new_settings_resumes(tmp_path):
     save_checkpoint(ckpt, tmp_path / "last.pt")
     res = pretrain(cfg, tmp_path, progress=False)
     assert res.step == 4
+
+
+def test_the_demo_profile_is_the_measured_course_recipe():
+    """``benchmarks/course_levers.py`` measures every lever from the former demo recipe; its ``conv_simple`` (the
+    course recipe the book's table reports) must be exactly what the ``demo`` profile now trains."""
+    import copy
+    import importlib.util
+    from pathlib import Path
+    from refers_lite.config import deep_update
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "course_levers.py"
+    spec = importlib.util.spec_from_file_location("course_levers", path)
+    levers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(levers)
+    former = get_config("demo", levers.FORMER_DEMO)
+    assert (former.model.stem, former.train.batch_size, former.data.augment) == ("patch", 16, True)
+    course = get_config("demo", deep_update(copy.deepcopy(levers.FORMER_DEMO), levers.VARIANTS["conv_simple"]))
+    assert course.to_dict() == get_config("demo").to_dict()
