@@ -221,14 +221,12 @@ class CamModel:
     def from_run(cls, run_dir: str | Path, encoder: str | Path | None = None, device: str = "cpu") -> "CamModel":
         """A fine-tuning run folder (``finetune(...)``: ``best.pt`` + ``config.json``).  The encoder
         file named in ``config.json`` (or ``encoder``) gives the architecture; ``best.pt`` the weights."""
-        from .finetune import FINETUNE_FORMAT, LinearHead, build_encoder
+        from .finetune import LinearHead, build_encoder, load_finetune_checkpoint
         run_dir = Path(run_dir)
         path = run_dir / "best.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: not a finished fine-tuning run folder")
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != FINETUNE_FORMAT:
-            raise ValueError(f"{path}: not a fine-tuning checkpoint (expected format {FINETUNE_FORMAT!r})")
+        ckpt = load_finetune_checkpoint(path)  # weights-only: a file that would run code is refused
         ft = ckpt.get("finetune", {})
         if encoder is None:
             encoder = ckpt.get("run", {}).get("encoder")

@@ -8,6 +8,8 @@ the missing and unexpected keys (the official code silently loads 0 of 200 keys)
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,12 +42,29 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load`` with the weights-only unpickler: tensors, lists, dicts, str and numbers, never code.
+
+    A file it refuses raises :class:`CheckpointError` naming the file; PyTorch's message is not passed on
+    (it suggests turning the check off, which would run whatever the file holds)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f" (it holds {found.group(1)})" if found else ""
+        raise CheckpointError(f"{path}: refused to load{what}: not a refers_lite checkpoint, or saved by "
+                              f"untrusted code; a checkpoint holds only tensors, lists, dicts, strings and "
+                              f"numbers") from None
+
+
 def load_checkpoint(path: str | Path, expect_format: str | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = safe_torch_load(path)
+    except CheckpointError:
+        raise
     except Exception as e:  # corrupt, truncated or not a torch file
         raise CheckpointError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or "format" not in ckpt:
@@ -87,8 +106,17 @@ def save_image_encoder(path: str | Path, config: Mapping[str, Any], state_dict: 
                             "step": step, **extra}, path)
 
 
+def _check_export_target(ckpt_path: Path, out_path: Path) -> None:
+    if out_path.is_dir():
+        raise ValueError(f"{out_path}: is a folder; name the encoder file to write (e.g. {out_path / 'encoder.pt'})")
+    if out_path.exists() and ckpt_path.exists() and os.path.samefile(out_path, ckpt_path):
+        raise ValueError(f"{out_path}: is the checkpoint being exported; writing the encoder there would replace "
+                         f"it: name another file (e.g. encoder.pt)")
+
+
 def export_image_encoder(ckpt_path: str | Path, out_path: str | Path) -> Path:
-    """Pre-training checkpoint -> image-encoder file for fine-tuning."""
+    """Pre-training checkpoint -> image-encoder file for fine-tuning (never over the checkpoint itself)."""
+    _check_export_target(Path(ckpt_path), Path(out_path))
     ckpt = load_checkpoint(ckpt_path, TRAIN_FORMAT)
     prefix = "encoder."
     sd = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}

@@ -18,23 +18,48 @@ verbs:
   evaluate   beyond fine-tuning: zero-shot, retrieval, report quality and linear probes of a pre-trained run
   data       prepare and summarise data: `refers-lite data reports` (the IU X-ray report corpus)
 
-profiles: smoke (seconds, CI), demo (minutes on a 2-core CPU), paper (the paper's setting, a GPU).
+profiles: smoke (seconds, CI), demo (minutes on a 2-core CPU), gpu (one GPU, about an hour for the book),
+paper (the paper's setting, GPUs).
 Run `refers-lite VERB --help` for the options of a verb.
 """
+PROFILE_NAMES = ("smoke", "demo", "gpu", "paper")  # the keys of refers_lite.config.PROFILES (a test checks)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="smoke", choices=["smoke", "demo", "paper"],
+    p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES,
                    help="named configuration (default: smoke)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set train.max_steps=50 --set model.agg_mode=add (repeatable)")
     p.add_argument("--config", type=Path, help="a config.json (e.g. from a run folder) instead of a profile")
 
 
+def _load_config(path: Path):
+    """``--config``: a config.json; a folder, an unreadable or a non-text file is a ConfigError naming it."""
+    from .config import Config, ConfigError
+    if path.is_dir():
+        hint = f" (its config: --config {path / 'config.json'})" if (path / "config.json").is_file() else ""
+        raise ConfigError(f"{path}: is a folder; --config wants a config.json file{hint}")
+    try:
+        return Config.load(path)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text (UTF-8) file ({e.reason} at byte {e.start}); "
+                          f"--config wants a config.json") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from e
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; anything else is a ValueError naming the option."""
+    parts = [x.strip() for x in text.split(",")]
+    if not all(x.lstrip("-").isdigit() for x in parts):
+        raise ValueError(f"{option} wants comma-separated whole numbers (e.g. {option} 0,1,2), got {text!r}")
+    return [int(x) for x in parts]
+
+
 def _resolve(args):
     from .config import Config, deep_update, get_config, parse_overrides
     if args.config:
-        d = Config.load(args.config).to_dict()
+        d = _load_config(args.config).to_dict()
         deep_update(d, parse_overrides(args.overrides))
         return Config.from_dict(d)
     return get_config(args.profile, args.overrides)
@@ -73,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["reports", "build"], help="which data")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: data/iu_xray for reports, data/synthetic for build)")
-    p.add_argument("--profile", choices=["smoke", "demo", "paper"], default="demo",
+    p.add_argument("--profile", choices=PROFILE_NAMES, default="demo",
                    help="build: which sizes to render (default demo)")
     p.add_argument("--size", action="append", default=[], metavar="DOMAIN=N",
                    help="build: override a domain's size, e.g. --size nih=1000 --size source=100 (studies)")
@@ -92,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=Path("data/synthetic"), help="default: data/synthetic")
     p.add_argument("--ratio", type=float, default=1.0, help="fraction of the training labels: 0.01, 0.1 or 1")
     p.add_argument("--seed", type=int, default=0, help="which ratio subset, and the run's randomness (0, 1, 2)")
-    p.add_argument("--profile", default="smoke", choices=["smoke", "demo", "paper"])
+    p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a fine-tuning setting, e.g. --set lr=1e-4 --set optimizer=adam")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune/DATASET_RATIO_sSEED)")
@@ -103,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "column and seed, and write results.csv, table1/table3 (.md, .csv) and "
                                    "figure2.png. Finished pre-trainings and cells are reused; an interrupted grid "
                                    "resumes with the same command.")
-    p.add_argument("--profile", default="smoke", choices=["smoke", "demo", "paper"])
+    p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES)
     p.add_argument("--data-root", type=Path, default=Path("data/synthetic"), help="built domains (default: data/synthetic)")
     p.add_argument("--out", type=Path, default=None, help="default: runs/experiments/PROFILE")
     p.add_argument("--methods", default=None, help="comma-separated subset of the profile's methods")
@@ -119,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True, help="pre-training run folder (best.pt or last.pt)")
     p.add_argument("--data-root", type=Path, default=Path("data/synthetic"),
                    help="built domains: source/ and the target domains (default: data/synthetic)")
-    p.add_argument("--profile", default=None, choices=["smoke", "demo", "paper"],
+    p.add_argument("--profile", default=None, choices=PROFILE_NAMES,
                    help="evaluation sizes (default: the run's own profile)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/beyond)")
     p.add_argument("--domains", default=None, help="comma-separated target domains (default: all built ones)")
@@ -229,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 paths = run_experiments(args.profile, args.data_root, out,
                                         methods=args.methods.split(",") if args.methods else None,
-                                        seeds=[int(x) for x in args.seeds.split(",")] if args.seeds else None,
+                                        seeds=_int_list(args.seeds, "--seeds") if args.seeds else None,
                                         progress=not args.no_progress)
             except KeyboardInterrupt:
                 print(f"\ninterrupted: finished runs under {out} are kept; run the same command to resume",

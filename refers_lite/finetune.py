@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AugmentConfig, ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
 from .data.domain_dataset import DomainImages
 from .metrics import mean_auc, per_class_auc
@@ -100,6 +101,7 @@ FINETUNE_PROFILES: dict[str, dict] = {
     # LP-FT (the head starts as the frozen encoder's linear probe) and no step cap: the budget grows with the
     # labelled set (5 epochs, at least 60 steps), so Figure 2's curves can rise with the label ratio
     "demo": dict(batch_size=32, epochs=5, min_steps=60, eval_batch_size=128, head_init="probe"),
+    "gpu": dict(batch_size=64, epochs=10, min_steps=100, eval_batch_size=256, head_init="probe", num_workers=4),
     "smoke": dict(batch_size=8, epochs=1, min_steps=3, eval_batch_size=32, precision="fp32", lr=1e-2),
 }
 
@@ -312,9 +314,9 @@ class Finetuner:
         return per_class_auc(labels, probs, self.classes)
 
     def _save_best(self, step: int) -> None:
-        torch.save({"format": FINETUNE_FORMAT, "model": self.model.state_dict(), "classes": self.classes,
-                    "task": self.task, "finetune": self.cfg.to_dict(), "run": self.run_info, "step": step},
-                   self.out_dir / "best.pt")
+        plain = json.loads(json.dumps({"finetune": self.cfg.to_dict(), "run": self.run_info}))  # what loads safely
+        save_checkpoint({"format": FINETUNE_FORMAT, "model": self.model.state_dict(), "classes": list(self.classes),
+                         "task": str(self.task), "step": int(step), **plain}, self.out_dir / "best.pt")
 
     def fit(self) -> FinetuneResult:
         cfg = self.cfg
@@ -366,8 +368,7 @@ class Finetuner:
         finally:
             bar.close()
             log.close()
-        best = torch.load(self.out_dir / "best.pt", map_location=self.device, weights_only=False)
-        self.model.load_state_dict(best["model"])
+        self.model.load_state_dict(load_finetune_checkpoint(self.out_dir / "best.pt")["model"])
         test = self.evaluate(self.test_set)
         result = {"test_auc": test, "test_mean_auc": mean_auc(test), "val_mean_auc": best_auc, "best_step": best_step,
                   "steps": step, "seconds": round(time.time() - t0, 2), "n_train": len(self.train_set),
@@ -375,6 +376,11 @@ class Finetuner:
                   **self.run_info}
         _atomic_write(self.out_dir / "result.json", json.dumps(result, indent=2) + "\n")
         return FinetuneResult(self.out_dir, test, result["test_mean_auc"], best_auc, best_step, step, result["seconds"])
+
+
+def load_finetune_checkpoint(path: str | Path) -> dict:
+    """A fine-tuning run's ``best.pt`` (weights on the CPU), read with the weights-only unpickler."""
+    return load_checkpoint(path, FINETUNE_FORMAT)
 
 
 def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, out_dir: str | Path,

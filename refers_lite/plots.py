@@ -2,24 +2,50 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """Records of a run's ``metrics.jsonl`` (a run folder or the file itself)."""
+def metrics_file(path: str | Path) -> Path:
+    """A run folder or its ``metrics.jsonl`` -> the file, which must exist."""
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics log (has the run logged a step yet?)")
+    return path
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Records of a run's ``metrics.jsonl`` (a run folder or the file itself).
+
+    A last line that is not JSON was cut short by a kill mid-write: it is dropped with a warning. A bad
+    line before it is an error naming the file and the line."""
+    path = metrics_file(path)
+    lines = [(i, ln) for i, ln in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             if ln.strip()]
     records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {i}: not JSON ({e})") from e
+    for i, line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == lines[-1][0]:
+                warnings.warn(f"{path}, line {i}: dropping a half-written last line (the run was killed while "
+                              f"logging)", stacklevel=2)
+                break
+            raise ValueError(f"{path}, line {i}: not JSON ({e}); the log is corrupt") from e
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}, line {i}: not a metrics record (a JSON object), got {line[:40]!r}")
+        records.append(rec)
     return records
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """On resume: keep the records up to ``step`` (later ones will be redone) and drop a half-written last line."""
+    path = Path(path)
+    if path.is_file():
+        keep = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
 def plot_loss_curves(path: str | Path):
@@ -28,6 +54,9 @@ def plot_loss_curves(path: str | Path):
 
     recs = read_metrics(path)
     train = [r for r in recs if "loss" in r]
+    if not train:
+        what = "the file is empty" if not recs else f"{len(recs)} records, none with a loss"
+        raise ValueError(f"{metrics_file(path)}: no training losses logged yet ({what}); nothing to plot")
     val = [r for r in recs if "val_loss" in r]
     names = [k for k in ("loss", "loss_generation", "loss_consistency") if any(k in r for r in train)]
     titles = {"loss": "total (Eq. 1 + Eq. 2)", "loss_generation": "report generation (Eq. 1)",

@@ -45,6 +45,7 @@ from .config import Config, ConfigError
 from .data.studies import MultiViewStudies, ResumableSampler, StudyCollator
 from .distributed import barrier, gather_objects, is_main_process, local_rank, mean_over_ranks, rank, world_size
 from .models.refers import REFERS
+from .plots import truncate_metrics
 
 __all__ = ["Pretrainer", "pretrain", "PretrainResult", "rank", "world_size", "is_main_process"]
 
@@ -336,11 +337,8 @@ class Pretrainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be redone)."""
-        if not is_main_process() or not self.metrics_path.exists():
-            return
-        keep = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()
-                and json.loads(ln).get("step", 0) <= step]
-        self.metrics_path.write_text("".join(ln + "\n" for ln in keep))
+        if is_main_process():
+            truncate_metrics(self.metrics_path, step)
 
     # -- one step
     def train_step(self, batch: dict) -> dict:
@@ -444,12 +442,13 @@ class Pretrainer:
         (with ``last.pt`` written), as if the run had been killed there."""
         t = self.cfg.train
         if is_main_process():
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.cfg.save(self.out_dir / "config.json")
+            run_folder(self.out_dir).mkdir(parents=True, exist_ok=True)
         if resume and self.last_path.exists():
-            self.resume(self.last_path)
+            self.resume(self.last_path)  # before config.json: a rejected resume leaves the folder as it was
         elif self.metrics_path.exists() and is_main_process():
             self.metrics_path.unlink()  # a fresh run in an old folder starts a fresh log
+        if is_main_process():
+            self.cfg.save(self.out_dir / "config.json")
         if self.steps_per_epoch < 1:
             raise ValueError("fewer training studies than one batch")
         if self.step >= t.max_steps:  # resumed a run that had already finished: nothing to redo
@@ -530,10 +529,19 @@ class Pretrainer:
             pass
 
 
+def run_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as a run folder: new or an existing folder, not a file."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: exists and is not a folder; a run needs a folder (--out) of its own")
+    return out_dir
+
+
 def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None, val_set: Dataset | None = None,
              resume: bool = True, progress: bool = True, stop_after: int | None = None) -> PretrainResult:
     """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides: ``"source"`` reads the rendered IU
     source domain in ``cfg.data.root`` (train and validation splits), ``"toy"`` makes schematic studies."""
+    out_dir = run_folder(out_dir)
     if (train_set is None or val_set is None) and cfg.data.source == "source":
         from .data.source_studies import SourceStudies
         train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len)
@@ -547,7 +555,8 @@ def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None,
         train_set, val_set, tok = build_toy_datasets(cfg)
         if tok.vocab_size > cfg.model.vocab_size:
             raise ValueError(f"report vocabulary has {tok.vocab_size} tokens > model.vocab_size={cfg.model.vocab_size}")
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        tok.save(Path(out_dir) / "report_tokenizer.json")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not (resume and (out_dir / "last.pt").exists() and (out_dir / "report_tokenizer.json").exists()):
+            tok.save(out_dir / "report_tokenizer.json")  # a resumed run keeps its own (a rejected one too)
     trainer = Pretrainer(cfg, train_set, val_set, out_dir, progress=progress)
     return trainer.fit(resume=resume, stop_after=stop_after)

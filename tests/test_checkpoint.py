@@ -1,3 +1,7 @@
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +86,145 @@ def test_whole_model_reloads_from_a_training_checkpoint(run):
     sd = load_checkpoint(run / "last.pt")["model"]
     assert cfg.train.max_steps == 4 and not model.training
     assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+
+
+# -- no loader runs code from a file (issue 18) ---------------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parents[1] / "refers_lite"
+
+
+def _torch_load_calls(source: str) -> list[str]:
+    """The text of every ``torch.load(...)`` call in ``source``, up to its closing parenthesis."""
+    calls = []
+    for m in re.finditer(r"torch\.(?:serialization\.)?load\(", source):
+        depth, i = 1, m.end()
+        while depth and i < len(source):
+            depth += {"(": 1, ")": -1}.get(source[i], 0)
+            i += 1
+        calls.append(source[m.start():i])
+    return calls
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    files = sorted(PACKAGE.rglob("*.py"))
+    calls = {f"{f.relative_to(PACKAGE)}: {c}": c for f in files for c in _torch_load_calls(f.read_text())}
+    assert calls, "found no torch.load call at all: the scan is broken"
+    unsafe = [k for k, c in calls.items() if not re.search(r"weights_only\s*=\s*True", c)]
+    assert not unsafe, f"torch.load without weights_only=True: {unsafe}"
+    for f in files:
+        assert not re.search(r"weights_only\s*=\s*False", f.read_text()), f"{f}: weights_only=False"
+    assert _torch_load_calls("x = torch.load(p, map_location=f(0))\ny = 1") == ["torch.load(p, map_location=f(0))"]
+
+
+class RunsCode:  # what an attacker's best.pt holds: unpickling it calls print and writes a file
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_effects, (str(self.marker),))
+
+
+def _effects(marker: str):
+    print("PWNED")
+    Path(marker).write_text("ran")
+
+
+def _finetune_payload(marker: Path) -> dict:
+    from refers_lite.finetune import FINETUNE_FORMAT
+    return {"format": FINETUNE_FORMAT, "model": {}, "classes": ["a"], "task": "binary", "step": 0,
+            "finetune": {}, "run": {"encoder": "scratch"}, "hook": RunsCode(marker)}
+
+
+def _assert_refused(excinfo, path: Path, marker: Path, capsys) -> None:
+    err = excinfo.value
+    msg = str(err)
+    assert str(path) in msg and "not a refers_lite checkpoint, or saved by untrusted code" in msg, msg
+    for advice in ("weights_only", "safe_globals"):  # PyTorch's ways round the check are not passed on
+        assert advice not in msg, msg
+    assert err.__cause__ is None and err.__suppress_context__  # nor shown in a traceback
+    assert not marker.exists() and "PWNED" not in capsys.readouterr().out  # nothing ran
+
+
+def test_the_payload_runs_code_when_loaded_unsafely(tmp_path, capsys):
+    """The fixture is real: what the package used to do (weights_only=False) runs it."""
+    marker = tmp_path / "ran.txt"
+    torch.save(_finetune_payload(marker), tmp_path / "best.pt")
+    torch.load(tmp_path / "best.pt", weights_only=False)
+    assert marker.read_text() == "ran" and "PWNED" in capsys.readouterr().out
+
+
+def test_load_checkpoint_refuses_code_without_passing_on_torchs_advice(tmp_path, capsys):
+    marker = tmp_path / "ran.txt"
+    path = tmp_path / "best.pt"
+    torch.save(_finetune_payload(marker), path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    _assert_refused(e, path, marker, capsys)
+
+
+def test_cam_refuses_a_best_pt_that_would_run_code(tmp_path, capsys):
+    from refers_lite.cam import CamModel
+    marker = tmp_path / "ran.txt"
+    torch.save(_finetune_payload(marker), tmp_path / "best.pt")
+    with pytest.raises(CheckpointError) as e:
+        CamModel.from_run(tmp_path)
+    _assert_refused(e, tmp_path / "best.pt", marker, capsys)
+
+
+class _Images(torch.utils.data.Dataset):  # 8 random 16 x 16 radiographs, one binary label
+    task, classes, name = "binary", ["finding"], "tiny"
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return {"image": torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8, generator=g),
+                "labels": torch.tensor([float(i % 2)]), "index": i}
+
+    def labels_matrix(self):
+        return np.array([[i % 2] for i in range(8)], dtype=np.float32)
+
+
+def _finetuner(out_dir: Path):
+    from refers_lite.finetune import Finetuner, LinearHead, get_finetune_config
+    from refers_lite.models.radiograph_transformer import RadiographTransformer
+    torch.manual_seed(0)
+    enc = RadiographTransformer(image_size=16, patch_size=8, width=16, depth=1, heads=2)
+    cfg = get_finetune_config("smoke", {"min_steps": 2, "batch_size": 4})
+    return Finetuner(cfg, LinearHead(enc, 1), _Images(), _Images(), _Images(), 0, out_dir, progress=False)
+
+
+def test_finetuning_saves_a_plain_best_pt_and_refuses_one_that_would_run_code(tmp_path, monkeypatch, capsys):
+    from refers_lite.finetune import Finetuner
+    _finetuner(tmp_path / "ok").fit()
+    best = torch.load(tmp_path / "ok" / "best.pt", weights_only=True)  # what is saved loads safely
+    assert best["classes"] == ["finding"] and best["run"]["name"] == "tiny"
+    marker = tmp_path / "ran.txt"
+    path = tmp_path / "evil" / "best.pt"
+    monkeypatch.setattr(Finetuner, "_save_best", lambda self, step: torch.save(_finetune_payload(marker), path))
+    with pytest.raises(CheckpointError) as e:
+        _finetuner(tmp_path / "evil").fit()  # the best checkpoint is re-read for the test split
+    _assert_refused(e, path, marker, capsys)
+
+
+def test_lsp_refuses_a_best_pt_that_would_run_code(tmp_path, monkeypatch, capsys):
+    import refers_lite.baselines.lsp as lsp
+    marker = tmp_path / "ran.txt"
+    path = tmp_path / "lsp" / "run" / "best.pt"
+
+    class Trained:  # the training loop, replaced by one that leaves an attacker's best.pt
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def fit(self):
+            path.parent.mkdir(parents=True)
+            torch.save(_finetune_payload(marker), path)
+
+    monkeypatch.setattr(lsp, "Finetuner", Trained)
+    monkeypatch.setattr(lsp, "SourceStudies", lambda root, split: None)
+    monkeypatch.setattr(lsp, "SourceImages", lambda studies: None)
+    with pytest.raises(CheckpointError) as e:
+        lsp.pretrain_lsp("vit", "smoke", tmp_path / "source", tmp_path / "lsp", progress=False)
+    _assert_refused(e, path, marker, capsys)
+    assert not (tmp_path / "lsp" / "encoder.pt").exists()

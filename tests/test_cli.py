@@ -53,3 +53,60 @@ def test_config_prints_resolved_json(capsys):
     assert main(["config", "--profile", "paper", "--set", "model.agg_mode=add"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["model"]["agg_mode"] == "add" and cfg["train"]["max_steps"] == 300000
+
+
+def _one_line_error(argv, capsys, *expected):
+    """main(argv) fails with exit code 2 and one stderr line naming what is wrong (no traceback)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"refers-lite {argv[0]}: error: ")
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_export_never_writes_over_its_checkpoint_or_a_folder(tmp_path, capsys):
+    ckpt = tmp_path / "last.pt"
+    ckpt.write_bytes(b"a pre-training checkpoint")
+    for out in (ckpt, tmp_path / ".." / tmp_path.name / "last.pt"):  # the same file, spelt another way
+        _one_line_error(["export", str(ckpt), str(out)], capsys, f"{out}: is the checkpoint being exported")
+    (tmp_path / "link.pt").symlink_to(ckpt)
+    _one_line_error(["export", str(ckpt), str(tmp_path / "link.pt")], capsys, "is the checkpoint being exported")
+    (tmp_path / "enc").mkdir()
+    _one_line_error(["export", str(ckpt), str(tmp_path / "enc")], capsys, "enc: is a folder")
+    assert ckpt.read_bytes() == b"a pre-training checkpoint" and not any((tmp_path / "enc").iterdir())
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    _one_line_error(["pretrain", "--config", str(run), "--out", str(tmp_path / "r")], capsys,
+                    f"{run}: is a folder", f"--config {run / 'config.json'}")
+    binary = tmp_path / "config.bin"
+    binary.write_bytes(b"\xff\xfe{\x00}")
+    _one_line_error(["pretrain", "--config", str(binary), "--out", str(tmp_path / "r")], capsys,
+                    f"{binary}: not a text (UTF-8) file")
+    _one_line_error(["config", "--config", str(tmp_path / "nope.json")], capsys, "nope.json: cannot read")
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    _one_line_error(["pretrain", "--profile", "smoke", "--out", str(afile), "--no-progress"], capsys,
+                    f"{afile}: exists and is not a folder")
+    assert afile.read_text() == "mine"
+    (run / "metrics.jsonl").write_text("")
+    _one_line_error(["plot", str(run)], capsys, f"{run / 'metrics.jsonl'}: no training losses logged yet")
+    for seeds in ("a", "0,,1", "1.5"):
+        _one_line_error(["experiments", "--seeds", seeds, "--out", str(tmp_path / "exp")], capsys,
+                        f"--seeds wants comma-separated whole numbers (e.g. --seeds 0,1,2), got {seeds!r}")
+    assert not (tmp_path / "exp").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_resume_rejected_from_the_command_line_keeps_config_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--profile", "smoke", "--out", str(out), "--no-progress",
+                 "--set", "train.max_steps=2"]) == 0
+    saved = (out / "config.json").read_text()
+    _one_line_error(["pretrain", "--profile", "smoke", "--out", str(out), "--no-progress", "--set", "train.max_steps=2",
+                     "--set", "train.lr_vision=0.5"], capsys, "differs in: train.lr_vision")
+    assert (out / "config.json").read_text() == saved

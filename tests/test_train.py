@@ -280,3 +280,43 @@ def test_prepare_augments_uint8_films_and_passes_float_model_inputs(tmp_path):
     assert torch.equal(*evals)  # evaluation is deterministic
     ready = torch.rand(2, 3, 1, 32, 32)
     assert t.prepare({"images": ready}, train=True)["images"] is ready  # toy studies at model size: untouched
+
+
+def test_a_rejected_resume_leaves_the_folder_as_it_was(tmp_path):
+    """The folder's config.json (and report tokenizer, log) still describe the run that is in it."""
+    pretrain(get_config("smoke"), tmp_path, progress=False, stop_after=2)
+    files = ("config.json", "report_tokenizer.json", "metrics.jsonl", "last.pt")
+    before = {f: (tmp_path / f).read_bytes() for f in files}
+    for changed in ({"train": {"lr_vision": 0.5}}, {"data": {"seed": 1}}):  # data.seed: another toy tokenizer
+        with pytest.raises(CheckpointError, match="differs in"):
+            pretrain(get_config("smoke", changed), tmp_path, progress=False)
+        assert {f: (tmp_path / f).read_bytes() for f in files} == before, changed
+
+
+def test_resume_drops_a_log_line_cut_short_by_a_kill(tmp_path):
+    cfg = get_config("smoke")
+    pretrain(cfg, tmp_path, progress=False, stop_after=5)
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"step": 6, "epoch')  # killed while writing step 6's record
+    with pytest.warns(UserWarning, match=r"metrics.jsonl, line \d+: dropping a half-written last line"):
+        res = pretrain(cfg, tmp_path, progress=False)
+    assert res.step == cfg.train.max_steps
+    steps = [json.loads(ln)["step"] for ln in log.read_text().splitlines() if "loss" in json.loads(ln)]
+    assert steps == sorted(set(steps)) and steps[-1] == cfg.train.max_steps
+
+
+def test_resume_names_a_corrupt_log_line(tmp_path):
+    cfg = get_config("smoke")
+    pretrain(cfg, tmp_path, progress=False, stop_after=5)
+    log = tmp_path / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not JSON"):
+        pretrain(cfg, tmp_path, progress=False)
+
+
+def test_out_must_be_a_folder(tmp_path):
+    (tmp_path / "afile").write_text("notes")
+    with pytest.raises(ValueError, match="afile: exists and is not a folder"):
+        pretrain(get_config("smoke"), tmp_path / "afile", progress=False)
+    assert (tmp_path / "afile").read_text() == "notes"

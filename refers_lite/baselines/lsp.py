@@ -27,7 +27,7 @@ from ..checkpoint import save_image_encoder
 from ..config import get_config
 from ..data.source_studies import SourceStudies
 from ..data.structured_labels import LABELS
-from ..finetune import FinetuneConfig, Finetuner, LinearHead, get_finetune_config
+from ..finetune import FinetuneConfig, Finetuner, LinearHead, get_finetune_config, load_finetune_checkpoint
 from ..train import seed_everything
 
 
@@ -89,7 +89,7 @@ def pretrain_lsp(arch: str, profile: str, source_root: str | Path, out_dir: str 
     model = LinearHead(encoder, len(LABELS))
     Finetuner(cfg, model, *sets, seed, out_dir / "run", progress=progress,
               run_info={"method": f"lsp_{arch}", "arch": arch_name, "source": str(source_root)}).fit()
-    best = torch.load(out_dir / "run" / "best.pt", map_location="cpu", weights_only=False)
+    best = load_finetune_checkpoint(out_dir / "run" / "best.pt")
     state = {k[len("encoder."):]: v for k, v in best["model"].items() if k.startswith("encoder.")}
     save_image_encoder(encoder_path, get_config(profile).to_dict(), state, best["step"], arch=arch_name,
                        method=f"lsp_{arch}")

@@ -78,6 +78,7 @@ from ..checkpoint import (ENCODER_FORMAT, CheckpointError, load_checkpoint, load
                           save_checkpoint, save_image_encoder)
 from ..config import Config, ModelConfig, get_config
 from ..models.radiograph_transformer import RadiographTransformer
+from ..plots import truncate_metrics
 from ..train import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
                      set_rng_state, warmup_cosine)
 
@@ -399,10 +400,7 @@ class MoCoPretrainer:
         except RuntimeError:  # written on another device type: augmentation draws anew
             warnings.warn(f"{self.last_path}: augmentation generator from another device; drawing anew")
         self.step = int(ckpt["step"])
-        if self.metrics_path.exists():  # drop lines after the checkpoint: they will be redone
-            keep = [ln for ln in self.metrics_path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
-            self.metrics_path.write_text("".join(ln + "\n" for ln in keep))
+        truncate_metrics(self.metrics_path, self.step)  # drop lines after the checkpoint: they will be redone
 
     def log(self, record: dict) -> None:
         with open(self.metrics_path, "a") as f:
