@@ -70,7 +70,7 @@ def test_finetuning_from_scratch_learns_what_the_pixels_show(domain, tmp_path):
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["test_mean_auc"] == pytest.approx(res.test_mean_auc) and saved["n_train"] == len(
         (domain / "splits" / "train_100pct_seed0.txt").read_text().split())
-    best = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert best["classes"] == CLASSES and best["step"] == res.best_step
 
 

@@ -39,7 +39,7 @@ def test_lsp_pretraining_exports_an_encoder_that_fine_tunes(source, tmp_path, ar
     path = pretrain_lsp(arch, "smoke", source, tmp_path / "lsp", cfg=cfg, progress=False)
     enc = load_image_encoder(path)
     assert isinstance(enc, kind)
-    best = torch.load(tmp_path / "lsp" / "run" / "best.pt", weights_only=False)["model"]
+    best = torch.load(tmp_path / "lsp" / "run" / "best.pt", weights_only=True)["model"]
     for k, v in enc.state_dict().items():  # the exported weights are the best checkpoint's encoder
         assert torch.equal(v, best[f"encoder.{k}"]), k
     stamp = path.stat().st_mtime_ns
