@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_notebooks.sh                   # PROFILE=demo on the GPU: the whole book in under 10 minutes
 #   PROFILE=smoke bash benchmarks/gpu_notebooks.sh     # dry run (a CPU is enough: seconds per chapter)
+#   PROFILE=gpu BUDGET_S=4800 bash benchmarks/gpu_notebooks.sh   # the one-GPU profile: about an hour, projected
 #
 # Why demo and not paper: PROFILE=paper pre-trains for the paper's 300k steps (about 7 hours on one
 # H200 at 0.084 s/step, README), which no 10-minute run can hold. demo is the book's own size; on a GPU

@@ -1,9 +1,11 @@
 """Configs are data: named profiles, validated, saved with every checkpoint.
 
-Three profiles:
+Four profiles:
 
 * ``smoke``: seconds on a CPU; CI and the tests use it.
 * ``demo``: learns something real on a 2-core laptop CPU in minutes.
+* ``gpu``: the course recipe at 224 px with a ViT-S/16-sized encoder, for one lab or Colab GPU (about an hour for
+  the whole book, projected).
 * ``paper``: the paper's setting (Methods 4.1-4.2): ViT-B/16 at 224 px, batch 32 studies,
   300k iterations, 10k warm-up, lr 3e-3 (radiograph transformer, fusion) and 3e-4
   (report transformer, BERT), SGD momentum 0.9, weight decay 1e-4.
@@ -288,6 +290,7 @@ def _parse_str(s: str, want: type, key: str) -> Any:
 
 # -- profiles --------------------------------------------------------------------------------
 DEMO_STEPS = 450  # the demo pre-training: 9.4 epochs of the 3,062 training studies, batch 64
+GPU_STEPS = 2400  # the gpu pre-training: 100 epochs of them, batch 128
 PROFILES: dict[str, dict] = {
     "paper": {"data": dict(source="source")},  # the rendered IU source domain (`refers-lite data build`)
     "demo": {
@@ -306,6 +309,18 @@ PROFILES: dict[str, dict] = {
         "train": dict(optimizer="adamw", batch_size=64, max_steps=DEMO_STEPS, warmup_steps=DEMO_STEPS // 10, lr_vision=1e-3,
                       lr_text=1e-3, grad_clip=1.0, log_every=10, ckpt_every=100, num_workers=0),
         # the rendered IU source domain (`make data`), as the paper pre-trains on its reports' studies
+        "data": dict(source="source", augment=False, hflip_prob=0.0),
+    },
+    # One GPU (a lab's, or Colab's): the course recipe at the paper's 224 px with a ViT-S/16-sized encoder, sized so
+    # that the shared pre-training and every chapter fit in about an hour on one H100-class GPU (a projection from
+    # counted FLOPs: benchmarks/gpu_projection.py; not yet measured on a GPU).
+    "gpu": {
+        "model": dict(image_size=224, patch_size=16, width=384, depth=12, heads=6, fusion_hidden=512, stem="conv",
+                      study_projection="mlp", text_encoder="minilm", text_freeze_layers=6, text_max_len=128,
+                      vocab_size=2048, decoder_width=256, decoder_depth=3, decoder_heads=4,
+                      decoder_ffn=1024, max_report_len=64),
+        "train": dict(optimizer="adamw", batch_size=128, max_steps=GPU_STEPS, warmup_steps=GPU_STEPS // 10,
+                      lr_vision=5e-4, lr_text=5e-4, grad_clip=1.0, log_every=20, ckpt_every=200, num_workers=4),
         "data": dict(source="source", augment=False, hflip_prob=0.0),
     },
     "smoke": {

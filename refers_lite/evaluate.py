@@ -47,6 +47,7 @@ EVAL_PROFILES: dict[str, dict] = {
     # for (None: the whole test split); probe_seeds: the label-ratio subsets' seeds of the linear probe
     "smoke": dict(beams=(1, 2), max_studies=None, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0,), batch_size=32),
     "demo": dict(beams=(1, 3), max_studies=128, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0, 1, 2), batch_size=64),
+    "gpu": dict(beams=(1, 3), max_studies=None, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0, 1, 2), batch_size=128),
     "paper": dict(beams=(1, 3), max_studies=None, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0, 1, 2),
                   batch_size=128),
 }

@@ -88,6 +88,7 @@ ABLATIONS = ("refers_convnet", "no_rec_concat", "no_fusion", "no_task1", "no_tas
 EXPERIMENT_PROFILES: dict[str, dict] = {
     "paper": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2), ablation_columns=PAPER_COLUMNS),
     "demo": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2), ablation_columns=(TABLE3_COLUMN,)),
+    "gpu": dict(methods=tuple(METHODS), columns=PAPER_COLUMNS, seeds=(0, 1, 2), ablation_columns=(TABLE3_COLUMN,)),
     "smoke": dict(methods=tuple(METHODS), columns=(("nih", 0.1), ("nih", 1.0), ("shenzhen", 1.0), ("covid_t2", 1.0)),
                   seeds=(0, 1)),
 }
@@ -97,13 +98,17 @@ EXPERIMENT_PROFILES: dict[str, dict] = {
 # they cost nothing. At demo they are cut to fit `make book` on a 2-core CPU: chapter 05 drops MoCo and
 # VinBigData; chapter 07 keeps the ablations of the two tasks and of the recurrent concatenation (not the ResNet
 # or the single view) and pre-trains each of them, REFERS included so the comparison stays fair, for 150 steps
-# (3 epochs) instead of the shared pre-training's DEMO_STEPS.
+# (3 epochs) instead of the shared pre-training's DEMO_STEPS. At gpu, chapter 05 adds MoCo and VinBigData and
+# chapter 07 runs every ablation, each pre-trained for 800 steps (a third of the shared run's GPU_STEPS).
 CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
     "finetuning": {
         "smoke": dict(methods=("refers", "lsp_transformer", "scratch"), columns=(("nih", 0.1), ("nih", 1.0),
                                                                                ("covid_t2", 1.0)), seeds=(0, 1)),
         "demo": dict(methods=("refers", "lsp_transformer", "scratch"),
                      columns=(("nih", 0.01), ("nih", 0.1), ("nih", 1.0), ("covid_t2", 1.0)), seeds=(0, 1, 2)),
+        "gpu": dict(methods=("refers", "moco", "lsp_transformer", "scratch"),
+                    columns=(("nih", 0.01), ("nih", 0.1), ("nih", 1.0), ("vindr", 0.01), ("vindr", 0.1),
+                             ("vindr", 1.0), ("covid_t2", 1.0)), seeds=(0, 1, 2)),
         "paper": dict(methods=TABLE1_METHODS, columns=PAPER_COLUMNS, seeds=(0, 1, 2)),
     },
     "ablations": {
@@ -111,6 +116,8 @@ CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
         "demo": dict(methods=("lsp_transformer", "no_rec_concat", "no_task1", "no_task2", "refers"),
                      columns=(TABLE3_COLUMN,), seeds=(0, 1, 2),
                      pretrain_overrides={"train": {"max_steps": 150, "warmup_steps": 15}}),
+        "gpu": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1, 2),
+                    pretrain_overrides={"train": {"max_steps": 800, "warmup_steps": 80}}),
         "paper": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1, 2)),
     },
 }

@@ -77,3 +77,44 @@ def test_load_names_the_file(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ConfigError, match="bad.json.*not valid JSON"):
         Config.load(p)
+
+
+def test_every_profile_is_known_to_every_part_of_the_project():
+    """A profile is a row in several registries (model, fine-tuning, grid, chapters, data build, evaluation, the
+    ConvNet baselines, the CLI): one missing is a KeyError deep inside a chapter."""
+    from refers_lite.cli import PROFILE_NAMES
+    from refers_lite.config import PROFILES
+    from refers_lite.data.domain_build import BUILD_PROFILES
+    from refers_lite.evaluate import EVAL_PROFILES
+    from refers_lite.experiments import CHAPTER_GRIDS, EXPERIMENT_PROFILES
+    from refers_lite.finetune import FINETUNE_PROFILES
+    from refers_lite.models.conv_encoder import CONVNET_OF_PROFILE
+    names = set(PROFILES)
+    assert names == {"smoke", "demo", "gpu", "paper"}
+    for registry in (FINETUNE_PROFILES, EXPERIMENT_PROFILES, BUILD_PROFILES, EVAL_PROFILES, CONVNET_OF_PROFILE,
+                     *CHAPTER_GRIDS.values()):
+        assert set(registry) == names
+    assert set(PROFILE_NAMES) == names
+
+
+def test_the_gpu_profile_is_the_course_recipe_at_a_larger_size():
+    demo, gpu, paper = get_config("demo"), get_config("gpu"), get_config("paper")
+    for key in ("stem", "study_projection", "text_encoder", "text_freeze_layers"):
+        assert getattr(gpu.model, key) == getattr(demo.model, key), key
+    assert demo.model.image_size < gpu.model.image_size == paper.model.image_size
+    assert demo.model.width < gpu.model.width < paper.model.width
+    assert gpu.data.source == "source" and gpu.train.batch_size > demo.train.batch_size
+
+
+def test_the_gpu_profile_builds_and_runs_a_step_on_a_cpu():
+    import torch
+    from refers_lite.models import REFERS
+    cfg = get_config("gpu", {"model": {"text_encoder": "random", "text_freeze_layers": 0}})  # no MiniLM download
+    torch.manual_seed(0)
+    model = REFERS.from_config(cfg).train()
+    m = cfg.model
+    out = model(torch.rand(2, m.num_views, 1, m.image_size, m.image_size), None,
+                torch.randint(3, m.vocab_size, (2, 12)), torch.randint(5, 100, (2, 9)), torch.ones(2, 9, dtype=torch.long))
+    out.losses.total.backward()
+    assert torch.isfinite(out.losses.total) and out.study.shape == (2, m.num_views * m.width)
+    assert model.encoder.patch_embed.num_patches == (224 // 16) ** 2

@@ -12,7 +12,7 @@ import timm
 import torch
 import torch.nn as nn
 
-CONVNET_OF_PROFILE = {"smoke": "resnet18", "demo": "resnet18", "paper": "resnet50"}
+CONVNET_OF_PROFILE = {"smoke": "resnet18", "demo": "resnet18", "gpu": "resnet18", "paper": "resnet50"}
 
 
 def is_convnet(name: str) -> bool:
