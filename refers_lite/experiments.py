@@ -357,11 +357,10 @@ def to_markdown(t: pd.DataFrame) -> str:
 
 def figure2(df: pd.DataFrame, path: Path, methods=TABLE1_METHODS):
     """AUC against the fraction of labels (NIH and VinBigData), mean ± std over seeds per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) is left alone
     domains = [d for d in ("nih", "vindr") if d in set(df.domain)] or sorted(set(df.domain))[:1]
-    fig, axes = plt.subplots(1, len(domains), figsize=(5 * len(domains), 3.8), squeeze=False)
+    fig = Figure(figsize=(5 * len(domains), 3.8))
+    axes = fig.subplots(1, len(domains), squeeze=False)
     for ax, domain in zip(axes[0], domains):
         for m in [m for m in methods if m in set(df.method)]:
             ratios = sorted(set(df[(df.domain == domain) & (df.method == m)].ratio))
@@ -379,7 +378,6 @@ def figure2(df: pd.DataFrame, path: Path, methods=TABLE1_METHODS):
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

@@ -174,3 +174,20 @@ def test_imagenet_is_printed_as_not_available_with_its_reason_never_filled(data_
     with pytest.raises(ValueError, match="no method of the grid could run here.*imagenet: no ImageNet"):
         ex.run_experiments("smoke", data_root, tmp_path / "only", methods=("imagenet",), columns=COLUMNS[:1],
                            seeds=(0,), progress=False, log=lambda m: None)
+
+
+def test_figure2_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend must survive Figure 2: switching to Agg inside the kernel made every later
+    plt.show() of a chapter show nothing."""
+    import matplotlib
+    df = pd.DataFrame([{"method": m, "domain": "nih", "ratio": r, "seed": s, "class": "a", "auc": a, "mean_auc": a,
+                        "val_mean_auc": a, "cell": ""} for m, a in (("refers", 0.7), ("scratch", 0.6))
+                       for r in (0.01, 1.0) for s in (0, 1)])
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        out = ex.figure2(df, tmp_path / "f.png")
+        assert matplotlib.get_backend() == "svg"
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)
