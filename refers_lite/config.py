@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -193,7 +195,10 @@ class Config:
                f"model.study_projection must be one of {STUDY_PROJECTIONS}, got {m.study_projection!r}")
         _check(m.act in ACTIVATIONS, f"model.act must be one of {ACTIVATIONS}, got {m.act!r}")
         _check(m.text_pooling in POOLINGS, f"model.text_pooling must be one of {POOLINGS}, got {m.text_pooling!r}")
-        _check(m.image_size > 0 and m.patch_size > 0, "model.image_size and model.patch_size must be positive")
+        for name in ("image_size", "patch_size", "width", "heads", "decoder_width", "decoder_heads", "decoder_ffn",
+                     "random_text_width", "random_text_heads", "random_text_depth", "text_max_len"):
+            _check(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
+        _check(m.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {m.mlp_ratio}")
         _check(m.image_size % m.patch_size == 0,
                f"model.image_size ({m.image_size}) must be a multiple of model.patch_size ({m.patch_size})")
         _check(m.width % m.heads == 0, f"model.width ({m.width}) must be divisible by model.heads ({m.heads})")
@@ -219,6 +224,13 @@ class Config:
         _check(t.lr_vision > 0 and t.lr_text > 0, "learning rates must be > 0")
         _check(0 <= t.momentum < 1, "train.momentum must be in [0, 1)")
         _check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
+        _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+        _check(t.val_every >= 0, f"train.val_every must be >= 0 (0: once per epoch), got {t.val_every}")
+        _check(t.num_workers >= 0, f"train.num_workers must be >= 0 (0: load in the main process), got {t.num_workers}")
+        _check(math.isfinite(t.lr_vision) and math.isfinite(t.lr_text), "learning rates must be finite")
+        _check(t.grad_clip >= 0 and math.isfinite(t.grad_clip), f"train.grad_clip must be >= 0, got {t.grad_clip}")
+        _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
+               f"train.device must be auto, cpu, mps, cuda or cuda:N, got {t.device!r}")
         d = self.data
         _check(d.source in DATA_SOURCES, f"data.source must be one of {DATA_SOURCES}, got {d.source!r}")
         _check(0 < d.val_fraction < 1, "data.val_fraction must be in (0, 1)")
@@ -283,9 +295,14 @@ def _parse_str(s: str, want: type, key: str) -> Any:
             return False
         raise ConfigError(f"{key} must be true or false, got {s!r}")
     try:
-        return want(float(s)) if want is int and ("e" in s.lower() or "." in s) else want(s)
+        value = float(s) if want is int and ("e" in s.lower() or "." in s) else want(s)
     except ValueError:
         raise ConfigError(f"{key} must be {want.__name__}, got {s!r}") from None
+    if want is int and isinstance(value, float):
+        if not value.is_integer():  # never a silent int(2.5) == 2
+            raise ConfigError(f"{key} must be a whole number, got {s!r}")
+        value = int(value)
+    return value
 
 
 # -- profiles --------------------------------------------------------------------------------

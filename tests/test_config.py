@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -118,3 +119,24 @@ def test_the_gpu_profile_builds_and_runs_a_step_on_a_cpu():
     out.losses.total.backward()
     assert torch.isfinite(out.losses.total) and out.study.shape == (2, m.num_views * m.width)
     assert model.encoder.patch_embed.num_patches == (224 // 16) ** 2
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("model.heads", "0", "model.heads must be >= 1"),
+    ("model.width", "0", "model.width must be >= 1"),
+    ("model.decoder_heads", "0", "model.decoder_heads must be >= 1"),
+    ("train.num_workers", "-3", "train.num_workers must be >= 0"),
+    ("train.device", "tpu", "train.device must be auto, cpu, mps, cuda or cuda:N"),
+    ("train.batch_size", "2.5", "train.batch_size must be a whole number"),
+    ("train.weight_decay", "-1", "train.weight_decay must be >= 0"),
+    ("train.val_every", "-5", "train.val_every must be >= 0"),
+    ("train.lr_vision", "inf", "learning rates must be finite"),
+])
+def test_bad_settings_name_their_key(key, value, says):
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        get_config("smoke", [f"{key}={value}"])
+
+
+def test_good_devices_and_whole_floats_pass():
+    assert get_config("smoke", ["train.device=cuda:1"]).train.device == "cuda:1"
+    assert get_config("smoke", ["train.batch_size=4.0"]).train.batch_size == 4
