@@ -47,7 +47,7 @@ from .distributed import barrier, gather_objects, is_main_process, local_rank, m
 from .models.refers import REFERS
 from .plots import truncate_metrics
 
-__all__ = ["Pretrainer", "pretrain", "PretrainResult", "rank", "world_size", "is_main_process"]
+__all__ = ["Pretrainer", "pretrain", "PretrainResult", "TrainingDiverged", "rank", "world_size", "is_main_process"]
 
 
 # -- device and precision ----------------------------------------------------------------------
@@ -60,6 +60,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
     return dev
+
+
+class TrainingDiverged(RuntimeError):
+    """A pre-training run that reached its last step without one finite validation loss."""
 
 
 @dataclass(frozen=True)
@@ -452,7 +456,7 @@ class Pretrainer:
         if self.steps_per_epoch < 1:
             raise ValueError("fewer training studies than one batch")
         if self.step >= t.max_steps:  # resumed a run that had already finished: nothing to redo
-            return self._result(False)
+            return self._finished()
         start_step, t0 = self.step, time.time()
         bar = tqdm(total=t.max_steps, initial=self.step, desc="pre-training", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
@@ -507,7 +511,20 @@ class Pretrainer:
             bar.close()
         if is_main_process() and not interrupted:
             self._write_summary(time.time() - t0, self.step - start_step)
-        return self._result(interrupted)
+        return self._result(True) if interrupted else self._finished()
+
+    def _finished(self) -> PretrainResult:
+        """The result of a run that reached max_steps; a run that never had a finite validation loss diverged: an
+        error that says so and which settings to change (its files stay, for a look at metrics.jsonl)."""
+        if not math.isfinite(self.best_val):
+            t = self.cfg.train
+            raise TrainingDiverged(
+                f"{self.out_dir}: the run diverged: no finite validation loss in {self.step} steps "
+                f"({self.skipped_steps} steps skipped for a non-finite loss or gradient); no best.pt was kept. "
+                f"Lower train.lr_vision / train.lr_text (now {t.lr_vision:g} / {t.lr_text:g})"
+                + ("" if t.precision == "fp32" else f" or use train.precision=fp32 (now {t.precision})")
+                + ", then start afresh (--no-resume or another --out)")
+        return self._result(False)
 
     def _result(self, interrupted: bool) -> PretrainResult:
         return PretrainResult(self.out_dir, self.step, self.best_val, self.last_path,

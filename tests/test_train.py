@@ -320,3 +320,13 @@ def test_out_must_be_a_folder(tmp_path):
     with pytest.raises(ValueError, match="afile: exists and is not a folder"):
         pretrain(get_config("smoke"), tmp_path / "afile", progress=False)
     assert (tmp_path / "afile").read_text() == "notes"
+
+
+def test_a_diverged_run_is_an_error_that_names_the_settings(tmp_path):
+    from refers_lite.train import TrainingDiverged
+    cfg = get_config("smoke", {"train": {"lr_vision": 1e6, "lr_text": 1e6}})
+    with pytest.raises(TrainingDiverged, match=r"diverged: no finite validation loss.*train\.lr_vision"):
+        pretrain(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "metrics.jsonl").is_file()
+    with pytest.raises(TrainingDiverged):  # resuming the finished run says so again, it does not pass as done
+        pretrain(cfg, tmp_path / "run", progress=False)
