@@ -445,6 +445,7 @@ class Pretrainer:
         """Train to ``train.max_steps``. ``stop_after``: return after that many steps of *this* call
         (with ``last.pt`` written), as if the run had been killed there."""
         t = self.cfg.train
+        refuse_to_replace(self.out_dir, resume)
         if is_main_process():
             run_folder(self.out_dir).mkdir(parents=True, exist_ok=True)
         if resume and self.last_path.exists():
@@ -554,11 +555,28 @@ def run_folder(out_dir: str | Path) -> Path:
     return out_dir
 
 
+EARLIER_RESULTS = ("best.pt", "summary.json", "result.json", "encoder.pt")  # what a finished run leaves
+
+
+def refuse_to_replace(out_dir: Path, resume: bool) -> None:
+    """A resuming run that finds no ``last.pt`` would start afresh; in a folder that holds another run's results
+    (a pre-training whose ``last.pt`` is gone, a fine-tuning folder) that replaces them: refused, unless
+    ``resume=False`` (``--no-resume``) says to start afresh there."""
+    if not resume or (out_dir / "last.pt").exists():
+        return
+    found = [name for name in EARLIER_RESULTS if (out_dir / name).exists()]
+    if found:
+        raise ValueError(f"{out_dir}: holds an earlier run's {', '.join(found)} but no last.pt to resume from; a new "
+                         f"run here would replace them. Choose another --out, or pass --no-resume to start afresh "
+                         f"in this folder")
+
+
 def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None, val_set: Dataset | None = None,
              resume: bool = True, progress: bool = True, stop_after: int | None = None) -> PretrainResult:
     """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides: ``"source"`` reads the rendered IU
     source domain in ``cfg.data.root`` (train and validation splits), ``"toy"`` makes schematic studies."""
     out_dir = run_folder(out_dir)
+    refuse_to_replace(out_dir, resume)  # before anything is written there
     if (train_set is None or val_set is None) and cfg.data.source == "source":
         from .data.source_studies import SourceStudies
         train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len)

@@ -330,3 +330,16 @@ def test_a_diverged_run_is_an_error_that_names_the_settings(tmp_path):
     assert not (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "metrics.jsonl").is_file()
     with pytest.raises(TrainingDiverged):  # resuming the finished run says so again, it does not pass as done
         pretrain(cfg, tmp_path / "run", progress=False)
+
+
+def test_a_run_without_last_pt_never_replaces_an_earlier_runs_results(tmp_path):
+    cfg = get_config("smoke")
+    run = tmp_path / "run"
+    pretrain(cfg, run, progress=False)
+    (run / "last.pt").unlink()  # lost, or never there (a fine-tuning folder)
+    before = {n: (run / n).read_bytes() for n in ("best.pt", "metrics.jsonl", "config.json", "report_tokenizer.json")}
+    with pytest.raises(ValueError, match=r"holds an earlier run's best\.pt, summary\.json but no last\.pt.*--no-resume"):
+        pretrain(cfg, run, progress=False)
+    assert {n: (run / n).read_bytes() for n in before} == before  # nothing touched
+    res = pretrain(cfg, run, resume=False, progress=False)  # said explicitly: start afresh here
+    assert res.step == cfg.train.max_steps and (run / "last.pt").is_file()
