@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from refers_lite.config import get_config
 from refers_lite.data.domain_dataset import DomainImages
-from refers_lite.experiments import CHAPTER_GRIDS, METHODS, Grid, lsp_pretrain_config, radiographs_per_step
+from refers_lite.experiments import CHAPTER_GRIDS, METHODS, Grid, radiographs_per_step
 from refers_lite.finetune import get_finetune_config
 from refers_lite.models import REFERS
 from refers_lite.models.radiograph_transformer import RadiographTransformer
@@ -116,9 +116,7 @@ def book_work(profile: str, data_root: Path) -> list[tuple[str, float, int]]:
                     items.append((f"{chapter}: {name} pre-training ({cfg.train.max_steps} steps)",
                                   cfg.train.max_steps * pretrain_step_flops(cfg), cfg.train.max_steps))
             elif method.kind in ("lsp", "moco"):
-                steps, films = radiographs_per_step(grid)
-                if method.kind == "lsp":
-                    films = lsp_pretrain_config(grid, method).batch_size
+                steps, films = radiographs_per_step(grid)  # LSP's and MoCo's films per step (lsp_pretrain_config)
                 key = f"{name}-{steps}-{films}"
                 if key not in seen:
                     seen.add(key)
@@ -146,7 +144,6 @@ def main():
                     help="a finished pre-training run of --profile on this CPU: its measured s/step gives the CPU's "
                          "achieved FLOP/s, and the book is projected on this CPU with it")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     items = book_work(args.profile, args.data_root)
     merged: dict[str, list] = {}
     for what, f, n in items:

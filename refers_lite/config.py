@@ -308,37 +308,36 @@ def _parse_str(s: str, want: type, key: str) -> Any:
 # -- profiles --------------------------------------------------------------------------------
 DEMO_STEPS = 450  # the demo pre-training: 9.4 epochs of the 3,062 training studies, batch 64
 GPU_STEPS = 2400  # the gpu pre-training: 100 epochs of them, batch 128
+# The course recipe, shared by demo and gpu: measured to learn both tasks on a 2-core CPU where the paper's choices
+# at the demo's size leave Eq. 2 at chance (book/demo_diagnosis.md, section 5). Each departure is an option whose
+# paper value stays the default: a convolutional stem (Xiao et al. 2021), a projection head before Eq. 2, the text
+# encoder frozen (its pooled report features remembered), reports kept to 128 word pieces, no augmentation; and the
+# rendered IU source domain (`make data`), as the paper pre-trains on its reports' studies.
+COURSE_MODEL = dict(stem="conv", study_projection="mlp", text_encoder="minilm", text_freeze_layers=6,
+                    text_max_len=128, vocab_size=2048)
+COURSE_DATA = dict(source="source", augment=False, hflip_prob=0.0)
 PROFILES: dict[str, dict] = {
     "paper": {"data": dict(source="source")},  # the rendered IU source domain (`refers-lite data build`)
     "demo": {
-        # The course recipe: measured to learn both tasks on a 2-core CPU where the paper's choices at this size
-        # leave Eq. 2 at chance (book/demo_diagnosis.md, section 5). Each departure is an option whose paper
-        # value stays the default: a convolutional stem (Xiao et al. 2021), a projection head before Eq. 2,
-        # the text encoder frozen (its pooled report features remembered), reports kept to 128 word pieces,
-        # 64 studies a batch, no augmentation.
-        "model": dict(image_size=64, patch_size=8, width=128, depth=4, heads=4, fusion_hidden=128, stem="conv",
-                      study_projection="mlp", text_encoder="minilm", text_freeze_layers=6, text_max_len=128,
-                      vocab_size=2048, decoder_width=128, decoder_depth=2, decoder_heads=4,
-                      decoder_ffn=256, max_report_len=48),
+        # the course recipe, 64 studies a batch
+        "model": dict(image_size=64, patch_size=8, width=128, depth=4, heads=4, fusion_hidden=128, **COURSE_MODEL,
+                      decoder_width=128, decoder_depth=2, decoder_heads=4, decoder_ffn=256, max_report_len=48),
         # AdamW, not the paper's SGD: in a few hundred CPU steps SGD leaves the study-report
         # consistency loss at chance (features start nearly identical across studies and SGD
         # moves them apart slowly; measured in runs of 150-600 steps), AdamW learns both tasks.
         "train": dict(optimizer="adamw", batch_size=64, max_steps=DEMO_STEPS, warmup_steps=DEMO_STEPS // 10, lr_vision=1e-3,
                       lr_text=1e-3, grad_clip=1.0, log_every=10, ckpt_every=100, num_workers=0),
-        # the rendered IU source domain (`make data`), as the paper pre-trains on its reports' studies
-        "data": dict(source="source", augment=False, hflip_prob=0.0),
+        "data": dict(COURSE_DATA),
     },
     # One GPU (a lab's, or Colab's): the course recipe at the paper's 224 px with a ViT-S/16-sized encoder, sized so
     # that the shared pre-training and every chapter fit in about an hour on one H100-class GPU (a projection from
     # counted FLOPs: benchmarks/gpu_projection.py; not yet measured on a GPU).
     "gpu": {
-        "model": dict(image_size=224, patch_size=16, width=384, depth=12, heads=6, fusion_hidden=512, stem="conv",
-                      study_projection="mlp", text_encoder="minilm", text_freeze_layers=6, text_max_len=128,
-                      vocab_size=2048, decoder_width=256, decoder_depth=3, decoder_heads=4,
-                      decoder_ffn=1024, max_report_len=64),
+        "model": dict(image_size=224, patch_size=16, width=384, depth=12, heads=6, fusion_hidden=512, **COURSE_MODEL,
+                      decoder_width=256, decoder_depth=3, decoder_heads=4, decoder_ffn=1024, max_report_len=64),
         "train": dict(optimizer="adamw", batch_size=128, max_steps=GPU_STEPS, warmup_steps=GPU_STEPS // 10,
                       lr_vision=5e-4, lr_text=5e-4, grad_clip=1.0, log_every=20, ckpt_every=200, num_workers=4),
-        "data": dict(source="source", augment=False, hflip_prob=0.0),
+        "data": dict(COURSE_DATA),
     },
     "smoke": {
         "model": dict(image_size=32, patch_size=8, width=32, depth=2, heads=2, fusion_hidden=32,

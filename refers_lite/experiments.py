@@ -224,7 +224,8 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
         kw = dict(steps=steps, batch_size=batch)
         run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, kw, str(source.resolve())])}"
         with run_lock(run, log):
-            log(f"pre-training {method.name} (image-only contrastive, {steps} steps) in {run}")
+            if not (run / "encoder.pt").is_file():
+                log(f"pre-training {method.name} (image-only contrastive, {steps} steps) in {run}")
             return str(pretrain_moco(grid.profile, source, run, progress=progress, **kw))
     from .checkpoint import export_image_encoder
     from .train import pretrain
