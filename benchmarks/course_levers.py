@@ -9,9 +9,10 @@ and is measured on held-out studies (``refers_lite.learning_checks``):
 
 Every variant is the REFERS of the experiment grid at ``demo`` (``Grid.pretrain_config``: source domain) set back
 to the *former* demo recipe (``FORMER_DEMO``: the paper's choices at the demo's size, with its augmentation,
-flips and side-swapped reports included), plus the overrides below. ``conv_simple`` is the course recipe the
-``demo`` profile now uses. Results are appended to ``--out/levers.jsonl``, one line per variant and step budget,
-so the book's table (``book/demo_diagnosis.md``) comes from this file.
+flips and side-swapped reports included), plus the overrides below. ``conv_simple_r3`` (``conv_simple`` with three
+renders of every report) is the course recipe the ``demo`` profile now uses. Results are appended to
+``--out/levers.jsonl``, one line per variant and step budget, so the book's table (``book/demo_diagnosis.md``)
+comes from this file.
 
     OMP_NUM_THREADS=2 python benchmarks/course_levers.py --variants demo proj conv conv_proj --steps 400
 """
@@ -34,9 +35,11 @@ from refers_lite.models import REFERS
 from refers_lite.train import Pretrainer, seed_everything
 
 # What the demo profile was before it took the course recipe (``conv_simple``): the paper's stem, no projection
-# head, MiniLM's last 2 layers trained, 64-token reports, 16 studies a batch, the paper's augmentation and flips.
+# head, MiniLM's last 2 layers trained, 64-token reports, 16 studies a batch, the paper's augmentation and flips, one
+# film per report.
 FORMER_DEMO = {"model": {"stem": "patch", "study_projection": "none", "text_freeze_layers": 4, "text_max_len": 64},
-               "train": {"batch_size": 16, "lr_text": 3e-4}, "data": {"augment": True, "hflip_prob": 0.5}}
+               "train": {"batch_size": 16, "lr_text": 3e-4},
+               "data": {"augment": True, "hflip_prob": 0.5, "renders": 1}}
 
 VARIANTS = {
     "demo": {},  # the demo recipe as it was
@@ -78,6 +81,12 @@ VARIANTS = {
                       "data": {"augment": False, "hflip_prob": 0.5}},
     "resnet_proj_ft_b64": {"model": {"encoder": "resnet18", "study_projection": "mlp", "text_freeze_layers": 6},
                            "train": {"batch_size": 64}},
+    # conv_simple against memorising: every report paired with 3 films (other patients, lesion draws, acquisitions;
+    # the domain built with `refers-lite data build --renders 3`)
+    "conv_simple_r3": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6,
+                                 "text_max_len": 128},
+                       "train": {"batch_size": 64, "lr_text": 1e-3},
+                       "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
 }
 
 
@@ -120,7 +129,7 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
     grid = lever_grid(name, data_root, steps, out)
     cfg = grid.pretrain_config(METHODS["refers"])
     root = Path(cfg.data.root)
-    train = SourceStudies(root, "train", max_report_len=cfg.model.max_report_len)
+    train = SourceStudies(root, "train", max_report_len=cfg.model.max_report_len, renders=cfg.data.renders)
     val = SourceStudies(root, "validation", max_report_len=cfg.model.max_report_len,
                         report_tokenizer=train.report_tokenizer)
     run_dir = stopped or out / "pretrain" / f"refers-{_digest(cfg.to_dict())}"
@@ -143,7 +152,7 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
     batch = min(cfg.train.batch_size, len(val))
     res = {"variant": name + (f" (stopped at {done})" if stopped and done < steps else ""), "overrides": VARIANTS[name],
            "run": str(run_dir), "steps": done, "batch": cfg.train.batch_size,
-           "epochs": round(done * cfg.train.batch_size / len(train), 2), "train_seconds": round(seconds, 1),
+           "epochs": round(done * cfg.train.batch_size / train.n_studies, 2),  # passes over the reports "train_seconds": round(seconds, 1),
            "precision": load_refers_precision(run_dir), "cpu": cpu_name(), "threads": torch.get_num_threads(),
            "val consistency": va[-1]["val_loss_consistency"] if va else float("nan"),
            "val consistency chance": consistency_chance(len(val), batch),

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build: override a domain's size, e.g. --size nih=1000 --size source=100 (studies)")
     p.add_argument("--only", action="append", default=None, metavar="DOMAIN", help="build: only these domains")
     p.add_argument("--workers", type=int, default=2, help="build: worker processes (default 2)")
+    p.add_argument("--renders", type=int, default=None, metavar="N",
+                   help="build: render every source study N times (default: the profile's; data.renders reads them)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--vocab-size", type=int, default=3000, help="report tokenizer vocabulary (default 3000)")
 
@@ -188,9 +190,12 @@ def _data_build(args) -> None:
         sizes[key.strip()] = int(value)
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.renders is not None and args.renders < 1:
+        raise ValueError(f"--renders must be >= 1, got {args.renders}")
     out = args.out or Path("data/synthetic")
     try:
-        build_domains(args.profile, out, sizes=sizes, seed=args.seed, workers=args.workers, only=args.only)
+        build_domains(args.profile, out, sizes=sizes, seed=args.seed, workers=args.workers, only=args.only,
+                      renders=args.renders)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cache shards under {out} are kept; run the same command to resume",
               file=sys.stderr)

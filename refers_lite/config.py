@@ -142,6 +142,7 @@ class AugmentConfig:
 class DataConfig(AugmentConfig):
     source: str = "toy"  # "toy": schematic studies with templated reports; "source": the rendered IU domain
     root: str = "data/synthetic/source"  # the source domain folder (`refers-lite data build`), for source="source"
+    renders: int = 1  # films per report served for pre-training (a domain built with `data build --renders N`)
     num_studies: int = 64  # toy studies
     val_fraction: float = 0.125  # toy studies
     seed: int = 0
@@ -236,6 +237,7 @@ class Config:
         _check(0 < d.val_fraction < 1, "data.val_fraction must be in (0, 1)")
         d.check_augment("data.")
         _check(self.data.num_studies >= 2, "data.num_studies must be >= 2")
+        _check(d.renders >= 1, f"data.renders must be >= 1, got {d.renders}")
 
 
 def _check(ok: bool, msg: str) -> None:
@@ -312,10 +314,12 @@ GPU_STEPS = 2400  # the gpu pre-training: 100 epochs of them, batch 128
 # at the demo's size leave Eq. 2 at chance (book/demo_diagnosis.md, section 5). Each departure is an option whose
 # paper value stays the default: a convolutional stem (Xiao et al. 2021), a projection head before Eq. 2, the text
 # encoder frozen (its pooled report features remembered), reports kept to 128 word pieces, no augmentation; and the
-# rendered IU source domain (`make data`), as the paper pre-trains on its reports' studies.
+# rendered IU source domain (`make data`), as the paper pre-trains on its reports' studies, with every report paired
+# with three films rendered for it (other patients, lesion draws, acquisitions), so that the encoder cannot learn one
+# film per report (the paper has one study per report; one render is data.renders=1).
 COURSE_MODEL = dict(stem="conv", study_projection="mlp", text_encoder="minilm", text_freeze_layers=6,
                     text_max_len=128, vocab_size=2048)
-COURSE_DATA = dict(source="source", augment=False, hflip_prob=0.0)
+COURSE_DATA = dict(source="source", augment=False, hflip_prob=0.0, renders=3)
 PROFILES: dict[str, dict] = {
     "paper": {"data": dict(source="source")},  # the rendered IU source domain (`refers-lite data build`)
     "demo": {

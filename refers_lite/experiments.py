@@ -211,22 +211,26 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
         return str(encoder)
     if method.kind in ("lsp", "moco"):
         source = grid.data_root / "source"
+        renders = grid.pretrain_config(METHODS["refers"]).data.renders  # the films REFERS is given
+        films = {"renders": renders} if renders > 1 else {}  # (one render: the run names of before renders)
         if method.kind == "lsp":
             from .baselines.lsp import pretrain_lsp
             cfg = lsp_pretrain_config(grid, method)
-            run = grid.out / "pretrain" / f"{method.name}-{_digest([cfg.to_dict(), str(source.resolve())])}"
+            key = [cfg.to_dict(), str(source.resolve())] + ([films] if films else [])
+            run = grid.out / "pretrain" / f"{method.name}-{_digest(key)}"
             with run_lock(run, log):
                 if not (run / "encoder.pt").is_file():
                     log(f"pre-training {method.name} (label-supervised, {cfg.max_steps} steps) in {run}")
-                return str(pretrain_lsp(method.arch, grid.profile, source, run, cfg=cfg, progress=progress))
+                return str(pretrain_lsp(method.arch, grid.profile, source, run, cfg=cfg, progress=progress,
+                                        renders=renders))
         from .baselines.moco import pretrain_moco
         steps, batch = radiographs_per_step(grid)
         kw = dict(steps=steps, batch_size=batch)
-        run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, kw, str(source.resolve())])}"
+        run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, kw | films, str(source.resolve())])}"
         with run_lock(run, log):
             if not (run / "encoder.pt").is_file():
                 log(f"pre-training {method.name} (image-only contrastive, {steps} steps) in {run}")
-            return str(pretrain_moco(grid.profile, source, run, progress=progress, **kw))
+            return str(pretrain_moco(grid.profile, source, run, progress=progress, renders=renders, **kw))
     from .checkpoint import export_image_encoder
     from .train import pretrain
     cfg = grid.pretrain_config(method)

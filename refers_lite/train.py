@@ -579,7 +579,8 @@ def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None,
     refuse_to_replace(out_dir, resume)  # before anything is written there
     if (train_set is None or val_set is None) and cfg.data.source == "source":
         from .data.source_studies import SourceStudies
-        train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len)
+        train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len,
+                                  renders=cfg.data.renders)  # validation: each study's first render only
         val_set = SourceStudies(cfg.data.root, "validation", max_report_len=cfg.model.max_report_len,
                                 report_tokenizer=train_set.report_tokenizer)
         if train_set.report_tokenizer.vocab_size > cfg.model.vocab_size:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from refers_lite.data.records import ImageRef, StudyRecord
-from refers_lite.data.source_domain import mesh_to_requests, plan_source_items
+from refers_lite.data.source_domain import mesh_to_requests, plan_source_items, render_image_id
 from refers_lite.data.synthesis import FindingRequest
 
 ALL = {"atelectasis", "cardiomegaly", "pleural_effusion", "calcified_granuloma", "calcification", "emphysema",
@@ -63,6 +63,32 @@ def test_plan_source_items_keeps_views_and_shares_lesions_within_a_study():
     assert again == items  # independent of input order
     with pytest.raises(ValueError, match="no images"):
         plan_source_items([_record(1, [])], ["t"])
+
+
+def test_renders_pair_each_report_with_new_films_and_keep_render_zero():
+    records = [_record(i, ["frontal", "lateral"], ["Cardiomegaly"] if i % 2 else ["normal"]) for i in range(1, 11)]
+    texts = [f"text {r.study_id}" for r in records]
+    one, studies1 = plan_source_items(records, texts, shard_size=8)
+    three, studies3 = plan_source_items(records, texts, shard_size=8, renders=3)
+    assert three[:len(one)] == one  # render 0 does not change with the number of renders
+    assert len(three) == 3 * len(one) and len(studies3) == len(studies1) == 10
+    assert [s.renders for s in studies3] == [3] * 10 and studies1[0].renders == 1
+    assert [s.image_ids for s in studies3] == [s.image_ids for s in studies1]  # studies list render 0's ids
+    n = len(one)
+    for k in (1, 2):
+        for a, b in zip(one, three[k * n:(k + 1) * n]):
+            assert b.image_id == render_image_id(a.image_id, k) == f"{a.image_id}@r{k}"
+            assert b.view == a.view and {q.finding for q in b.requests} == {q.finding for q in a.requests}
+            assert b.lesion_seed != a.lesion_seed and b.acq_seed != a.acq_seed
+    # other patients: the numbering continues, a patient per shard of 8 images, so a study's renders differ in it
+    for j in range(n):
+        assert len({three[j].patient, three[n + j].patient, three[2 * n + j].patient}) == 3
+    assert {it.patient for it in three} == set(range(1000, 1000 + -(-len(three) // 8)))
+    assert len({it.image_id for it in three}) == len(three)
+    with pytest.raises(ValueError, match="renders"):
+        plan_source_items(records, texts, renders=0)
+    with pytest.raises(ValueError, match="render must be"):
+        render_image_id("x", -1)
 
 
 def test_nih_plan_follows_the_real_label_table():

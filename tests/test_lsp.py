@@ -17,17 +17,21 @@ def source(tmp_path_factory):
     return write_placeholder_source(tmp_path_factory.mktemp("lsp") / "source", n_studies=30, image_size=40, seed=1)
 
 
-def test_every_radiograph_carries_its_studys_structured_labels(source):
-    studies = SourceStudies(source, "train")
+@pytest.mark.parametrize("renders", [1, 2])
+def test_every_radiograph_carries_its_studys_structured_labels(source, tmp_path, renders):
+    if renders > 1:  # every film of every render served, each with its study's labels
+        source = write_placeholder_source(tmp_path / "source", n_studies=30, image_size=40, seed=1, renders=renders)
+    studies = SourceStudies(source, "train", renders=renders)
     images = SourceImages(studies)
     assert len(images) == studies.n_images and images.classes == list(LABELS)
     y = studies.structured_labels()
+    assert len(y) == studies.n_studies and len(studies) == renders * studies.n_studies
     k = 0
     for s in range(len(studies)):
         views = studies[s]["images"]  # (n, 1, S, S) uint8
         for v in range(views.shape[0]):
             item = images[k]
-            assert torch.equal(item["labels"], torch.from_numpy(y[s]))
+            assert torch.equal(item["labels"], torch.from_numpy(y[s % studies.n_studies]))
             assert torch.equal(item["image"], views[v])
             k += 1
     assert k == len(images) and y.sum() > 0  # the placeholder reports do mention findings

@@ -40,6 +40,16 @@ def test_radiographs_are_every_image_of_the_split(source):
     assert torch.equal(images[-1], flat[-1])
 
 
+def test_radiographs_of_every_render_served(tmp_path):
+    root = write_placeholder_source(tmp_path / "source", n_studies=12, image_size=32, seed=0, renders=2)
+    one, two = SourceRadiographs(root, "train"), SourceRadiographs(root, "train", renders=2)
+    studies = SourceStudies(root, "train", renders=2)
+    flat = torch.cat([studies[i]["images"] for i in range(len(studies))])  # render 0's films, then render 1's
+    assert len(two) == 2 * len(one) == len(flat) and two.n_studies == one.n_studies == studies.n_studies
+    assert torch.equal(two.batch(range(len(two))), flat) and torch.equal(one.batch(range(len(one))), flat[:len(one)])
+    assert two.fingerprint != one.fingerprint  # a run over other films is another run
+
+
 def test_exported_encoder_is_the_trained_query_encoder(finished):
     out, path = finished
     assert path == out / "encoder.pt"

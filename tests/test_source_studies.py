@@ -201,3 +201,34 @@ def test_placeholder_source_is_deterministic_and_complete(source, tmp_path):
     assert np.abs(np.diff(pixels, axis=2)).mean() < 4  # smooth: neighbouring pixels differ little
     with pytest.raises(ValueError, match="views_per_study"):
         write_placeholder_source(tmp_path / "bad", views_per_study=(0, 2))
+
+
+def test_renders_serve_each_report_with_each_of_its_films(tmp_path):
+    root = write_placeholder_source(tmp_path / "r3", n_studies=N, image_size=SIZE, renders=3)
+    one = SourceStudies(root, split=None)
+    three = SourceStudies(root, split=None, renders=3)
+    two = SourceStudies(root, split="train", renders=2)
+    assert len(one) == N and len(three) == 3 * N and three.n_studies == N and three.renders == 3
+    assert three.n_images == 3 * one.n_images and "x 3 renders" in repr(three)
+    cache = ImageCache.open(root / "cache")
+    item_of = dict(zip(cache.index["image_id"], cache.index["item"]))
+    image_ids = pd.read_csv(root / "studies.csv", dtype=str)["image_ids"].str.split(";").tolist()
+    for i in range(3 * N):
+        s, k = i % N, i // N
+        a, b = one[s], three[i]
+        assert b["study_id"] == a["study_id"] and b["report_ids"] == a["report_ids"] and b["text"] == a["text"]
+        ids = [f"{j}@r{k}" if k else j for j in image_ids[s]]
+        expect = np.stack([cache.image(item_of[j]) for j in ids])
+        np.testing.assert_array_equal(b["images"][:, 0].numpy(), expect)
+        if k:
+            assert not torch.equal(b["images"], a["images"])  # another film of the same report
+    items, study = three.image_items()
+    assert len(items) == three.n_images and set(study.tolist()) == set(range(N))
+    assert len(two) == 2 * two.n_studies and two.structured_labels().shape[0] == two.n_studies
+    assert pickle.loads(pickle.dumps(three))[N + 1]["study_id"] == three[1]["study_id"]
+    with pytest.raises(ValueError, match="renders of every study asked for, but the domain holds only 3"):
+        SourceStudies(root, split=None, renders=4)
+    with pytest.raises(ValueError, match="holds only 1"):
+        SourceStudies(write_placeholder_source(tmp_path / "r1", n_studies=4, image_size=SIZE), None, renders=2)
+    with pytest.raises(ValueError, match="renders must be"):
+        SourceStudies(root, None, renders=0)

@@ -72,18 +72,23 @@ def build_encoder_for(arch: str, profile: str):
 
 
 def pretrain_lsp(arch: str, profile: str, source_root: str | Path, out_dir: str | Path,
-                 cfg: FinetuneConfig | None = None, seed: int = 0, progress: bool = True) -> Path:
+                 cfg: FinetuneConfig | None = None, seed: int = 0, progress: bool = True,
+                 renders: int | None = None) -> Path:
     """Label-supervised pre-training; returns ``out_dir/encoder.pt`` (reused when it exists).
 
     ``cfg``: the training loop's settings (default: the profile's fine-tuning config, with Adam 1e-4
-    for the ConvNet as the paper fine-tunes ResNets). An interrupted run starts again from its start."""
+    for the ConvNet as the paper fine-tunes ResNets). An interrupted run starts again from its start.
+    ``renders``: the training films of how many renders of each study (None: the profile's ``data.renders``)."""
     out_dir = Path(out_dir)
     encoder_path = out_dir / "encoder.pt"
     if encoder_path.is_file():
         return encoder_path
     if cfg is None:
         cfg = get_finetune_config(profile, {"optimizer": "adam", "lr": 1e-4} if arch == "convnet" else None)
-    sets = [SourceImages(SourceStudies(source_root, split)) for split in ("train", "validation", "test")]
+    if renders is None:
+        renders = get_config(profile).data.renders
+    sets = [SourceImages(SourceStudies(source_root, split, renders=renders if split == "train" else 1))
+            for split in ("train", "validation", "test")]  # training: the films REFERS is given
     seed_everything(seed)
     encoder, arch_name = build_encoder_for(arch, profile)
     model = LinearHead(encoder, len(LABELS))

@@ -103,16 +103,16 @@ class SourceRadiographs(Dataset):
     needed. ``batch(indices)`` reads many images with one cache call.
     """
 
-    def __init__(self, root, split: str | None = "train", verify: bool = False):
+    def __init__(self, root, split: str | None = "train", verify: bool = False, renders: int = 1):
         from ..data.report_tokenizer import ReportTokenizer
         from ..data.source_studies import SourceStudies
 
         studies = SourceStudies(root, split, report_tokenizer=ReportTokenizer.train(["image"]), max_report_len=2,
-                                verify=verify)
+                                verify=verify, renders=renders)  # every film of the renders served
         self.root, self.split = Path(root), split
         self.cache = studies.cache
         self.items = np.asarray(studies._items, dtype=np.int64)  # (n_images,) cache items
-        self.n_studies = len(studies)
+        self.n_studies = studies.n_studies
         if len(self.items) == 0:
             raise ValueError(f"{self.root}: the {split or 'whole'} split has no radiographs")
 
@@ -455,7 +455,7 @@ def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, b
                   device: str = "auto", precision: str = "auto", progress: bool = True,
                   config_overrides: dict | None = None, split: str | None = "train",
                   warmup_steps: int | None = None, hflip_prob: float = 0.5,
-                  stop_after: int | None = None) -> Path:
+                  stop_after: int | None = None, renders: int | None = None) -> Path:
     """MoCo v2-style pre-training of the radiograph transformer of ``get_config(model_cfg_profile,
     config_overrides)`` on the ``split`` radiographs of the source domain in ``source_root``.
 
@@ -464,10 +464,11 @@ def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, b
     ``last.pt`` of an earlier call with the same settings is resumed; with other settings, refused.
     ``stop_after``: return ``out_dir/last.pt`` after that many steps of this call, as if killed (tests).
     The model config's ``data`` section gives the augmentation, its ``train`` section SGD's momentum,
-    the weight decay, gradient clipping, ``log_every`` and ``ckpt_every``.
+    the weight decay, gradient clipping, ``log_every`` and ``ckpt_every``. ``renders``: the films of how many
+    renders of each study (None: the config's ``data.renders``), as REFERS is given them.
     """
     cfg = get_config(model_cfg_profile, config_overrides)
-    data = SourceRadiographs(source_root, split)
+    data = SourceRadiographs(source_root, split, renders=cfg.data.renders if renders is None else renders)
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     cfg_dict = cfg.to_dict()

@@ -6,11 +6,13 @@ What each profile builds (images; ``--size name=N`` overrides one):
 profile    source (IU studies)       nih     vindr  shenzhen  covid_t1 / covid_t2
 =========  ========================  ======  =====  ========  =====================
 smoke      40 studies (~80 images)   32      24     16        16 / 16
-demo       all 3,826 (7,430 images)  4,480   600    662       930 / 930
+demo       all 3,826, 3 renders      4,480   600    662       930 / 930
+           (22,290 images)
 paper      all 3,826 (7,430 images)  112,120 15,000 662       930 / 930
 =========  ========================  ======  =====  ========  =====================
 
-NIH : VinBigData is 7.5 : 1 as in the paper (112,120 : 15,000); Shenzhen and COVID keep the real
+At ``demo`` (and ``gpu``) every source study is rendered three times (``--renders N`` sets it): one report, three
+films, as the course recipe pre-trains (``data.renders``). NIH : VinBigData is 7.5 : 1 as in the paper (112,120 : 15,000); Shenzhen and COVID keep the real
 collections' sizes.  At ``smoke`` every domain uses the same single patient (so the whole build
 takes seconds); otherwise each domain has its own pool of patients.  Every domain is a folder under ``--out`` (default ``data/synthetic``)::
 
@@ -18,7 +20,7 @@ takes seconds); otherwise each domain has its own pool of patients.  Every domai
     <domain>/cache/        uint8 256 x 256 images (refers_lite.data.image_cache)
     <domain>/boxes.csv     image_id,label,x0,y0,x1,y1,side
     <domain>/splits/       split.csv + train_{1,10,100}pct_seed{0,1,2}.txt  (targets)
-    source/studies.csv     study_id, split, patient, image_ids, views, findings, unrendered, labels, text
+    source/studies.csv     study_id, split, patient, image_ids, views, findings, unrendered, labels, renders, text
 
 A build is deterministic (``--seed``), resumable (the image cache keeps finished shards) and a
 second run with the same settings reuses everything.
@@ -63,6 +65,7 @@ class BuildPlan:
     seed: int = 0
     image_size: int = IMAGE_SIZE
     shared_patients: bool = False  # every domain draws from the source's patient pool (smoke: one patient)
+    source_renders: int = 1  # renderings of every source study (one report, several films: see plan_source_items)
 
     def with_sizes(self, overrides: dict[str, int]) -> "BuildPlan":
         from .target_domains import TARGET_DOMAINS
@@ -84,7 +87,8 @@ class BuildPlan:
 BUILD_PROFILES: dict[str, BuildPlan] = {
     "smoke": BuildPlan(40, {"nih": 32, "vindr": 24, "shenzhen": 16, "covid_t1": 16, "covid_t2": 16},
                        shared_patients=True),
-    "demo": BuildPlan(None, {"nih": 4480, "vindr": 600, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930}),
+    "demo": BuildPlan(None, {"nih": 4480, "vindr": 600, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930},
+                      source_renders=3),
     "paper": BuildPlan(None, {"nih": 112_120, "vindr": 15_000, "shenzhen": 662, "covid_t1": 930, "covid_t2": 930}),
 }
 BUILD_PROFILES["gpu"] = BUILD_PROFILES["demo"]  # the same films: gpu changes the model, not the data
@@ -148,8 +152,11 @@ def _check_findings(needed: set[str], what: str) -> None:
 
 
 def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, workers: int = 2,
-                 image_size: int = IMAGE_SIZE, progress: bool = True) -> dict:
-    """Render the IU source domain into ``out`` (see module doc); returns a summary dict."""
+                 image_size: int = IMAGE_SIZE, progress: bool = True, renders: int = 1) -> dict:
+    """Render the IU source domain into ``out`` (see module doc); returns a summary dict.
+
+    ``renders``: how many times every study is rendered (other patients, lesion draws and acquisitions); the
+    films of render 0 are the same whatever ``renders`` is (their shard size and patients do not change)."""
     from .corpus import ReportCorpus
     from .image_cache import build_cache
     from .iu_xray import ATTRIBUTION
@@ -164,13 +171,16 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
     if n_studies is not None:
         kept = kept[:n_studies] if n_studies <= len(kept) else kept
     n_images = sum(len(r.record.images) for r in kept)
-    shard = shard_size_for(n_images)
+    shard = shard_size_for(n_images)  # of one render: render 0 keeps its patients however many renders follow
     items, studies = plan_source_items([r.record for r in kept], [r.text for r in kept], seed=seed,
-                                       shard_size=shard)
+                                       shard_size=shard, renders=renders)
     _check_findings({q.finding for it in items for q in it.requests}, "source domain")
-    extra = [{"study_id": s.study_id} for s in studies for _ in s.image_ids]
+    extra = [{"study_id": s.study_id} | ({"render": k} if renders > 1 else {})
+             for k in range(renders) for s in studies for _ in s.image_ids]  # in the order of items
     out.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint("source", "iu", len(items), seed, image_size)
+    if renders > 1:
+        fp["renders"] = renders  # one render: the fingerprint of the caches built before renders existed
     reused = _complete(out / "cache", fp, len(items))
     cache = build_cache(out / "cache", len(items),
                         functools.partial(render_item_shard, items=items, extra=extra, size=image_size),
@@ -185,10 +195,11 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
     studies_csv = pd.DataFrame([{"study_id": s.study_id, "split": split_of.get(s.study_id, "train"), "patient": s.patient,
                    "image_ids": ";".join(s.image_ids), "views": ";".join(s.views),
                    "findings": ";".join(sorted({q.finding for q in s.requests})),
-                   "unrendered": ";".join(s.unrendered), "labels": labels_of.get(s.study_id, ""), "text": s.text}
+                   "unrendered": ";".join(s.unrendered), "labels": labels_of.get(s.study_id, ""),
+                   "renders": s.renders, "text": s.text}
                   for s in studies])
     write_if_changed(out / "studies.csv", studies_csv.to_csv(index=False))
-    summary = {"name": "source", "kind": "source", "studies": len(studies), "images": len(items),
+    summary = {"name": "source", "kind": "source", "studies": len(studies), "renders": renders, "images": len(items),
                "boxes": n_boxes, "abnormal_studies": sum(bool(s.requests) for s in studies),
                "image_size": image_size, "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
                "attribution": ATTRIBUTION,
@@ -241,11 +252,16 @@ def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 
 
 def build_domains(profile: str, out: str | Path = "data/synthetic", *, sizes: dict[str, int] | None = None,
                   seed: int = 0, workers: int = 2, only: list[str] | None = None, progress: bool = True,
-                  log=print) -> list[dict]:
-    """Build what ``profile`` needs (see module doc); prints a line per domain and the total time."""
+                  log=print, renders: int | None = None) -> list[dict]:
+    """Build what ``profile`` needs (see module doc); prints a line per domain and the total time.
+    ``renders``: renderings of every source study (None: the profile's ``source_renders``)."""
     if profile not in BUILD_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {sorted(BUILD_PROFILES)}")
     plan = dataclasses.replace(BUILD_PROFILES[profile], seed=seed).with_sizes(sizes or {})
+    if renders is not None:
+        if int(renders) != renders or renders < 1:
+            raise ValueError(f"renders must be a whole number >= 1, got {renders!r}")
+        plan = dataclasses.replace(plan, source_renders=int(renders))
     out = Path(out)
     names = ["source", *plan.sizes]
     if only:
@@ -258,7 +274,7 @@ def build_domains(profile: str, out: str | Path = "data/synthetic", *, sizes: di
     for name in names:
         if name == "source":
             s = build_source(out / "source", plan.source_studies, seed=plan.seed, workers=workers,
-                             image_size=plan.image_size, progress=progress)
+                             image_size=plan.image_size, progress=progress, renders=plan.source_renders)
         elif plan.sizes.get(name, 0) > 0:
             s = build_target(name, out / name, plan.sizes[name], seed=plan.seed, workers=workers,
                              image_size=plan.image_size, progress=progress,

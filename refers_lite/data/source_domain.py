@@ -24,7 +24,7 @@ from .records import StudyRecord
 from .structured_labels import parse_mesh
 from .synthesis import FindingRequest, ImageItem
 
-__all__ = ["MESH_FINDINGS", "SourceStudy", "mesh_to_requests", "plan_source_items"]
+__all__ = ["MESH_FINDINGS", "SourceStudy", "mesh_to_requests", "plan_source_items", "render_image_id"]
 
 # MeSH head (lower case) -> finding; a tuple (finding, required qualifier) entries are conditional.
 MESH_FINDINGS: dict[str, str] = {
@@ -142,33 +142,53 @@ class SourceStudy:
     requests: tuple[FindingRequest, ...]
     unrendered: tuple[str, ...]
     text: str
+    renders: int = 1  # renders of the study; render k > 0 has the image ids render_image_id(id, k)
+
+
+def render_image_id(image_id: str, render: int) -> str:
+    """The cache id of ``image_id`` in a study's ``render``-th rendering (render 0: the id itself)."""
+    if render < 0:
+        raise ValueError(f"render must be >= 0, got {render}")
+    return image_id if render == 0 else f"{image_id}@r{render}"
 
 
 def plan_source_items(records: Sequence[StudyRecord], texts: Sequence[str], *, seed: int = 0,
-                      shard_size: int = 256, patient_base: int = 1000) -> tuple[list[ImageItem], list[SourceStudy]]:
+                      shard_size: int = 256, patient_base: int = 1000, renders: int = 1
+                      ) -> tuple[list[ImageItem], list[SourceStudy]]:
     """Image items (in cache order) and studies for ``records`` (each with >= 1 image).
 
     Studies are sorted by id; patient ``p`` (seed ``patient_base + p``) takes the studies whose first
     image falls in items ``[p * shard_size, (p + 1) * shard_size)``, so a cache shard needs at most two
-    patients.  Everything depends only on the records, ``seed`` and ``shard_size``.
+    patients.  Everything depends only on the records, ``seed``, ``shard_size`` and ``renders``.
+
+    ``renders`` > 1 renders every study that many times, so that one report is paired with several films:
+    render ``k`` > 0 of all studies follows render ``k - 1`` in the cache, on patients of its own (the
+    numbering continues), with its own lesion seed (an unspecified severity is drawn again) and acquisition.
+    Render 0 is the same whatever ``renders`` is.
     """
     if len(records) != len(texts):
         raise ValueError(f"need one text per record, got {len(records)} records and {len(texts)} texts")
+    if int(renders) != renders or renders < 1:
+        raise ValueError(f"renders must be a whole number >= 1, got {renders!r}")
     order = sorted(range(len(records)), key=lambda i: _study_key(records[i].study_id))
     items: list[ImageItem] = []
     studies: list[SourceStudy] = []
-    for i in order:
-        rec = records[i]
-        if not rec.images:
-            raise ValueError(f"study {rec.study_id} has no images: the source domain renders a study's own views")
-        patient = patient_base + len(items) // shard_size
-        study_seed = int(np.random.default_rng([seed, _study_key(rec.study_id)[0], 17]).integers(2**31 - 1))
-        reqs, unrendered = mesh_to_requests(rec.mesh, np.random.default_rng(study_seed))
-        views = tuple("lateral" if im.view == "lateral" else "frontal" for im in rec.images)
-        for k, (im, view) in enumerate(zip(rec.images, views)):
-            items.append(ImageItem(im.image_id, patient, view, study_seed, reqs, "iu", study_seed + 1 + k))
-        studies.append(SourceStudy(rec.study_id, patient, tuple(im.image_id for im in rec.images), views, reqs,
-                                   unrendered, texts[i]))
+    for render in range(int(renders)):
+        for i in order:
+            rec = records[i]
+            if not rec.images:
+                raise ValueError(f"study {rec.study_id} has no images: the source domain renders a study's own views")
+            patient = patient_base + len(items) // shard_size
+            key = [seed, _study_key(rec.study_id)[0], 17] + ([render] if render else [])  # render 0: as before
+            study_seed = int(np.random.default_rng(key).integers(2**31 - 1))
+            reqs, unrendered = mesh_to_requests(rec.mesh, np.random.default_rng(study_seed))
+            views = tuple("lateral" if im.view == "lateral" else "frontal" for im in rec.images)
+            for k, (im, view) in enumerate(zip(rec.images, views)):
+                items.append(ImageItem(render_image_id(im.image_id, render), patient, view, study_seed, reqs, "iu",
+                                       study_seed + 1 + k))
+            if render == 0:
+                studies.append(SourceStudy(rec.study_id, patient, tuple(im.image_id for im in rec.images), views,
+                                           reqs, unrendered, texts[i], int(renders)))
     return items, studies
 
 

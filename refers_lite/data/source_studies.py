@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from .image_cache import ImageCache, build_cache
 from .report_tokenizer import ReportTokenizer
+from .source_domain import render_image_id
 from .splits import SPLITS, make_splits
 
 __all__ = ["SourceStudies", "write_placeholder_source", "STUDIES_FILE", "CACHE_DIR", "TOKENIZER_FILE",
@@ -93,12 +94,16 @@ class SourceStudies(Dataset):
     ``root/report_tokenizer.json`` if present, else ``root/../../iu_xray/report_tokenizer.json``
     (the layout ``data/synthetic/source`` next to ``data/iu_xray``).
     ``verify=True`` checks every cache shard's sha256 on opening.
+    ``renders``: how many of each study's renderings to serve (a domain built with ``source_renders`` > 1 has
+    several films per report, see :func:`~refers_lite.data.source_domain.plan_source_items`). Item ``i`` is study
+    ``i % n_studies`` in render ``i // n_studies``, so ``len`` is ``n_studies * renders`` and an epoch pairs every
+    report with each of its first ``renders`` films once.
     Items: ``{"images": (n_views, 1, S, S) uint8 tensor (its own memory), "report_ids": list[int],
     "text": str, "study_id": str}``.
     """
 
     def __init__(self, root, split: str | None = "train", report_tokenizer=None, max_report_len: int = 128,
-                 verify: bool = False):
+                 verify: bool = False, renders: int = 1):
         if split is not None and split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS} or None (all studies)")
         self.root = Path(root)
@@ -114,6 +119,16 @@ class SourceStudies(Dataset):
             raise ValueError(f"{path}: study {dup.iloc[0]!r} appears more than once")
         if split is not None:
             df = df[df["split"] == split]
+        if int(renders) != renders or renders < 1:
+            raise ValueError(f"renders must be a whole number >= 1, got {renders!r}")
+        self.renders = int(renders)
+        if self.renders > 1:
+            built = pd.to_numeric(df["renders"], errors="coerce") if "renders" in df.columns else None
+            have = 1 if built is None or not len(df) else built.min()
+            if not have >= self.renders:  # NaN (an unreadable cell) fails too
+                raise ValueError(f"{path}: {self.renders} renders of every study asked for, but the domain holds "
+                                 f"{'only ' + str(int(have)) if have == have else 'unreadable render counts'} (rebuild "
+                                 f"it with `refers-lite data build --renders {self.renders}`, or set data.renders=1)")
 
         self.cache = ImageCache.open(self.root / CACHE_DIR, verify=verify)
         cpath = self.cache.root
@@ -122,8 +137,7 @@ class SourceStudies(Dataset):
                              f"(columns: {list(self.cache.index.columns)})")
         item_of = dict(zip(self.cache.index["image_id"].astype(str), self.cache.index["item"].tolist()))
 
-        items: list[int] = []
-        offsets = [0]
+        per_study: list[list[int]] = []  # cache items of render 0, study by study
         for sid, ids, views, text in zip(df["study_id"], df["image_ids"], df["views"], df["text"]):
             image_ids = [s for s in ids.split(";") if s.strip()]
             if not image_ids:
@@ -137,8 +151,18 @@ class SourceStudies(Dataset):
                                  f"(rebuild the domain with `refers-lite data build`)")
             if not text.strip():
                 raise ValueError(f"{path}: study {sid!r} has an empty report text")
-            items.extend(item_of[i] for i in image_ids)
-            offsets.append(len(items))
+            per_study.append([item_of[i] for i in image_ids])
+        items: list[int] = [i for s in per_study for i in s]
+        offsets = list(np.cumsum([0] + [len(s) for s in per_study]))
+        for render in range(1, self.renders):  # render k: the same views, ids render_image_id(id, k)
+            for sid, ids in zip(df["study_id"], df["image_ids"]):
+                for image_id in (s for s in ids.split(";") if s.strip()):
+                    rid = render_image_id(image_id, render)
+                    if rid not in item_of:
+                        raise ValueError(f"{path}: study {sid!r}: render {render} image {rid!r} is not in the image "
+                                         f"cache {cpath} (rebuild the domain with `refers-lite data build`)")
+                    items.append(item_of[rid])
+                offsets.append(len(items))
 
         tok = _resolve_tokenizer(self.root, report_tokenizer)
         self.report_tokenizer = tok  # also re-encodes side-swapped reports of flipped studies (MultiViewStudies)
@@ -149,8 +173,8 @@ class SourceStudies(Dataset):
         self.max_report_len = int(max_report_len)
         reports = [tok.encode(t, self.max_report_len) for t in self.texts]
         # flat arrays + offsets: a study's slices are [off[i], off[i + 1]); cheap to pickle into workers
-        self._items = np.asarray(items, dtype=np.int64)  # (n_images,) cache items, study by study
-        self._item_offsets = np.asarray(offsets, dtype=np.int64)  # (n_studies + 1,)
+        self._items = np.asarray(items, dtype=np.int64)  # (n_images,) cache items, study by study, render by render
+        self._item_offsets = np.asarray(offsets, dtype=np.int64)  # (n_studies * renders + 1,)
         self._report_ids = np.asarray([t for r in reports for t in r], dtype=np.int32)  # (n_tokens,)
         self._report_offsets = np.cumsum([0] + [len(r) for r in reports], dtype=np.int64)  # (n_studies + 1,)
 
@@ -160,7 +184,7 @@ class SourceStudies(Dataset):
         from .structured_labels import LABEL_INDEX, LABELS, labels_from_texts
         if self._label_names is None:
             return labels_from_texts(self.texts).astype(np.float32)
-        out = np.zeros((len(self), len(LABELS)), np.float32)
+        out = np.zeros((self.n_studies, len(LABELS)), np.float32)
         for i, names in enumerate(self._label_names):
             for name in filter(None, (n.strip() for n in names.split(";"))):
                 if name not in LABEL_INDEX:
@@ -178,14 +202,15 @@ class SourceStudies(Dataset):
         per_study = [set(filter(None, (f.strip() for f in cell.split(";")))) for cell in self._findings]
         names = sorted(set().union(*per_study)) if per_study else []
         column = {name: j for j, name in enumerate(names)}
-        out = np.zeros((len(self), len(names)), np.float32)
+        out = np.zeros((self.n_studies, len(names)), np.float32)
         for i, found in enumerate(per_study):
             out[i, [column[f] for f in found]] = 1.0
         return names, out
 
     def image_items(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every image of this split: (cache items (n_images,), the study each belongs to (n_images,))."""
-        study = np.repeat(np.arange(len(self)), np.diff(self._item_offsets))
+        """Every image of this split, of every render served: (cache items (n_images,), the study each belongs to
+        (n_images,), an index into ``study_ids``)."""
+        study = np.repeat(np.arange(len(self)) % self.n_studies, np.diff(self._item_offsets))
         return self._items.copy(), study
 
     @property
@@ -196,20 +221,26 @@ class SourceStudies(Dataset):
     def n_images(self) -> int:
         return len(self._items)
 
-    def __len__(self) -> int:
+    @property
+    def n_studies(self) -> int:
         return len(self.study_ids)
 
+    def __len__(self) -> int:
+        return self.n_studies * self.renders
+
     def __repr__(self) -> str:
-        return (f"SourceStudies({self.split or 'all'}: {len(self):,} studies, {self.n_images:,} images of "
-                f"{self.image_size}x{self.image_size} uint8, root='{self.root}')")
+        renders = f" x {self.renders} renders" if self.renders > 1 else ""
+        return (f"SourceStudies({self.split or 'all'}: {self.n_studies:,} studies{renders}, {self.n_images:,} images "
+                f"of {self.image_size}x{self.image_size} uint8, root='{self.root}')")
 
     def __getitem__(self, i) -> dict:
         i = operator.index(i)
         if not -len(self) <= i < len(self):
             raise IndexError(f"study {i} out of range for {len(self)} studies")
         i %= len(self)
-        items = self._items[self._item_offsets[i]:self._item_offsets[i + 1]]  # (n_views,)
+        items = self._items[self._item_offsets[i]:self._item_offsets[i + 1]]  # (n_views,) of render i // n_studies
         pixels = self.cache.images(items)  # (n_views, S, S) uint8, a fresh copy (not the memory map)
+        i %= self.n_studies  # the study: its report and ids
         report = self._report_ids[self._report_offsets[i]:self._report_offsets[i + 1]]
         return {"images": torch.from_numpy(pixels).unsqueeze(1),  # (n_views, 1, S, S)
                 "report_ids": report.tolist(), "text": self.texts[i], "study_id": self.study_ids[i]}
@@ -258,14 +289,15 @@ def _render_placeholder_shard(indices, meta: list[dict], seed: int, size: int):
 
 def write_placeholder_source(root, n_studies: int = 64, views_per_study: tuple[int, int] = (1, 3),
                              image_size: int = 256, seed: int = 0,
-                             splits: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> Path:
+                             splits: tuple[float, float, float] = (0.7, 0.1, 0.2), renders: int = 1) -> Path:
     """Write a source-domain folder (``studies.csv``, ``cache/``, ``report_tokenizer.json``,
     ``domain.json``) of ``n_studies`` studies with ``views_per_study[0]..views_per_study[1]`` images
     each (inclusive), split train / validation / test by ``splits``; return ``root``.
 
     PLACEHOLDER DATA FOR TESTS AND BENCHMARKS, NOT RADIOGRAPHS: the images are blurred random noise
     over a vertical grey gradient, the reports are drawn from a few plausible sentences unrelated to
-    the pixels. The same arguments give the same bytes.
+    the pixels. The same arguments give the same bytes. ``renders`` > 1 adds that many films per study (other
+    placeholder images under :func:`~refers_lite.data.source_domain.render_image_id`), as a built domain has.
     """
     lo, hi = views_per_study
     if not 1 <= lo <= hi:
@@ -287,12 +319,16 @@ def write_placeholder_source(root, n_studies: int = 64, views_per_study: tuple[i
         rows.append({"study_id": sid, "split": split_of[sid], "patient": 0, "image_ids": ";".join(image_ids),
                      "views": ";".join(views), "findings": "", "unrendered": "", "labels": "",
                      "text": _placeholder_text(rng)})
+    first = list(meta)
+    meta += [m | {"image_id": render_image_id(m["image_id"], k)} for k in range(1, renders) for m in first]
     fingerprint = {"kind": "placeholder", "n": len(meta), "n_studies": n_studies, "views": [lo, hi], "seed": seed,
-                   "image_size": image_size, "version": 1}
+                   "image_size": image_size, "version": 1} | ({"renders": renders} if renders > 1 else {})
     build_cache(root / CACHE_DIR, len(meta), functools.partial(_render_placeholder_shard, meta=meta, seed=seed,
                                                                size=image_size),
                 fingerprint=fingerprint, image_size=image_size, shard_size=512, workers=1, progress=False)
     df = pd.DataFrame(rows, columns=list(ALL_COLUMNS))
+    if renders > 1:
+        df.insert(df.columns.get_loc("text"), "renders", renders)
     from .structured_labels import LABELS, labels_from_texts
     y = labels_from_texts(df["text"].tolist())  # (n, len(LABELS)): what the text says, as real studies' MeSH would
     df["labels"] = [";".join(LABELS[j] for j in np.flatnonzero(row)) for row in y]
