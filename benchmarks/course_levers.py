@@ -87,6 +87,15 @@ VARIANTS = {
                                  "text_max_len": 128},
                        "train": {"batch_size": 64, "lr_text": 1e-3},
                        "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
+    # conv_simple_r3 with twice the learning rate of both sides, or a learned temperature (CLIP's)
+    "conv_simple_r3_lr2": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6,
+                                     "text_max_len": 128},
+                           "train": {"batch_size": 64, "lr_vision": 2e-3, "lr_text": 2e-3},
+                           "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
+    "conv_simple_r3_tau": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6,
+                                     "text_max_len": 128},
+                           "train": {"batch_size": 64, "lr_text": 1e-3}, "loss": {"learn_temperature": True},
+                           "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
 }
 
 

@@ -28,13 +28,16 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
-    """Write atomically (temp file + rename): an interrupted save never leaves a torn file."""
+    """Write atomically (temp file + rename): an interrupted save never leaves a torn file. Written through a file
+    object, so the archive's inner name does not depend on the temp file's: the same payload gives the same bytes
+    (a file's sha256 identifies its contents, as fine-tuning's reuse check relies on)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(dict(payload), tmp)
+        with open(tmp, "wb") as f:
+            torch.save(dict(payload), f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

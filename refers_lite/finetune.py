@@ -389,17 +389,26 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
     """One fine-tuning run of ``encoder`` (``"scratch"`` or an exported encoder file) on a domain folder.
     ``scratch_model``: for ``"scratch"``, overrides of the profile's model section (see :func:`build_encoder`).
 
-    With ``reuse``, a folder that already holds ``result.json`` of the same run is read, not re-run."""
+    With ``reuse``, a folder that already holds ``result.json`` of the same run is read, not re-run: the same
+    settings, ratio and seed, the same domain *data* (:func:`~refers_lite.data.domain_dataset.domain_digest`) and
+    the same encoder *file contents* (its sha256), not merely the same paths."""
+    from .data.assets import sha256_file
+    from .data.domain_dataset import domain_digest
     cfg = cfg or get_finetune_config(profile)
     out_dir = Path(out_dir)
-    info = {"encoder": str(encoder)}
+    info = {"encoder": str(encoder), "domain_sha256": domain_digest(domain)}
+    if str(encoder) != "scratch":
+        if not Path(encoder).is_file():
+            raise FileNotFoundError(f"encoder file not found: {encoder} (an exported encoder.pt, or 'scratch')")
+        info["encoder_sha256"] = sha256_file(encoder)
     if scratch_model:
         info["scratch_model"] = dict(scratch_model)
     done = out_dir / "result.json"
     if reuse and done.is_file():
         saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").is_file() else {}
-        if saved.get("finetune") == cfg.to_dict() and saved.get("encoder") == str(encoder) \
+        if saved.get("finetune") == cfg.to_dict() and all(saved.get(k) == v for k, v in info.items()) \
                 and saved.get("scratch_model") == info.get("scratch_model") \
+                and saved.get("domain") == str(domain) \
                 and math.isclose(saved.get("ratio", -1), ratio) and saved.get("seed") == seed:
             return FinetuneResult.read(done)
     seed_everything(seed)  # the head's initialisation depends on the run's seed

@@ -86,6 +86,35 @@ def test_a_finished_run_is_reused_and_a_changed_one_is_not(domain, tmp_path):
     assert not other.reused
 
 
+def test_a_result_is_reused_only_for_the_same_data_and_encoder_contents(domain, tmp_path):
+    """Issue 18 (#1): the reuse key was the encoder's path and the settings; another dataset, or another encoder
+    re-exported to the same path, printed the earlier run's AUC as '(reused)'."""
+    import shutil
+    cfg = get_finetune_config("smoke")
+    run = tmp_path / "run"
+    finetune("scratch", domain, 0.1, 1, run, cfg=cfg, progress=False)
+    other = shutil.copytree(domain, tmp_path / "other")  # the same files elsewhere, then other labels / splits
+    read = lambda pct: (other / "splits" / f"train_{pct}pct_seed1.txt").read_text().split()
+    small, ten, whole = read(1), read(10), read(100)
+    rest = [i for i in whole[::-1] if i not in small]  # another 10 % subset, still holding the 1 % one
+    mine = small + rest[:len(ten) - len(small)]
+    assert set(mine) != set(ten)
+    (other / "splits" / "train_10pct_seed1.txt").write_text("\n".join(mine) + "\n")
+    res = finetune("scratch", other, 0.1, 1, run, cfg=cfg, progress=False)
+    assert not res.reused and json.loads((run / "config.json").read_text())["domain"] == str(other)
+    assert finetune("scratch", other, 0.1, 1, run, cfg=cfg, progress=False).reused
+    model_cfg = get_config("smoke")
+    path = tmp_path / "encoder.pt"
+    for seed, reused in ((3, False), (3, True), (4, False)):  # seed 4: another encoder at the same path
+        torch.manual_seed(seed)
+        enc = RadiographTransformer.from_config(model_cfg.model)
+        save_checkpoint({"format": ENCODER_FORMAT, "config": model_cfg.to_dict(), "state_dict": enc.state_dict()},
+                        path)
+        assert finetune(path, other, 0.1, 1, tmp_path / "enc_run", cfg=cfg, progress=False).reused is reused
+    with pytest.raises(FileNotFoundError, match="encoder file not found: .*missing.pt"):
+        finetune(tmp_path / "missing.pt", other, 0.1, 1, tmp_path / "x", cfg=cfg, progress=False)
+
+
 def test_label_ratio_files_are_used_as_written(domain, tmp_path):
     from refers_lite.finetune import Finetuner
     ids = (domain / "splits" / "train_10pct_seed2.txt").read_text().split()

@@ -117,6 +117,21 @@ def read_domain(root) -> dict:
     return meta
 
 
+def domain_digest(root) -> str:
+    """sha256 over what decides a domain's images, labels and splits: ``domain.json``, the image cache's
+    ``manifest.json`` (its build fingerprint and every shard's sha256), ``index.csv`` and the split files. Two
+    folders with the same digest hold the same data; a rebuilt or edited domain gets another one."""
+    import hashlib
+    root = Path(root)
+    h = hashlib.sha256()
+    files = [root / "domain.json", root / CACHE_DIR / "manifest.json", root / CACHE_DIR / "index.csv"]
+    files += sorted((root / SPLITS_DIR).glob("*")) if (root / SPLITS_DIR).is_dir() else []
+    for path in files:
+        if path.is_file():
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 class DomainImages(Dataset):
     """One split of a domain; ``split="train"`` takes the (``ratio``, ``seed``) label-ratio subset.
 
