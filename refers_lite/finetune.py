@@ -391,7 +391,8 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
 
     With ``reuse``, a folder that already holds ``result.json`` of the same run is read, not re-run: the same
     settings, ratio and seed, the same domain *data* (:func:`~refers_lite.data.domain_dataset.domain_digest`) and
-    the same encoder *file contents* (its sha256), not merely the same paths."""
+    the same encoder *file contents* (its sha256), not merely the same paths. While another process writes
+    ``out_dir`` this raises :class:`~refers_lite.run_lock.RunFolderBusy`."""
     from .data.assets import sha256_file
     from .data.domain_dataset import domain_digest
     cfg = cfg or get_finetune_config(profile)
@@ -411,9 +412,11 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
                 and saved.get("domain") == str(domain) \
                 and math.isclose(saved.get("ratio", -1), ratio) and saved.get("seed") == seed:
             return FinetuneResult.read(done)
-    seed_everything(seed)  # the head's initialisation depends on the run's seed
-    model = LinearHead(build_encoder(encoder, cfg.profile, scratch_model), _num_classes(domain), cfg.head_norm)
-    return Finetuner.for_domain(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
+    from .run_lock import run_lock
+    with run_lock(out_dir, log=None, wait=False):  # another process writing this folder: RunFolderBusy
+        seed_everything(seed)  # the head's initialisation depends on the run's seed
+        model = LinearHead(build_encoder(encoder, cfg.profile, scratch_model), _num_classes(domain), cfg.head_norm)
+        return Finetuner.for_domain(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
 
 
 def _num_classes(domain: str | Path) -> int:

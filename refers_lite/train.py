@@ -574,9 +574,18 @@ def refuse_to_replace(out_dir: Path, resume: bool) -> None:
 def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None, val_set: Dataset | None = None,
              resume: bool = True, progress: bool = True, stop_after: int | None = None) -> PretrainResult:
     """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides: ``"source"`` reads the rendered IU
-    source domain in ``cfg.data.root`` (train and validation splits), ``"toy"`` makes schematic studies."""
+    source domain in ``cfg.data.root`` (train and validation splits), ``"toy"`` makes schematic studies.
+    One process at a time per folder: while another holds ``out_dir`` this raises
+    :class:`~refers_lite.run_lock.RunFolderBusy` before writing anything."""
+    from .run_lock import run_lock
     out_dir = run_folder(out_dir)
     refuse_to_replace(out_dir, resume)  # before anything is written there
+    with run_lock(out_dir, log=None, wait=False) if is_main_process() else nullcontext():
+        return _pretrain(cfg, out_dir, train_set, val_set, resume, progress, stop_after)
+
+
+def _pretrain(cfg: Config, out_dir: Path, train_set: Dataset | None, val_set: Dataset | None, resume: bool,
+              progress: bool, stop_after: int | None) -> PretrainResult:
     if (train_set is None or val_set is None) and cfg.data.source == "source":
         from .data.source_studies import SourceStudies
         train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len,
