@@ -128,7 +128,7 @@ def test_other_target_plans(name):
 def test_tiny_build_writes_domains_that_load(tmp_path):
     from refers_lite.data.domain_build import build_domains
     from refers_lite.data.domain_dataset import DomainImages
-    from refers_lite.data.image_cache import ImageCache
+    from refers_lite.data.image_cache import CacheCorruptError, ImageCache
 
     lines = []
     done = build_domains("smoke", tmp_path, sizes={"source": 3, "shenzhen": 20}, only=["source", "shenzhen"],
@@ -149,6 +149,17 @@ def test_tiny_build_writes_domains_that_load(tmp_path):
     again = build_domains("smoke", tmp_path, sizes={"source": 3, "shenzhen": 20}, only=["shenzhen"], workers=1,
                           progress=False, log=lines.append)
     assert again[0]["images"] == 20 and again[0]["reused"] and "reused" in lines[-1]
+    # a shard damaged in place: fine-tuning's dataset refuses it, and the build renders it again and says so
+    shard = tmp_path / "shenzhen" / "cache" / "shard_00000.u8"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF
+    shard.write_bytes(data)
+    with pytest.raises(CacheCorruptError, match="shard_00000.u8"):
+        DomainImages(tmp_path / "shenzhen", split="train", ratio=1.0, seed=0)
+    fixed = build_domains("smoke", tmp_path, sizes={"source": 3, "shenzhen": 20}, only=["shenzhen"], workers=1,
+                          progress=False, log=lines.append)
+    assert not fixed[0]["reused"] and fixed[0]["rendered"] == 20 and "20 rendered" in lines[-1]
+    assert "reused (checksums verified)" not in lines[-2]
 
 
 def test_cli_data_build(tmp_path, capsys):

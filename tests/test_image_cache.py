@@ -241,3 +241,36 @@ def test_worker_error_reaches_the_caller_and_done_shards_are_kept(tmp_path):
     r = Counting()
     _build(root, r, shard_size=4)
     assert [4, 5, 6, 7] in r.calls and len(r.calls) < 3  # shard 1 failed; others done in parallel are kept
+
+
+def test_auto_verify_hashes_only_changed_shards_and_catches_damage_in_place(tmp_path, monkeypatch):
+    """Issue 18 (#6): datasets open caches with verify="auto": a shard damaged in place (same size) is caught by
+    the next open, and an unchanged cache is not read again to check it."""
+    import os
+
+    from refers_lite.data import image_cache as ic
+    root = tmp_path / "c"
+    _build(root)  # records every shard as verified
+    hashed = []
+    real = ic._sha256_file
+    monkeypatch.setattr(ic, "_sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
+    ImageCache.open(root, verify="auto")
+    assert hashed == []  # nothing changed since the build checked them
+    shard = root / "shard_00001.u8"
+    data = bytearray(shard.read_bytes())
+    data[3] ^= 0xFF
+    shard.write_bytes(data)
+    with pytest.raises(CacheCorruptError, match="shard_00001.u8.*sha256"):
+        ImageCache.open(root, verify="auto")
+    assert hashed == ["shard_00001.u8"]
+    with pytest.raises(ValueError, match="verify must be"):
+        ImageCache.open(root, verify="sometimes")
+    r = Counting()
+    cache = _build(root, r)  # the repair is counted, not reported as all reused
+    assert r.calls == [[5, 6, 7, 8, 9]] and cache.rendered == 5
+    assert _build(root).rendered == 0
+    hashed.clear()
+    os.utime(shard, ns=(0, 0))  # another modification time: checked once more, then remembered
+    ImageCache.open(root, verify="auto")
+    ImageCache.open(root, verify="auto")
+    assert hashed == ["shard_00001.u8"]

@@ -103,7 +103,7 @@ class SourceRadiographs(Dataset):
     needed. ``batch(indices)`` reads many images with one cache call.
     """
 
-    def __init__(self, root, split: str | None = "train", verify: bool = False, renders: int = 1):
+    def __init__(self, root, split: str | None = "train", verify: bool | str = "auto", renders: int = 1):
         from ..data.report_tokenizer import ReportTokenizer
         from ..data.source_studies import SourceStudies
 

@@ -118,13 +118,16 @@ def read_domain(root) -> dict:
 
 
 def domain_digest(root) -> str:
-    """sha256 over what decides a domain's images, labels and splits: ``domain.json``, the image cache's
-    ``manifest.json`` (its build fingerprint and every shard's sha256), ``index.csv`` and the split files. Two
-    folders with the same digest hold the same data; a rebuilt or edited domain gets another one."""
+    """sha256 over what decides a domain's images, labels and splits: the task and classes of ``domain.json``
+    (not its build time), the image cache's ``manifest.json`` (its build fingerprint and every shard's sha256),
+    ``index.csv`` and the split files. Two folders with the same digest hold the same data; a rebuilt or edited
+    domain gets another one, a build that reused everything keeps it."""
     import hashlib
     root = Path(root)
     h = hashlib.sha256()
-    files = [root / "domain.json", root / CACHE_DIR / "manifest.json", root / CACHE_DIR / "index.csv"]
+    meta = _read_meta(root)
+    h.update(json.dumps([meta.get("task"), meta.get("classes")]).encode() + b"\0")
+    files = [root / CACHE_DIR / "manifest.json", root / CACHE_DIR / "index.csv"]
     files += sorted((root / SPLITS_DIR).glob("*")) if (root / SPLITS_DIR).is_dir() else []
     for path in files:
         if path.is_file():
@@ -138,11 +141,12 @@ class DomainImages(Dataset):
     Items: ``{"image": (1, H, W) float32 in [0, 1] (after ``transform``), "labels": (C,) float32,
     "image_id": str, "index": int}`` where ``index`` is the item's position in this dataset;
     ``uint8=True``: the image stays (1, H, W) uint8 (4x less to copy; the training loop augments it).
-    ``verify=True`` checks every cache shard's sha256 on opening.
+    ``verify``: check the cache shards' sha256 on opening: ``"auto"`` (default) those whose size or modification
+    time changed since they last matched (:meth:`ImageCache.open`), ``True`` all, ``False`` none.
     """
 
     def __init__(self, root, split: str = "train", ratio: float = 1.0, seed: int = 0, transform=None,
-                 verify: bool = False, uint8: bool = False):
+                 verify: bool | str = "auto", uint8: bool = False):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         self.root = Path(root)

@@ -51,6 +51,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX = "index.csv"
 LOCK = ".build.lock"
+VERIFIED = ".verified.json"  # shard file -> [size, mtime_ns, sha256] when its sha256 last matched (verify="auto")
 _SHARD_RE = re.compile(r"^shard_(\d{5,})\.(u8|json)$")
 _TMP_RE = re.compile(r"^\.(shard_\d{5,}\.(u8|json)|manifest\.json|index\.csv)\..*\.tmp$")
 
@@ -304,6 +305,7 @@ def build_cache(root, n_items: int, render_shard: RenderShard, *, fingerprint: d
                     try:
                         cache = ImageCache.open(root, verify=True)
                         say(f"image cache {root}: reused ({n_items:,} {desc}, {image_size}x{image_size}, verified)")
+                        cache.rendered = 0
                         return cache
                     except CacheCorruptError as e:
                         say(f"image cache {root}: {e}; re-rendering the shards that fail")
@@ -358,9 +360,16 @@ def build_cache(root, n_items: int, render_shard: RenderShard, *, fingerprint: d
                     "shard_size": shard_size, "shards": shards}
         _atomic_write(manifest_path, _json_bytes(manifest))  # last: the cache is now complete
         _fsync_dir(root)
+        stamps = {}  # every shard's sha256 was just checked (kept ones) or computed from its bytes (new ones)
+        for sh in shards:
+            st = (root / sh["file"]).stat()
+            stamps[sh["file"]] = [st.st_size, st.st_mtime_ns, sh["sha256"]]
+        _write_verified(root, stamps)
         if todo:
             say(f"image cache {root}: wrote {n_items - kept:,} {desc} in {len(todo)} shard(s)")
-        return ImageCache(root, manifest, index)
+        cache = ImageCache(root, manifest, index)
+        cache.rendered = n_items - kept  # what this call rendered (0: every shard reused)
+        return cache
 
 
 def _render_parallel(root: Path, todo: list[tuple[int, int, int]], render_shard: RenderShard, image_size: int,
@@ -380,6 +389,22 @@ def _render_parallel(root: Path, todo: list[tuple[int, int, int]], render_shard:
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+def _read_verified(root: Path) -> dict:
+    try:
+        got = json.loads((root / VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _write_verified(root: Path, checked: dict) -> None:
+    """Record the shards whose sha256 just matched; a read-only folder keeps no record (each open hashes)."""
+    try:
+        _atomic_write(root / VERIFIED, _json_bytes(checked))
+    except OSError:
+        pass
+
+
 class ImageCache:
     """A complete cache opened read-only; ``image(i)`` is a view into a memory map (no copy)."""
 
@@ -392,14 +417,20 @@ class ImageCache:
         self.n_items: int = int(manifest["n_items"])
         self.index: pd.DataFrame = index
         self._maps: dict[int, np.memmap] = {}  # opened lazily, one per shard
+        self.rendered = 0  # items that build_cache rendered when it returned this cache
 
     @classmethod
-    def open(cls, root, verify: bool = True) -> "ImageCache":
+    def open(cls, root, verify: bool | str = True) -> "ImageCache":
         """Open a cache written by :func:`build_cache`; ``verify`` checks every shard's sha256.
 
+        ``verify="auto"`` hashes only the shards whose size or modification time changed since their sha256
+        last matched (recorded in ``.verified.json``, when the folder is writable): a shard edited or damaged in
+        place is caught, at the cost of one full check, and an unchanged cache opens without reading its pixels.
         Raises :class:`CacheCorruptError` naming the file when the cache is incomplete (no manifest),
         a shard is missing, truncated or (with ``verify``) fails its sha256.
         """
+        if verify not in (True, False, "auto"):
+            raise ValueError(f"verify must be True, False or 'auto', got {verify!r}")
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"no image cache at {root}: the folder does not exist")
@@ -422,6 +453,8 @@ class ImageCache:
                                     f"shards, expected {expected} for {n} items in shards of {ssize}")
         rows: list[dict] = []
         keys: list[str] | None = None
+        checked = _read_verified(root) if verify == "auto" else {}
+        hashed = False
         for s, sh in enumerate(m["shards"]):
             start, count = s * ssize, min(ssize, n - s * ssize)
             upath, jpath = root / _shard_name(s, "u8"), root / _shard_name(s, "json")
@@ -435,11 +468,14 @@ class ImageCache:
                 raise CacheCorruptError(f"{upath}: {actual:,} bytes, expected {count * size * size:,} "
                                         f"({count} images of {size}x{size}): truncated or overwritten; "
                                         f"rebuild with build_cache(...)")
-            if verify:
+            st = upath.stat()
+            stamp = [st.st_size, st.st_mtime_ns, sh.get("sha256")]
+            if verify and checked.get(upath.name) != stamp:
                 sha = _sha256_file(upath)
                 if sha != sh.get("sha256"):
                     raise CacheCorruptError(f"{upath}: sha256 {sha} does not match the manifest's {sh.get('sha256')}: "
                                             f"the file is corrupt; rebuild with build_cache(...)")
+                checked[upath.name], hashed = stamp, True
             try:
                 meta = _read_json(jpath)
             except FileNotFoundError:
@@ -452,6 +488,8 @@ class ImageCache:
                 keys = list(meta["rows"][0])
             rows.extend({"item": start + j, **r} for j, r in enumerate(meta["rows"]))
         index = pd.DataFrame(rows, columns=["item"] + (keys or []))
+        if hashed:
+            _write_verified(root, checked)
         return cls(root, m, index)
 
     def verify(self, progress: bool = False) -> None:

@@ -93,7 +93,8 @@ class SourceStudies(Dataset):
     ``report_tokenizer``: a :class:`ReportTokenizer`, a path to its JSON, or None to use
     ``root/report_tokenizer.json`` if present, else ``root/../../iu_xray/report_tokenizer.json``
     (the layout ``data/synthetic/source`` next to ``data/iu_xray``).
-    ``verify=True`` checks every cache shard's sha256 on opening.
+    ``verify``: check the cache shards' sha256 on opening: ``"auto"`` (default) those whose size or modification
+    time changed since they last matched (:meth:`ImageCache.open`), ``True`` all, ``False`` none.
     ``renders``: how many of each study's renderings to serve (a domain built with ``source_renders`` > 1 has
     several films per report, see :func:`~refers_lite.data.source_domain.plan_source_items`). Item ``i`` is study
     ``i % n_studies`` in render ``i // n_studies``, so ``len`` is ``n_studies * renders`` and an epoch pairs every
@@ -103,7 +104,7 @@ class SourceStudies(Dataset):
     """
 
     def __init__(self, root, split: str | None = "train", report_tokenizer=None, max_report_len: int = 128,
-                 verify: bool = False, renders: int = 1):
+                 verify: bool | str = "auto", renders: int = 1):
         if split is not None and split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS} or None (all studies)")
         self.root = Path(root)
