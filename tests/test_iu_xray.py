@@ -146,7 +146,7 @@ def test_bad_inputs_never_crash(tmp_path, caplog):
     assert by_id["1"].findings == "Heart normal." and by_id["1"].impression == "No acute disease."
     assert [i.image_id for i in by_id["1"].images] == ["IMG1", "IMG2"]
     assert {i.view for i in by_id["1"].images} == {"unknown"}  # no view tables beside this archive
-    assert by_id["3"].findings == "Heart normal caf\ufffd."
+    assert by_id["3"].findings == "Heart normal caf\u00e9."  # read as Latin-1, with a warning
     assert by_id["4"].findings == "" and by_id["4"].impression == ""
     assert by_id["5"].images == []
     for member in ("ecgen-radiology/2.xml", "ecgen-radiology/3.xml", "ecgen-radiology/5.xml", "other/1.xml"):
@@ -185,3 +185,14 @@ def test_view_tables_beside_a_custom_archive(tmp_path):
         fh.write("imageid,View Position,Patient Orientation,Other\nB,PA,\"['L', 'F']\",1\nC,LL,\"['A', 'F']\",2\n")
     records, _ = load_iu_reports(path)
     assert [[i.view for i in r.images] for r in records] == [["frontal", "lateral"], ["lateral"]]
+
+
+def test_reports_in_the_encoding_they_declare(tmp_path):
+    """Issue 18 (#8): Latin-1 XML that says so, and UTF-16 with its byte-order mark, are read as written."""
+    text = _xml(findings="Cardiom\u00e9galie, \u00e9panchement.").decode("utf-8")
+    latin = text.replace('encoding="utf-8"', 'encoding="ISO-8859-1"').encode("latin-1")
+    utf16 = text.replace('encoding="utf-8"', 'encoding="UTF-16"').encode("utf-16")
+    path = _tar(tmp_path, {"ecgen-radiology/1.xml": latin, "ecgen-radiology/2.xml": utf16})
+    records, problems = load_iu_reports(path)
+    assert [r.findings for r in records] == ["Cardiom\u00e9galie, \u00e9panchement."] * 2
+    assert not problems

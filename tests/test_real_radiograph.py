@@ -130,3 +130,24 @@ def test_missing_asset_falls_back_to_pydicom_data_and_never_downloads(tmp_path, 
     assert real_radiograph_path(tmp_path / "no_assets") == local
     r = load_real_radiograph(32, tmp_path / "no_assets")
     assert r.image.shape == (32, 32) and r.photometric == "MONOCHROME1"
+
+
+def test_float_tiff_with_nan_pixels_and_a_decompression_bomb(tmp_path):
+    """Issue 18 (#8, #13): a NaN pixel no longer turns a float TIFF black (it is shown black, with a warning naming
+    the file); a header claiming 40000 x 40000 pixels is an ImageReadError naming the file, not PIL's own error."""
+    from refers_lite.data.real_radiograph import read_image
+    a = np.linspace(0, 1000, 64 * 48, dtype=np.float32).reshape(64, 48)  # (H, W) a smooth ramp
+    a[5, 7] = np.nan
+    path = tmp_path / "ramp.tif"
+    Image.fromarray(a, mode="F").save(path)
+    with pytest.warns(UserWarning, match=r"ramp.tif: 1 of 3,072 pixels are NaN"):
+        out = read_image(path)
+    assert out.shape == (64, 48) and out[5, 7] == 0 and out.max() == 255 and out[-1, -1] == 255
+    assert np.all(np.diff(out[:, 0].astype(int)) >= 0)  # the ramp survives
+    Image.fromarray(np.full((4, 4), np.nan, np.float32), mode="F").save(tmp_path / "empty.tif")
+    with pytest.raises(ImageReadError, match="empty.tif: no finite pixel"):
+        read_image(tmp_path / "empty.tif")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (40000, 40000)).save(bomb)  # 1-bit: a few hundred kB on disk, 1.6 billion pixels
+    with pytest.raises(ImageReadError, match="bomb.png: refused: .*decompression bomb"):
+        read_image(bomb)

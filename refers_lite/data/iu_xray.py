@@ -233,17 +233,23 @@ def parse_report_xml(data: bytes, member: str, views: Mapping[str, ViewSources] 
                      ) -> tuple[StudyRecord | None, list[str]]:
     """One report file's bytes -> (record or None when skipped, problems). Never raises."""
     problems: list[str] = []
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        log.warning("IU X-ray %s: not valid UTF-8 (%s); undecodable bytes replaced", member, e.reason)
-        problems.append("not_utf8")
-        data = data.decode("utf-8", errors="replace").encode("utf-8")
-    try:
+    try:  # the parser reads the encoding the file declares (ISO-8859-1, UTF-16 with its byte-order mark, ...)
         root = ET.fromstring(data)
     except (ET.ParseError, ValueError) as e:
-        log.warning("IU X-ray %s: malformed XML (%s); skipped", member, e)
-        return None, problems + ["malformed_xml"]
+        try:
+            data.decode("utf-8")
+            root = None  # valid UTF-8 (or declared otherwise): the XML itself is broken
+        except UnicodeDecodeError as bad:  # bytes that are not UTF-8 and declare nothing else: read as Latin-1
+            log.warning("IU X-ray %s: not valid UTF-8 and no other encoding declared (%s); read as Latin-1",
+                        member, bad.reason)
+            problems.append("not_utf8")
+            try:
+                root = ET.fromstring(data.decode("latin-1"))
+            except (ET.ParseError, ValueError):
+                root = None
+        if root is None:
+            log.warning("IU X-ray %s: malformed XML (%s); skipped", member, e)
+            return None, problems + ["malformed_xml"]
     study_id = Path(member).stem
     findings, impression = _section(root, "FINDINGS"), _section(root, "IMPRESSION")
     for name, value in (("findings", findings), ("impression", impression)):

@@ -35,6 +35,8 @@ Unreadable input raises :class:`ImageReadError` naming the file and the problem.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +105,7 @@ def dicom_to_unit(ds, *, name: str = "<dataset>") -> np.ndarray:
         raise ImageReadError(name, f"pixel data could not be decoded ({type(e).__name__}: {e})") from e
     if arr.ndim != 2:
         raise ImageReadError(name, f"expected one 2-D frame, got pixel array of shape {arr.shape}")
-    x = apply_voi_lut(apply_modality_lut(arr, ds), ds).astype(np.float64)  # (H, W)
-    lo, hi = float(x.min()), float(x.max())
-    x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    x = _min_max_unit(apply_voi_lut(apply_modality_lut(arr, ds), ds).astype(np.float64), name)  # (H, W)
     invert = mode == "MONOCHROME1"
     if str(getattr(ds, "PresentationLUTShape", "")).strip().upper() == "INVERSE":
         invert = not invert
@@ -134,15 +134,24 @@ def read_dicom(path: str | Path) -> np.ndarray:
 # ----------------------------------------------------------------------------- PNG / JPEG / any
 
 
-def _pil_to_uint8(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(img, dtype=np.float64)  # (H, W)
-        lo, hi = float(a.min()), float(a.max())
-        return unit_to_uint8((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))
-    if img.mode == "F":
-        a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        return unit_to_uint8((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))
+def _min_max_unit(a: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) numbers -> [0, 1] by the image's own range. Pixels that are not finite (NaN, inf: a float TIFF's
+    missing values) do not set the range; they become 0 with a warning naming the file; an image with no finite
+    pixel is an error."""
+    finite = np.isfinite(a)
+    if not finite.any():
+        raise ImageReadError(name, "no finite pixel value (every pixel is NaN or infinite)")
+    if not finite.all():
+        warnings.warn(f"{name}: {int((~finite).sum()):,} of {a.size:,} pixels are NaN or infinite; shown black",
+                      stacklevel=3)
+    lo, hi = float(a[finite].min()), float(a[finite].max())
+    x = np.where(finite, a, lo)
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def _pil_to_uint8(img: Image.Image, name: str = "<image>") -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return unit_to_uint8(_min_max_unit(np.asarray(img, dtype=np.float64), name))  # (H, W)
     if img.mode != "L":
         img = img.convert("RGBA").convert("L") if img.mode in ("P", "PA", "LA") else img.convert("L")
     return np.asarray(img, dtype=np.uint8).copy()
@@ -161,9 +170,11 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()  # decodes everything now: a truncated file fails here, not later
             img = ImageOps.exif_transpose(img)
-            out = _pil_to_uint8(img)
+            out = _pil_to_uint8(img, str(path))
     except UnidentifiedImageError as e:
         raise ImageReadError(path, "not an image PIL can identify (corrupt or wrong format)") from e
+    except Image.DecompressionBombError as e:  # a header that claims far more pixels than any radiograph has
+        raise ImageReadError(path, f"refused: {e}") from e
     except (OSError, ValueError, SyntaxError) as e:  # truncated / broken data streams
         raise ImageReadError(path, f"corrupt image data ({type(e).__name__}: {e})") from e
     if out.ndim != 2 or min(out.shape) < 1:
