@@ -45,6 +45,17 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files a killed save left in a run folder (``last.pt.<random>.tmp`` of
+    :func:`save_checkpoint`, ``.<name>.<pid>.tmp`` of the atomic text writers); returns them. Call it only while
+    holding the folder (:func:`~refers_lite.run_lock.run_lock`): another process's save in progress looks the same."""
+    folder = Path(folder)
+    stale = [p for p in (*folder.glob("*.pt.*.tmp"), *folder.glob(".*.tmp")) if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def safe_torch_load(path: str | Path) -> Any:
     """``torch.load`` with the weights-only unpickler: tensors, lists, dicts, str and numbers, never code.
 

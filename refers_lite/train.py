@@ -467,6 +467,7 @@ class Pretrainer:
         # One loader for the whole run: its workers persist across epochs; the sampler (iterated in
         # this process) is moved to each epoch's start before the loader is iterated again.
         loader = self._loader(self.train_set, self.sampler, drop_last=True, persistent=True)
+        previous = sigterm_as_interrupt()  # `kill`, a scheduler's time limit: saved as Ctrl-C is
         try:
             while self.step < t.max_steps:
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.batch_size)
@@ -510,6 +511,7 @@ class Pretrainer:
                 print(f"\ninterrupted at step {self.step}; resume with the same command (last.pt saved)")
         finally:
             bar.close()
+            restore_sigterm(previous)
         if is_main_process() and not interrupted:
             self._write_summary(time.time() - t0, self.step - start_step)
         return self._result(True) if interrupted else self._finished()
@@ -558,6 +560,27 @@ def run_folder(out_dir: str | Path) -> Path:
 EARLIER_RESULTS = ("best.pt", "summary.json", "result.json", "encoder.pt")  # what a finished run leaves
 
 
+def sigterm_as_interrupt():
+    """Make SIGTERM (``kill``, a batch scheduler's time limit, a closing notebook kernel's manager) raise
+    KeyboardInterrupt in the main thread, so a run saves ``last.pt`` and stops as on Ctrl-C; returns the previous
+    handler for :func:`restore_sigterm` (None where signals cannot be set: another thread, no SIGTERM)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def restore_sigterm(previous) -> None:
+    if previous is not None:
+        import signal
+        signal.signal(signal.SIGTERM, previous)
+
+
 def refuse_to_replace(out_dir: Path, resume: bool) -> None:
     """A resuming run that finds no ``last.pt`` would start afresh; in a folder that holds another run's results
     (a pre-training whose ``last.pt`` is gone, a fine-tuning folder) that replaces them: refused, unless
@@ -581,6 +604,9 @@ def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None,
     out_dir = run_folder(out_dir)
     refuse_to_replace(out_dir, resume)  # before anything is written there
     with run_lock(out_dir, log=None, wait=False) if is_main_process() else nullcontext():
+        if is_main_process() and out_dir.is_dir():
+            from .checkpoint import remove_stale_temps
+            remove_stale_temps(out_dir)  # a save that a SIGKILL cut short; this process now owns the folder
         return _pretrain(cfg, out_dir, train_set, val_set, resume, progress, stop_after)
 
 

@@ -343,3 +343,40 @@ def test_a_run_without_last_pt_never_replaces_an_earlier_runs_results(tmp_path):
     assert {n: (run / n).read_bytes() for n in before} == before  # nothing touched
     res = pretrain(cfg, run, resume=False, progress=False)  # said explicitly: start afresh here
     assert res.step == cfg.train.max_steps and (run / "last.pt").is_file()
+
+
+def test_sigterm_saves_last_pt_like_ctrl_c(tmp_path):
+    """Issue 18 (#15): `kill` (SIGTERM) of `refers-lite pretrain` saves last.pt and exits 130, as Ctrl-C does;
+    the steps since the last periodic checkpoint are not lost."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "refers_lite", "pretrain", "--profile", "smoke", "--out", str(out),
+                             "--no-progress", "--set", "train.max_steps=100000", "--set", "train.ckpt_every=100000",
+                             "--set", "train.val_every=100000", "--set", "data.num_studies=400"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few steps past the first log record
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "interrupted at step" in output
+    step = load_checkpoint(out / "last.pt")["step"]
+    logged = max(json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines())
+    assert step >= logged >= 2  # saved where it stopped, not at a periodic checkpoint (there was none)
+
+
+def test_temp_files_of_a_killed_save_are_removed_on_resume(tmp_path):
+    cfg = get_config("smoke")
+    pretrain(cfg, tmp_path, progress=False, stop_after=2)
+    stale = [tmp_path / "last.pt.k3j2x9.tmp", tmp_path / ".summary.json.4242.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    pretrain(cfg, tmp_path, progress=False)
+    assert not any(p.exists() for p in stale) and (tmp_path / "best.pt").is_file()
