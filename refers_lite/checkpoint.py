@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,23 +30,13 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
     """Write atomically (temp file + rename): an interrupted save never leaves a torn file. Written through a file
     object, so the archive's inner name does not depend on the temp file's: the same payload gives the same bytes
     (a file's sha256 identifies its contents, as fine-tuning's reuse check relies on)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(payload), f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    from .files import atomic_save
+    return atomic_save(path, lambda f: torch.save(dict(payload), f))
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete the temp files a killed save left in a run folder (``last.pt.<random>.tmp`` of
-    :func:`save_checkpoint`, ``.<name>.<pid>.tmp`` of the atomic text writers); returns them. Call it only while
+    """Delete the temp files a killed save left in a run folder (``.<name>.<random>.tmp`` of
+    :func:`refers_lite.files.atomic_save`, ``last.pt.<random>.tmp`` of earlier versions); returns them. Call it only while
     holding the folder (:func:`~refers_lite.run_lock.run_lock`): another process's save in progress looks the same."""
     folder = Path(folder)
     stale = [p for p in (*folder.glob("*.pt.*.tmp"), *folder.glob(".*.tmp")) if p.is_file()]

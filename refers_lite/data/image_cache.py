@@ -33,7 +33,6 @@ import pickle
 import re
 import signal
 import sys
-import tempfile
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +41,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from ..files import atomic_write
 
 __all__ = ["CacheCorruptError", "ImageCache", "build_cache", "FORMAT_VERSION"]
 
@@ -88,21 +89,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to a temp file next to ``path``, fsync it, and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; cache files are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -221,10 +207,10 @@ def _render_shard_to_disk(root: str, s: int, start: int, count: int, render_shar
     folder = Path(root)
     data = memoryview(stack).cast("B")  # the C-order bytes, no copy
     sha = hashlib.sha256(data).hexdigest()
-    _atomic_write(folder / _shard_name(s, "u8"), data)
+    atomic_write(folder / _shard_name(s, "u8"), data)
     meta = {"format": FORMAT_VERSION, "shard": s, "start": start, "count": count, "image_size": image_size,
             "sha256": sha, "fingerprint": fingerprint, "rows": rows}
-    _atomic_write(folder / _shard_name(s, "json"), _json_bytes(meta))  # after the .u8: its presence marks a done shard
+    atomic_write(folder / _shard_name(s, "json"), _json_bytes(meta))  # after the .u8: its presence marks a done shard
     return s, count
 
 
@@ -355,10 +341,10 @@ def build_cache(root, n_items: int, render_shard: RenderShard, *, fingerprint: d
             rows.extend({"item": start + j, **r} for j, r in enumerate(meta["rows"]))
             shards.append({"file": _shard_name(s, "u8"), "start": start, "count": count, "sha256": meta["sha256"]})
         index = pd.DataFrame(rows, columns=["item"] + (keys or []))
-        _atomic_write(root / INDEX, index.to_csv(index=False).encode("utf-8"))
+        atomic_write(root / INDEX, index.to_csv(index=False).encode("utf-8"))
         manifest = {"format": FORMAT_VERSION, "fingerprint": fp, "n_items": n_items, "image_size": image_size,
                     "shard_size": shard_size, "shards": shards}
-        _atomic_write(manifest_path, _json_bytes(manifest))  # last: the cache is now complete
+        atomic_write(manifest_path, _json_bytes(manifest))  # last: the cache is now complete
         _fsync_dir(root)
         stamps = {}  # every shard's sha256 was just checked (kept ones) or computed from its bytes (new ones)
         for sh in shards:
@@ -400,7 +386,7 @@ def _read_verified(root: Path) -> dict:
 def _write_verified(root: Path, checked: dict) -> None:
     """Record the shards whose sha256 just matched; a read-only folder keeps no record (each open hashes)."""
     try:
-        _atomic_write(root / VERIFIED, _json_bytes(checked))
+        atomic_write(root / VERIFIED, _json_bytes(checked))
     except OSError:
         pass
 

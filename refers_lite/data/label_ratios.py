@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import write_if_changed
 from .splits import SPLITS, read_splits
 
 __all__ = ["SPLIT_FRACTIONS", "RATIOS", "SEEDS", "split_items", "ratio_subsets", "ratio_filename",
@@ -295,16 +296,6 @@ def write_split_files(out_dir, splits: dict[str, list[str]],
         write_if_changed(path, "".join(i + "\n" for i in sorted(subsets[key])))
         written.append(path)
     return written
-
-
-def write_if_changed(path: Path, text: str) -> None:
-    """Leave an identical file alone; otherwise write it atomically (the image cache's temp file + rename),
-    so a reader (another process using the domain while it is re-built) sees the old file or the new one,
-    never a half-written one."""
-    from .image_cache import _atomic_write
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return
-    _atomic_write(path, text.encode("utf-8"))
 
 
 def read_split_files(out_dir) -> tuple[dict[str, list[str]], dict[tuple[float, int], list[str]]]:

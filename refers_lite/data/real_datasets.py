@@ -665,9 +665,8 @@ def _write_boxes(ds: RealDataset, index: pd.DataFrame, path: Path, image_size: i
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from ..files import atomic_write
+    atomic_write(path, json.dumps(obj, indent=1) + "\n")
 
 
 def prepare_real_domain(name: str, data_root: str | Path, out_dir: str | Path, *, image_size: int = 256,
