@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace whatever run --out holds (even another kind's: its run files are removed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("export", help="write the radiograph transformer of a checkpoint for fine-tuning",
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a fine-tuning setting, e.g. --set lr=1e-4 --set optimizer=adam")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune/DATASET_RATIO_sSEED)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the result --out holds when it is another run's (other settings, data or encoder)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("experiments", help="the grid behind Tables 1-3 and Figure 2: pre-train, fine-tune, tabulate",
@@ -212,7 +216,8 @@ def _finetune(args) -> None:
         raise FileNotFoundError(f"{args.encoder}: no such encoder file (make one with `refers-lite export`)")
     cfg = get_finetune_config(args.profile, args.overrides)
     out = args.out or Path("runs/finetune") / f"{domain.name}_{args.ratio:g}_s{args.seed}"
-    res = finetune(args.encoder, domain, args.ratio, args.seed, out, cfg=cfg, progress=not args.no_progress)
+    res = finetune(args.encoder, domain, args.ratio, args.seed, out, cfg=cfg, progress=not args.no_progress,
+                   overwrite=args.overwrite)
     width = max(len(c) for c in res.test_auc)
     print(f"{domain.name}, {args.ratio:g} of the labels, seed {args.seed}: best validation mean AUC "
           f"{res.val_mean_auc:.3f} at step {res.best_step} of {res.steps}{' (reused)' if res.reused else ''}")
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = _resolve(args)
             init_distributed()  # under torchrun: join the process group (a no-op otherwise)
             try:
-                res = pretrain(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
+                res = pretrain(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress,
+                               overwrite=args.overwrite)
             finally:
                 cleanup()
             state = "interrupted" if res.interrupted else "finished"

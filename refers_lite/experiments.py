@@ -285,7 +285,7 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
                 cell = grid.out / "cells" / f"{name}-{domain}-{ratio:g}-s{seed}-{_digest(key)}"
                 with run_lock(cell, log):
                     res = finetune(encoder, droot, ratio, seed, cell, cfg=ft_cfg, progress=progress,
-                                   scratch_model=scratch_model)
+                                   scratch_model=scratch_model, overwrite=True)  # the grid's own cell
                 log(f"{name:>14} {domain:>9} {ratio:>5g} seed {seed}: test mean AUC {res.test_mean_auc:.3f}"
                     f"{' (reused)' if res.reused else ''}")
                 for cls, auc in res.test_auc.items():

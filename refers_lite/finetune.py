@@ -379,16 +379,20 @@ def load_finetune_checkpoint(path: str | Path) -> dict:
 
 def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, out_dir: str | Path,
              cfg: FinetuneConfig | None = None, profile: str = "smoke", progress: bool = True,
-             reuse: bool = True, scratch_model: Mapping[str, Any] | None = None) -> FinetuneResult:
+             reuse: bool = True, scratch_model: Mapping[str, Any] | None = None,
+             overwrite: bool = False) -> FinetuneResult:
     """One fine-tuning run of ``encoder`` (``"scratch"`` or an exported encoder file) on a domain folder.
     ``scratch_model``: for ``"scratch"``, overrides of the profile's model section (see :func:`build_encoder`).
 
     With ``reuse``, a folder that already holds ``result.json`` of the same run is read, not re-run: the same
     settings, ratio and seed, the same domain *data* (:func:`~refers_lite.data.domain_dataset.domain_digest`) and
     the same encoder *file contents* (its sha256), not merely the same paths. While another process writes
-    ``out_dir`` this raises :class:`~refers_lite.run_lock.RunFolderBusy`."""
+    ``out_dir`` this raises :class:`~refers_lite.run_lock.RunFolderBusy`. A folder holding another run's results
+    (a fine-tuning of other settings, data or encoder; a pre-training) is refused
+    (:class:`~refers_lite.run_lock.RunFolderOwned`) unless ``overwrite``."""
     from .data.assets import sha256_file
     from .data.domain_dataset import domain_digest
+    from .run_lock import RunFolderOwned, claim_run_folder, run_lock
     cfg = cfg or get_finetune_config(profile)
     out_dir = Path(out_dir)
     info = {"encoder": str(encoder), "domain_sha256": domain_digest(domain)}
@@ -406,8 +410,16 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
                 and saved.get("domain") == str(domain) \
                 and math.isclose(saved.get("ratio", -1), ratio) and saved.get("seed") == seed:
             return FinetuneResult.read(done)
-    from .run_lock import run_lock
+    if not overwrite:
+        claim_run_folder(out_dir, "fine-tuning", check_only=True)  # another kind's run.json
+        theirs = [n for n in ("result.json", "last.pt", "summary.json", "encoder.pt") if (out_dir / n).is_file()]
+        if theirs:
+            raise RunFolderOwned(f"{out_dir}: holds another run's {', '.join(theirs)} (other settings, data or encoder"
+                                 f" than this fine-tuning, or a pre-training); this run would replace them. Choose "
+                                 f"another --out, or pass --overwrite to replace it")
     with run_lock(out_dir, log=None, wait=False):  # another process writing this folder: RunFolderBusy
+        claim_run_folder(out_dir, "fine-tuning", {"finetune": cfg.to_dict(), **info, "ratio": ratio, "seed": seed},
+                         overwrite=overwrite)
         seed_everything(seed)  # the head's initialisation depends on the run's seed
         model = LinearHead(build_encoder(encoder, cfg.profile, scratch_model), _num_classes(domain), cfg.head_norm)
         return Finetuner.for_domain(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()

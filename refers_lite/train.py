@@ -595,19 +595,25 @@ def refuse_to_replace(out_dir: Path, resume: bool) -> None:
 
 
 def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None, val_set: Dataset | None = None,
-             resume: bool = True, progress: bool = True, stop_after: int | None = None) -> PretrainResult:
+             resume: bool = True, progress: bool = True, stop_after: int | None = None,
+             overwrite: bool = False) -> PretrainResult:
     """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides: ``"source"`` reads the rendered IU
     source domain in ``cfg.data.root`` (train and validation splits), ``"toy"`` makes schematic studies.
     One process at a time per folder: while another holds ``out_dir`` this raises
-    :class:`~refers_lite.run_lock.RunFolderBusy` before writing anything."""
-    from .run_lock import run_lock
+    :class:`~refers_lite.run_lock.RunFolderBusy` before writing anything. A folder another kind of run made
+    (``run.json``) is refused (:class:`~refers_lite.run_lock.RunFolderOwned`); ``overwrite=True`` replaces
+    whatever run is there and starts afresh."""
+    from .run_lock import claim_run_folder, run_lock
     out_dir = run_folder(out_dir)
-    refuse_to_replace(out_dir, resume)  # before anything is written there
+    if not overwrite:  # both before anything is written there
+        claim_run_folder(out_dir, "pre-training", check_only=True)
+        refuse_to_replace(out_dir, resume)
     with run_lock(out_dir, log=None, wait=False) if is_main_process() else nullcontext():
-        if is_main_process() and out_dir.is_dir():
+        if is_main_process():
             from .checkpoint import remove_stale_temps
+            claim_run_folder(out_dir, "pre-training", cfg.to_dict(), overwrite=overwrite)
             remove_stale_temps(out_dir)  # a save that a SIGKILL cut short; this process now owns the folder
-        return _pretrain(cfg, out_dir, train_set, val_set, resume, progress, stop_after)
+        return _pretrain(cfg, out_dir, train_set, val_set, resume and not overwrite, progress, stop_after)
 
 
 def _pretrain(cfg: Config, out_dir: Path, train_set: Dataset | None, val_set: Dataset | None, resume: bool,

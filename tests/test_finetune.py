@@ -9,6 +9,7 @@ from refers_lite.checkpoint import ENCODER_FORMAT, save_checkpoint
 from refers_lite.config import ConfigError, get_config
 from refers_lite.data.image_cache import build_cache
 from refers_lite.data.label_ratios import ratio_subsets, split_items, write_split_files
+from refers_lite.run_lock import RunFolderOwned
 from refers_lite.finetune import (LinearHead, _loss, _probabilities, build_encoder, finetune,
                                   get_finetune_config)
 from refers_lite.models.radiograph_transformer import RadiographTransformer
@@ -81,8 +82,11 @@ def test_a_finished_run_is_reused_and_a_changed_one_is_not(domain, tmp_path):
     again = finetune("scratch", domain, 0.1, 1, tmp_path / "run", cfg=cfg, progress=False)
     assert again.reused and again.test_auc == first.test_auc
     assert (tmp_path / "run" / "best.pt").stat().st_mtime_ns == stamp
-    other = finetune("scratch", domain, 0.1, 1, tmp_path / "run", cfg=get_finetune_config("smoke", {"lr": 1e-3}),
-                     progress=False)
+    changed = get_finetune_config("smoke", {"lr": 1e-3})
+    with pytest.raises(RunFolderOwned, match="holds another run's result.json.*--overwrite"):
+        finetune("scratch", domain, 0.1, 1, tmp_path / "run", cfg=changed, progress=False)  # nothing lost
+    assert (tmp_path / "run" / "best.pt").stat().st_mtime_ns == stamp
+    other = finetune("scratch", domain, 0.1, 1, tmp_path / "run", cfg=changed, progress=False, overwrite=True)
     assert not other.reused
 
 
@@ -100,7 +104,9 @@ def test_a_result_is_reused_only_for_the_same_data_and_encoder_contents(domain, 
     mine = small + rest[:len(ten) - len(small)]
     assert set(mine) != set(ten)
     (other / "splits" / "train_10pct_seed1.txt").write_text("\n".join(mine) + "\n")
-    res = finetune("scratch", other, 0.1, 1, run, cfg=cfg, progress=False)
+    with pytest.raises(RunFolderOwned):  # another dataset's result is not printed as this one's, nor replaced
+        finetune("scratch", other, 0.1, 1, run, cfg=cfg, progress=False)
+    res = finetune("scratch", other, 0.1, 1, run, cfg=cfg, progress=False, overwrite=True)
     assert not res.reused and json.loads((run / "config.json").read_text())["domain"] == str(other)
     assert finetune("scratch", other, 0.1, 1, run, cfg=cfg, progress=False).reused
     model_cfg = get_config("smoke")
@@ -110,7 +116,11 @@ def test_a_result_is_reused_only_for_the_same_data_and_encoder_contents(domain, 
         enc = RadiographTransformer.from_config(model_cfg.model)
         save_checkpoint({"format": ENCODER_FORMAT, "config": model_cfg.to_dict(), "state_dict": enc.state_dict()},
                         path)
-        assert finetune(path, other, 0.1, 1, tmp_path / "enc_run", cfg=cfg, progress=False).reused is reused
+        if seed == 4:
+            with pytest.raises(RunFolderOwned):
+                finetune(path, other, 0.1, 1, tmp_path / "enc_run", cfg=cfg, progress=False)
+        res = finetune(path, other, 0.1, 1, tmp_path / "enc_run", cfg=cfg, progress=False, overwrite=seed == 4)
+        assert res.reused is reused
     with pytest.raises(FileNotFoundError, match="encoder file not found: .*missing.pt"):
         finetune(tmp_path / "missing.pt", other, 0.1, 1, tmp_path / "x", cfg=cfg, progress=False)
 
@@ -263,3 +273,24 @@ def test_the_head_runs_in_fp32_under_bf16_autocast():
         got = model(x)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want)
+
+
+def test_run_folders_are_owned_by_their_kind(domain, tmp_path):
+    """Issue 18: a fine-tuning into a pre-training folder, or a pre-training into a fine-tuning folder, is refused
+    before anything is written there (naming the folder, its kind and --overwrite); --overwrite replaces it."""
+    from refers_lite.train import pretrain
+    pre = tmp_path / "pre"
+    pretrain(get_config("smoke"), pre, progress=False, stop_after=2)
+    assert json.loads((pre / "run.json").read_text())["kind"] == "pre-training"
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in pre.iterdir())
+    with pytest.raises(RunFolderOwned, match=f"{pre}: holds a pre-training run .*--overwrite"):
+        finetune("scratch", domain, 0.1, 1, pre, progress=False)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in pre.iterdir()) == before
+    ft = tmp_path / "ft"
+    finetune("scratch", domain, 0.1, 1, ft, progress=False)
+    for resume in (True, False):  # --no-resume does not replace another kind's run either
+        with pytest.raises(RunFolderOwned, match="holds a fine-tuning run"):
+            pretrain(get_config("smoke"), ft, progress=False, resume=resume)
+    pretrain(get_config("smoke"), ft, progress=False, stop_after=2, overwrite=True)
+    assert json.loads((ft / "run.json").read_text())["kind"] == "pre-training"
+    assert not (ft / "result.json").exists() and (ft / "last.pt").is_file()

@@ -87,6 +87,16 @@ def pretrain_lsp(arch: str, profile: str, source_root: str | Path, out_dir: str 
         cfg = get_finetune_config(profile, {"optimizer": "adam", "lr": 1e-4} if arch == "convnet" else None)
     if renders is None:
         renders = get_config(profile).data.renders
+    from ..run_lock import claim_run_folder, run_lock
+    claim_run_folder(out_dir, "lsp", check_only=True)  # not another kind's folder, before anything is written
+    with run_lock(out_dir, log=None, wait=False):
+        claim_run_folder(out_dir, "lsp", {"arch": arch, "profile": profile, "finetune": cfg.to_dict(),
+                                          "source": str(source_root), "renders": renders, "seed": seed})
+        return _train_lsp(arch, profile, source_root, out_dir, encoder_path, cfg, seed, progress, renders)
+
+
+def _train_lsp(arch, profile, source_root, out_dir: Path, encoder_path: Path, cfg: FinetuneConfig, seed: int,
+               progress: bool, renders: int) -> Path:
     sets = [SourceImages(SourceStudies(source_root, split, renders=renders if split == "train" else 1))
             for split in ("train", "validation", "test")]  # training: the films REFERS is given
     seed_everything(seed)

@@ -487,6 +487,16 @@ def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, b
             raise CheckpointError(f"{enc_path}: exists, written under other settings (differs in: {'; '.join(diff)}); "
                                   f"use another out_dir")
         return enc_path
+    from ..run_lock import claim_run_folder, run_lock
+    claim_run_folder(out_dir, "moco", check_only=True)  # before anything is written: not another kind's folder
+    with run_lock(out_dir, log=None, wait=False):
+        claim_run_folder(out_dir, "moco", settings)
+        return _fit_moco(cfg, data, out_dir, enc_path, steps, batch_size, lr, queue_size, momentum, temperature, seed,
+                         device, precision, warmup_steps, hflip_prob, progress, settings, stop_after)
+
+
+def _fit_moco(cfg, data, out_dir, enc_path, steps, batch_size, lr, queue_size, momentum, temperature, seed, device,
+              precision, warmup_steps, hflip_prob, progress, settings, stop_after) -> Path:
     trainer = MoCoPretrainer(cfg, data, out_dir, steps=steps, batch_size=batch_size, lr=lr, queue_size=queue_size,
                              momentum=momentum, temperature=temperature, seed=seed, device=device,
                              precision=precision, warmup_steps=warmup_steps, hflip_prob=hflip_prob,
