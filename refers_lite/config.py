@@ -229,7 +229,8 @@ class Config:
         _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
         _check(t.val_every >= 0, f"train.val_every must be >= 0 (0: once per epoch), got {t.val_every}")
         _check(t.num_workers >= 0, f"train.num_workers must be >= 0 (0: load in the main process), got {t.num_workers}")
-        _check(math.isfinite(t.lr_vision) and math.isfinite(t.lr_text), "learning rates must be finite")
+        for key in ("lr_vision", "lr_text"):
+            _check(math.isfinite(getattr(t, key)), f"train.{key} must be a finite number, got {getattr(t, key)}")
         _check(t.grad_clip >= 0 and math.isfinite(t.grad_clip), f"train.grad_clip must be >= 0, got {t.grad_clip}")
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
                f"train.device must be auto, cpu, mps, cuda or cuda:N, got {t.device!r}")

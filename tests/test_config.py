@@ -130,7 +130,7 @@ def test_the_gpu_profile_builds_and_runs_a_step_on_a_cpu():
     ("train.batch_size", "2.5", "train.batch_size must be a whole number"),
     ("train.weight_decay", "-1", "train.weight_decay must be >= 0"),
     ("train.val_every", "-5", "train.val_every must be >= 0"),
-    ("train.lr_vision", "inf", "learning rates must be finite"),
+    ("train.lr_vision", "inf", "train.lr_vision must be a finite number, got inf"),
 ])
 def test_bad_settings_name_their_key(key, value, says):
     with pytest.raises(ConfigError, match=re.escape(says)):
