@@ -32,7 +32,8 @@ from refers_lite.data.source_studies import SourceStudies
 from refers_lite.experiments import METHODS, Grid
 from refers_lite.learning_checks import consistency_chance, source_probe, study_report_checks
 from refers_lite.models import REFERS
-from refers_lite.train import Pretrainer, seed_everything
+from refers_lite.train import Pretrainer
+from refers_lite.training.runtime import seed_everything
 
 # What the demo profile was before it took the course recipe (``conv_simple``): the paper's stem, no projection
 # head, MiniLM's last 2 layers trained, 64-token reports, 16 studies a batch, the paper's augmentation and flips, one
@@ -115,7 +116,7 @@ def load_refers_precision(run_dir: Path) -> str:
     if summary.is_file():
         return json.loads(summary.read_text()).get("precision", "?")
     from refers_lite.config import Config
-    from refers_lite.train import resolve_device, resolve_precision
+    from refers_lite.training.runtime import resolve_device, resolve_precision
     t = Config.load(run_dir / "config.json").train
     return resolve_precision(t.precision, resolve_device(t.device)).name
 

@@ -56,7 +56,7 @@ EVAL_PROFILES: dict[str, dict] = {
 def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "auto"):
     """(model, cfg, checkpoint path) of a pre-training run folder: ``best.pt`` if present, else ``last.pt``."""
     from .checkpoint import load_refers
-    from .train import resolve_device
+    from .training.runtime import resolve_device
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such run folder")

@@ -43,7 +43,7 @@ from .config import AugmentConfig, ConfigError, _check, _from_dict, deep_update,
 from .data.domain_dataset import DomainImages
 from .files import atomic_write
 from .metrics import mean_auc, per_class_auc
-from .train import resolve_device, resolve_precision, seed_everything, warmup_cosine
+from .training.runtime import resolve_device, resolve_precision, seed_everything, warmup_cosine
 
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
 OPTIMIZERS = ("sgd", "adam")

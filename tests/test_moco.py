@@ -13,7 +13,7 @@ from refers_lite.config import get_config
 from refers_lite.data.gpu_augment import StudyAugment
 from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.models.radiograph_transformer import RadiographTransformer
-from refers_lite.train import seed_everything
+from refers_lite.training.runtime import seed_everything
 
 RUN = dict(steps=6, batch_size=8, lr=3e-2, queue_size=4096, seed=0, device="cpu", precision="fp32", progress=False)
 

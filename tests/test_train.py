@@ -7,8 +7,8 @@ from conftest import model_inputs
 from refers_lite.checkpoint import CheckpointError, load_checkpoint
 from refers_lite.config import get_config
 from refers_lite.models import REFERS
-from refers_lite.train import (NonFiniteLossError, Pretrainer, build_optimizer, param_groups, pretrain,
-                               resolve_precision, warmup_cosine)
+from refers_lite.train import NonFiniteLossError, Pretrainer, build_optimizer, param_groups, pretrain
+from refers_lite.training.runtime import resolve_precision, warmup_cosine
 
 
 def test_weight_decay_groups_follow_the_paper():
@@ -74,9 +74,9 @@ def test_precision_resolution():
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch, native):
     """auto never picks an emulated bf16 on a CPU (14x slower than fp32 on an AVX2-only EPYC)."""
-    import refers_lite.train as train_mod
-    monkeypatch.setattr(train_mod.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
-    assert train_mod.cpu_has_native_bf16() is native
+    import refers_lite.training.runtime as runtime
+    monkeypatch.setattr(runtime.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert runtime.cpu_has_native_bf16() is native
     p = resolve_precision("auto", torch.device("cpu"))
     assert p.name == ("bf16" if native else "fp32")
     assert p.dtype == (torch.bfloat16 if native else None) and not p.use_scaler
@@ -84,11 +84,11 @@ def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch, native):
 
 
 def test_auto_precision_without_onednn_is_fp32(monkeypatch):
-    import refers_lite.train as train_mod
+    import refers_lite.training.runtime as runtime
 
     def missing():
         raise RuntimeError("no oneDNN")
-    monkeypatch.setattr(train_mod.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", missing)
+    monkeypatch.setattr(runtime.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", missing)
     assert resolve_precision("auto", torch.device("cpu")).name == "fp32"
 
 

@@ -28,7 +28,7 @@ from ..config import get_config
 from ..data.source_studies import SourceStudies
 from ..data.structured_labels import LABELS
 from ..finetune import FinetuneConfig, Finetuner, LinearHead, get_finetune_config, load_finetune_checkpoint
-from ..train import seed_everything
+from ..training.runtime import seed_everything
 
 
 class SourceImages(Dataset):

@@ -79,8 +79,8 @@ from ..checkpoint import (ENCODER_FORMAT, CheckpointError, load_checkpoint, load
 from ..config import Config, ModelConfig, get_config
 from ..models.radiograph_transformer import RadiographTransformer
 from ..plots import truncate_metrics
-from ..train import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
-                     set_rng_state, warmup_cosine)
+from ..training.runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
+                                set_rng_state, warmup_cosine)
 
 __all__ = ["SourceRadiographs", "MoCo", "MoCoOutput", "MoCoPretrainer", "build_optimizer", "pretrain_moco", "MOCO_TRAIN_FORMAT",
            "METHOD"]
