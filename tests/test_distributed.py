@@ -17,10 +17,10 @@ import torch.nn as nn
 
 from refers_lite.config import get_config
 from refers_lite.data.toy import build_toy_datasets
-from refers_lite.distributed import gather_with_grad, mean_over_ranks
+from refers_lite.training.distributed import gather_with_grad, mean_over_ranks
 from refers_lite.losses import consistency_loss, language_model_loss
 from refers_lite.models import REFERS
-from refers_lite.train import Pretrainer
+from refers_lite.training.pretrain import Pretrainer
 
 W = 2  # processes
 B = 3  # studies per process in the loss tests

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import model_inputs
-from refers_lite.checkpoint import CheckpointError, load_checkpoint
+from refers_lite.training.checkpoint import CheckpointError, load_checkpoint
 from refers_lite.config import get_config
 from refers_lite.models import REFERS
-from refers_lite.train import NonFiniteLossError, Pretrainer, build_optimizer, param_groups, pretrain
+from refers_lite.training.pretrain import NonFiniteLossError, Pretrainer, build_optimizer, param_groups, pretrain
 from refers_lite.training.runtime import resolve_precision, warmup_cosine
 
 
@@ -323,7 +323,7 @@ def test_out_must_be_a_folder(tmp_path):
 
 
 def test_a_diverged_run_is_an_error_that_names_the_settings(tmp_path):
-    from refers_lite.train import TrainingDiverged
+    from refers_lite.training.pretrain import TrainingDiverged
     cfg = get_config("smoke", {"train": {"lr_vision": 1e6, "lr_text": 1e6}})
     with pytest.raises(TrainingDiverged, match=r"diverged: no finite validation loss.*train\.lr_vision"):
         pretrain(cfg, tmp_path / "run", progress=False)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..distributed import local_rank
+from .distributed import local_rank
 
 __all__ = ["Precision", "RESUMABLE_CHANGES", "cpu_has_native_bf16", "resolve_device", "resolve_precision",
            "rng_state", "seed_everything", "set_rng_state", "warmup_cosine"]

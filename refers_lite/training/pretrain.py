@@ -12,7 +12,7 @@ Exact resume: ``last.pt`` holds model, optimiser, scheduler, scaler, every RNG s
 sampler position; batches depend only on their position in the run (see ``data/studies.py``),
 so a run killed and resumed ends with the same weights as one that was never interrupted.
 
-Several processes (``torchrun``, see ``distributed.py``): the model is wrapped in DDP, each rank
+Several processes (``torchrun``, see ``training/distributed.py``): the model is wrapped in DDP, each rank
 takes ``train.batch_size / W`` studies of every global batch, both losses are computed over the
 global batch (global negatives), rank 0 alone logs and writes checkpoints, and a checkpoint holds
 every rank's RNG state, so a DDP run resumes exactly too.
@@ -39,13 +39,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
-from .config import Config, ConfigError
-from .data.studies import MultiViewStudies, ResumableSampler, StudyCollator
+from ..config import Config, ConfigError
+from ..data.studies import MultiViewStudies, ResumableSampler, StudyCollator
 from .distributed import barrier, gather_objects, is_main_process, mean_over_ranks, rank, world_size
-from .models.refers import REFERS
-from .plots import truncate_metrics
-from .training.runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
-                               set_rng_state, warmup_cosine)
+from ..models.refers import REFERS
+from ..viz.plots import truncate_metrics
+from .runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
+                      set_rng_state, warmup_cosine)
 
 __all__ = ["Pretrainer", "pretrain", "PretrainResult", "TrainingDiverged", "rank", "world_size", "is_main_process"]
 
@@ -146,7 +146,7 @@ class Pretrainer:
         if t.compile:
             self.model = torch.compile(self.model)
         if cfg.loss.use_consistency and text_tokenizer is None:
-            from .models.text_encoder import load_text_tokenizer
+            from ..models.text_encoder import load_text_tokenizer
             text_tokenizer = load_text_tokenizer(m.text_encoder)
         self.collate = StudyCollator.from_config(cfg, text_tokenizer)
         report_tok = getattr(train_set, "report_tokenizer", None)
@@ -439,7 +439,7 @@ class Pretrainer:
                    "precision_reason": self.precision.reason}
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         try:
-            from .plots import plot_loss_curves
+            from ..viz.plots import plot_loss_curves
             fig = plot_loss_curves(self.metrics_path)
             fig.savefig(self.out_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
             import matplotlib.pyplot as plt
@@ -499,8 +499,8 @@ def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None,
     """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides: ``"source"`` reads the rendered IU
     source domain in ``cfg.data.root`` (train and validation splits), ``"toy"`` makes schematic studies.
     One process at a time per folder: while another holds ``out_dir`` this raises
-    :class:`~refers_lite.run_lock.RunFolderBusy` before writing anything. A folder another kind of run made
-    (``run.json``) is refused (:class:`~refers_lite.run_lock.RunFolderOwned`); ``overwrite=True`` replaces
+    :class:`~refers_lite.training.run_lock.RunFolderBusy` before writing anything. A folder another kind of run made
+    (``run.json``) is refused (:class:`~refers_lite.training.run_lock.RunFolderOwned`); ``overwrite=True`` replaces
     whatever run is there and starts afresh."""
     from .run_lock import claim_run_folder, run_lock
     out_dir = run_folder(out_dir)
@@ -518,7 +518,7 @@ def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None,
 def _pretrain(cfg: Config, out_dir: Path, train_set: Dataset | None, val_set: Dataset | None, resume: bool,
               progress: bool, stop_after: int | None) -> PretrainResult:
     if (train_set is None or val_set is None) and cfg.data.source == "source":
-        from .data.source_studies import SourceStudies
+        from ..data.source_studies import SourceStudies
         train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len,
                                   renders=cfg.data.renders)  # validation: each study's first render only
         val_set = SourceStudies(cfg.data.root, "validation", max_report_len=cfg.model.max_report_len,
@@ -527,7 +527,7 @@ def _pretrain(cfg: Config, out_dir: Path, train_set: Dataset | None, val_set: Da
             raise ValueError(f"the report vocabulary has {train_set.report_tokenizer.vocab_size} tokens > "
                              f"model.vocab_size={cfg.model.vocab_size}")
     if train_set is None or val_set is None:
-        from .data.toy import build_toy_datasets
+        from ..data.toy import build_toy_datasets
         train_set, val_set, tok = build_toy_datasets(cfg)
         if tok.vocab_size > cfg.model.vocab_size:
             raise ValueError(f"report vocabulary has {tok.vocab_size} tokens > model.vocab_size={cfg.model.vocab_size}")
