@@ -144,7 +144,7 @@ $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV
 
 # The long chapters start first, so that the short ones fill the other slot beside them. Chapters that need
 # the same cached run of the experiment grid (RUNS_DIR/experiments/PROFILE) never train it twice: the first
-# one trains it, the other waits for it and reuses it (refers_lite/run_lock.py).
+# one trains it, the other waits for it and reuses it (refers_lite/training/run_lock.py).
 FIRST_CHAPTERS ?= 05_finetuning 07_ablations
 NB_NAMES = $(NOTEBOOKS:notebooks/%.ipynb=%)
 EXECUTED = $(patsubst %,$(SITE)/notebooks/%.ipynb,$(filter $(FIRST_CHAPTERS),$(NB_NAMES)) \
