@@ -47,7 +47,7 @@ from ..viz.plots import truncate_metrics
 from .runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
                       set_rng_state, warmup_cosine)
 
-__all__ = ["Pretrainer", "pretrain", "PretrainResult", "TrainingDiverged", "rank", "world_size", "is_main_process"]
+__all__ = ["Pretrainer", "pretrain", "PretrainResult", "TrainingDiverged"]
 
 
 # -- errors ------------------------------------------------------------------------------------
