@@ -84,7 +84,7 @@ BOOK_TESTS = tests/test_book_html.py $(wildcard tests/test_*_browser.py)
 test-unit: $(VENV)/.dev assets
 	$(PY) -m pytest -n $(JOBS) -q tests $(addprefix --ignore=,$(BOOK_TESTS))
 
-# The unit tests without the slowest ones (@pytest.mark.slow: whole pre-training / fine-tuning runs).
+# The unit tests without the slowest ones (@pytest.mark.slow: DDP processes, whole runs and grids, CT rendering).
 test-fast: $(VENV)/.dev assets
 	$(PY) -m pytest -n $(JOBS) -q -m "not slow" tests $(addprefix --ignore=,$(BOOK_TESTS))
 

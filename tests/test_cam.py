@@ -246,6 +246,7 @@ def effusion_run(tmp_path_factory):
     return root, tmp / "run", res
 
 
+@pytest.mark.slow
 def test_the_cam_of_a_rendered_effusion_points_into_its_box_more_often_than_random_maps(effusion_run):
     from refers_lite.data.domain_dataset import DomainImages
     root, run, res = effusion_run

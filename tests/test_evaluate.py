@@ -40,6 +40,7 @@ def setup(tmp_path_factory):
     return data, run
 
 
+@pytest.mark.slow
 def test_the_runner_writes_every_table_and_its_numbers_agree(setup, tmp_path):
     data, run = setup
     ev = evaluate_run(run, data, out=tmp_path, log=lambda m: None, **FAST)

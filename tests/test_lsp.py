@@ -37,7 +37,8 @@ def test_every_radiograph_carries_its_studys_structured_labels(source, tmp_path,
     assert k == len(images) and y.sum() > 0  # the placeholder reports do mention findings
 
 
-@pytest.mark.parametrize("arch, kind", [("vit", RadiographTransformer), ("convnet", ConvEncoder)])
+@pytest.mark.parametrize("arch, kind", [("vit", RadiographTransformer),
+                                        pytest.param("convnet", ConvEncoder, marks=pytest.mark.slow)])
 def test_lsp_pretraining_exports_an_encoder_that_fine_tunes(source, tmp_path, arch, kind):
     cfg = get_finetune_config("smoke", {"min_steps": 6, "epochs": 2, "batch_size": 8})
     path = pretrain_lsp(arch, "smoke", source, tmp_path / "lsp", cfg=cfg, progress=False)

@@ -345,6 +345,7 @@ def test_a_run_without_last_pt_never_replaces_an_earlier_runs_results(tmp_path):
     assert res.step == cfg.train.max_steps and (run / "last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_pt_like_ctrl_c(tmp_path):
     """Issue 18 (#15): `kill` (SIGTERM) of `refers-lite pretrain` saves last.pt and exits 130, as Ctrl-C does;
     the steps since the last periodic checkpoint are not lost."""
