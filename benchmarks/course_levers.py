@@ -1,5 +1,5 @@
 """Which levers make REFERS learn at course scale? Each variant pre-trains on the rendered IU source domain
-and is measured on held-out studies (``refers_lite.learning_checks``):
+and is measured on held-out studies (``refers_lite.training.learning_checks``):
 
 * validation consistency loss (Eq. 2) beside chance (ln b per batch),
 * validation image -> report Recall@10 over the distinct report texts, beside its chance K / distinct,
@@ -30,9 +30,10 @@ import torch
 from refers_lite.config import deep_update
 from refers_lite.data.source_studies import SourceStudies
 from refers_lite.experiments import METHODS, Grid
-from refers_lite.learning_checks import consistency_chance, source_probe, study_report_checks
+from refers_lite.training.learning_checks import consistency_chance, source_probe, study_report_checks
 from refers_lite.models import REFERS
-from refers_lite.train import Pretrainer, seed_everything
+from refers_lite.training.pretrain import Pretrainer
+from refers_lite.training.runtime import seed_everything
 
 # What the demo profile was before it took the course recipe (``conv_simple``): the paper's stem, no projection
 # head, MiniLM's last 2 layers trained, 64-token reports, 16 studies a batch, the paper's augmentation and flips, one
@@ -115,7 +116,7 @@ def load_refers_precision(run_dir: Path) -> str:
     if summary.is_file():
         return json.loads(summary.read_text()).get("precision", "?")
     from refers_lite.config import Config
-    from refers_lite.train import resolve_device, resolve_precision
+    from refers_lite.training.runtime import resolve_device, resolve_precision
     t = Config.load(run_dir / "config.json").train
     return resolve_precision(t.precision, resolve_device(t.device)).name
 
@@ -133,7 +134,7 @@ def lever_grid(name: str, data_root: Path, steps: int, out: Path) -> Grid:
 def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped: Path | None = None) -> dict:
     """Train the variant (or resume / read back its run) and measure it. ``stopped``: do not train; measure the
     ``best.pt`` of that folder, a run of this variant stopped before ``steps`` (its steps are recorded)."""
-    from refers_lite.checkpoint import export_image_encoder, load_refers
+    from refers_lite.training.checkpoint import export_image_encoder, load_refers
     from refers_lite.experiments import _digest
     grid = lever_grid(name, data_root, steps, out)
     cfg = grid.pretrain_config(METHODS["refers"])
@@ -186,7 +187,7 @@ def target_probes(name: str, data_root: Path, steps: int, out: Path, seeds=(0, 1
     random initialisation on the five target domains; test mean AUC, mean over ``seeds`` (the probe's subsets
     are the whole training split at 100 %, so the seeds differ only where a domain's subsets do)."""
     from refers_lite.experiments import _digest
-    from refers_lite.linear_probe import linear_probe
+    from refers_lite.evaluation.linear_probe import linear_probe
     grid = lever_grid(name, data_root, steps, out)
     cfg = grid.pretrain_config(METHODS["refers"])
     encoder = out / "pretrain" / f"refers-{_digest(cfg.to_dict())}" / "encoder.pt"

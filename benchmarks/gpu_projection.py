@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from refers_lite.config import get_config
 from refers_lite.data.domain_dataset import DomainImages
 from refers_lite.experiments import CHAPTER_GRIDS, METHODS, Grid, radiographs_per_step
-from refers_lite.finetune import get_finetune_config
+from refers_lite.training.finetune import get_finetune_config
 from refers_lite.models import REFERS
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 

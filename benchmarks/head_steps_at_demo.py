@@ -1,9 +1,9 @@
 """How many steps does a linear head need to find what a demo encoder's frozen features carry?
 
 The demo fine-tuning (70-150 SGD steps of 32 images) scores near 0.5 on every target domain, while a
-converged logistic regression on the same encoder's frozen features (``linear_probe.py``) scores far
-above it. This script puts the two side by side on one domain, with the encoder frozen so that only
-the head's optimisation differs:
+converged logistic regression on the same encoder's frozen features
+(``refers_lite/evaluation/linear_probe.py``) scores far above it. This script puts the two side by side on one
+domain, with the encoder frozen so that only the head's optimisation differs:
 
 * how alike the images' aggregation embeddings are (mean cosine similarity between images, mean
   per-dimension standard deviation): a transformer at initialisation maps every film to almost the
@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader
 
 from refers_lite.config import AugmentConfig
 from refers_lite.data.domain_dataset import DomainImages
-from refers_lite.finetune import build_encoder
-from refers_lite.linear_probe import CS, extract_features, fit_probe
-from refers_lite.metrics import mean_auc, per_class_auc
+from refers_lite.training.finetune import build_encoder
+from refers_lite.evaluation.linear_probe import CS, extract_features, fit_probe
+from refers_lite.evaluation.metrics import mean_auc, per_class_auc
 
 SPLITS = ("train", "validation", "test")
 

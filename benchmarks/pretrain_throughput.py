@@ -1,7 +1,7 @@
 """Pre-training throughput: radiographs/s and studies/s, peak memory and model FLOP utilisation,
 for fp32 eager, bf16 autocast and bf16 + torch.compile, at the smoke, demo and paper sizes.
 
-Everything goes through the real training code: a :class:`refers_lite.train.Pretrainer` on a
+Everything goes through the real training code: a :class:`refers_lite.training.pretrain.Pretrainer` on a
 placeholder source domain in the real on-disk layout (uint8 films in the memory-mapped cache,
 ``studies.csv``, report tokenizer), so a step is: uint8 batch copied to the device, augmented
 there (crop, rotation, brightness, contrast), REFERS forward with both tasks, backward, gradient
@@ -44,7 +44,7 @@ import torch
 
 from refers_lite.config import get_config
 from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
-from refers_lite.train import Pretrainer, to_device
+from refers_lite.training.pretrain import Pretrainer, to_device
 
 # dense bf16 tensor-core peaks (no sparsity), TFLOP/s
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.0,
@@ -100,7 +100,7 @@ def bf16_matmuls(on: bool):
 def count_flops(trainer: Pretrainer, batch: dict) -> float:
     """FLOPs of one forward + backward (matmuls, convolutions, attention), counted by PyTorch."""
     from torch.utils.flop_counter import FlopCounterMode
-    from refers_lite.train import _model_inputs
+    from refers_lite.training.pretrain import _model_inputs
     b = trainer.prepare(dict(batch), train=True)
     counter = FlopCounterMode(display=False)
     with counter, trainer.precision.autocast(trainer.device):

@@ -142,11 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("evaluate", help="zero-shot, retrieval, report generation and linear probes of a pre-trained run",
-                       description="Evaluate a pre-training run folder directly (refers_lite.evaluate): zero-shot "
-                                   "classification of the target domains' test splits, image<->report retrieval and "
-                                   "report generation (BLEU, ROUGE-L, clinical F1) on the source test split, linear "
-                                   "probes of the frozen encoder at 1/10/100 % of the labels. Writes JSON, CSV and "
-                                   "markdown tables.")
+                       description="Evaluate a pre-training run folder directly (refers_lite.evaluation.evaluate): "
+                                   "zero-shot classification of the target domains' test splits, image<->report "
+                                   "retrieval and report generation (BLEU, ROUGE-L, clinical F1) on the source test "
+                                   "split, linear probes of the frozen encoder at 1/10/100 % of the labels. Writes "
+                                   "JSON, CSV and markdown tables.")
     p.add_argument("--run", type=Path, required=True, help="pre-training run folder (best.pt or last.pt)")
     p.add_argument("--data-root", type=Path, default=Path("data/synthetic"),
                    help="built domains: source/ and the target domains (default: data/synthetic)")
@@ -207,7 +207,7 @@ def _data_build(args) -> None:
 
 
 def _finetune(args) -> None:
-    from .finetune import finetune, get_finetune_config
+    from .training.finetune import finetune, get_finetune_config
     domain = Path(args.dataset) if Path(args.dataset).is_dir() else args.data_root / args.dataset
     if not (domain / "domain.json").is_file():
         raise FileNotFoundError(f"{domain}: not a built domain (no domain.json); run `refers-lite data build` or "
@@ -237,14 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
-    from .checkpoint import CheckpointError
+    from .training.checkpoint import CheckpointError
     from .config import ConfigError
     try:
         if args.verb == "config":
             print(json.dumps(_resolve(args).to_dict(), indent=2))
         elif args.verb == "pretrain":
-            from .distributed import cleanup, init_distributed, is_main_process
-            from .train import pretrain
+            from .training.distributed import cleanup, init_distributed, is_main_process
+            from .training.pretrain import pretrain
             cfg = _resolve(args)
             init_distributed()  # under torchrun: join the process group (a no-op otherwise)
             try:
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
             print((out / "table1.md").read_text())
         elif args.verb == "export":
-            from .checkpoint import export_image_encoder
+            from .training.checkpoint import export_image_encoder
             out = export_image_encoder(args.checkpoint, args.out)
             print(f"wrote the image encoder to {out}")
         elif args.verb == "data" and args.what == "build":
@@ -285,14 +285,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.out = Path("data/iu_xray")
             _data_reports(args)
         elif args.verb == "evaluate":
-            from .evaluate import evaluate_run
+            from .evaluation.evaluate import evaluate_run
             ev = evaluate_run(args.run, args.data_root, out=args.out, profile=args.profile,
                               domains=args.domains.split(",") if args.domains else None, finetuned=args.finetuned)
             for path in ev.paths.values():
                 print(f"wrote {path}")
             print(ev.paths["markdown"].read_text())
         elif args.verb == "plot":
-            from .plots import plot_loss_curves
+            from .viz.plots import plot_loss_curves
             out = args.out or args.run / "loss_curves.png"
             plot_loss_curves(args.run).savefig(out, dpi=110, bbox_inches="tight")
             print(f"wrote {out}")

@@ -7,7 +7,7 @@ the two COVID-19 tasks with all of them. Each method is
 * a pre-training: REFERS on the source domain with a config variant (the ablations of Table 3 are
   variants: a ResNet instead of the radiograph transformer, no recurrent concatenation, no report generation (Task 1), no study-report consistency
   (Task 2)), exported to an image encoder; or none (training from scratch);
-* then one fine-tuning run per cell (``finetune.py``), with the paper's fine-tuning recipe.
+* then one fine-tuning run per cell (``training/finetune.py``), with the paper's fine-tuning recipe.
 
 Every pre-training and every cell lives in a folder named by a hash of everything that decides
 its result (configs, data folder, ratio, seed): a re-run (for instance, re-building the book)
@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 
 from .config import deep_update, get_config
-from .finetune import FinetuneConfig, finetune, get_finetune_config
-from .metrics import compare_to_best_baseline, summarize_seeds
+from .training.finetune import FinetuneConfig, finetune, get_finetune_config
+from .evaluation.metrics import compare_to_best_baseline, summarize_seeds
 from .models.conv_encoder import CONVNET_OF_PROFILE
-from .run_lock import run_lock
+from .training.run_lock import run_lock
 
 DOMAIN_LABELS = {"nih": "NIH", "vindr": "VBD", "shenzhen": "SZ", "covid_t1": "C-T1", "covid_t2": "C-T2"}
 PAPER_COLUMNS = (("nih", 0.01), ("nih", 0.1), ("nih", 1.0), ("vindr", 0.01), ("vindr", 0.1), ("vindr", 1.0),
@@ -231,8 +231,8 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
             if not (run / "encoder.pt").is_file():
                 log(f"pre-training {method.name} (image-only contrastive, {steps} steps) in {run}")
             return str(pretrain_moco(grid.profile, source, run, progress=progress, renders=renders, **kw))
-    from .checkpoint import export_image_encoder
-    from .train import pretrain
+    from .training.checkpoint import export_image_encoder
+    from .training.pretrain import pretrain
     cfg = grid.pretrain_config(method)
     run = grid.out / "pretrain" / f"{method.name}-{_digest(cfg.to_dict())}"
     encoder = run / "encoder.pt"
@@ -448,7 +448,7 @@ def pretrained_refers(profile: str = "smoke", data_root: str | Path = "data/synt
                       out: str | Path | None = None, method: str = "refers", progress: bool = True,
                       log: Callable[[str], None] = print) -> Path:
     """The run folder of a profile's (cached) REFERS pre-training on ``data_root/source``; trains it when
-    missing. ``out``: the grid's folder, as for :func:`run_experiments` (default ``runs/experiments/PROFILE``). The folder holds ``best.pt`` / ``last.pt`` (whole model: :func:`refers_lite.checkpoint.load_refers`)
+    missing. ``out``: the grid's folder, as for :func:`run_experiments` (default ``runs/experiments/PROFILE``). The folder holds ``best.pt`` / ``last.pt`` (whole model: :func:`refers_lite.training.checkpoint.load_refers`)
     and ``encoder.pt`` (the exported image encoder). The experiment grid, the CAM, fine-tuning and
     'beyond REFERS' chapters share it through this function, so it is trained once per profile."""
     if profile not in EXPERIMENT_PROFILES:

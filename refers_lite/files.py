@@ -4,7 +4,7 @@ Every file the project writes for others to read (checkpoints, image cache shard
 configs, results, fetched assets) goes through :func:`atomic_save`: the bytes go to a temp file in the same
 folder (``.<name>.<random>.tmp``), are flushed and fsynced, and the temp file is renamed over the target, which
 POSIX makes atomic. A reader sees the old file or the new one; a process killed mid-write leaves only a temp
-file, which the next run that owns the folder removes (:func:`refers_lite.checkpoint.remove_stale_temps`).
+file, which the next run that owns the folder removes (:func:`refers_lite.training.checkpoint.remove_stale_temps`).
 """
 from __future__ import annotations
 

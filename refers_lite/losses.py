@@ -13,7 +13,7 @@
 * The overall loss is their sum (paper), with per-task weights and switches for the ablations.
 
 With ``gather=True`` under DDP (several processes), both losses are computed over the *global*
-batch: global negatives for Eq. 2 and the global token count for Eq. 1 (see ``distributed.py``).
+batch: global negatives for Eq. 2 and the global token count for Eq. 1 (see ``training/distributed.py``).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import LossConfig
-from .distributed import all_reduce_sum, gather_with_grad, rank, world_size
+from .training.distributed import all_reduce_sum, gather_with_grad, rank, world_size
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Class activation maps (refers_lite.cam): the token -> grid reshape, boxes, IoU, and whether the
+"""Class activation maps (refers_lite.evaluation.cam): the token -> grid reshape, boxes, IoU, and whether the
 CAM of a rendered finding points into its box more often than a random map (measured)."""
 import json
 
@@ -7,12 +7,12 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from refers_lite.cam import (CAM_METHODS, MAP_METHODS, CamModel, attention_rollout, best_iou, box_iou,
-                             boxes_from_map, cam_target_layers, energy_inside, iou_by_threshold, localization_table,
-                             overlay, place_in_image, plot_cam_grid, pointing_hit, random_maps,
-                             summarise_localization, tokens_to_grid)
+from refers_lite.evaluation.cam import (CAM_METHODS, MAP_METHODS, CamModel, attention_rollout, best_iou, box_iou,
+                                        boxes_from_map, cam_target_layers, energy_inside, iou_by_threshold,
+                                        localization_table, overlay, place_in_image, plot_cam_grid, pointing_hit,
+                                        random_maps, summarise_localization, tokens_to_grid)
 from refers_lite.data.gpu_augment import StudyAugment
-from refers_lite.finetune import LinearHead
+from refers_lite.training.finetune import LinearHead
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 
 
@@ -224,10 +224,10 @@ def _render_finding_domain(root):
 
 @pytest.fixture(scope="module")
 def effusion_run(tmp_path_factory):
-    from refers_lite.checkpoint import ENCODER_FORMAT, save_checkpoint
+    from refers_lite.training.checkpoint import ENCODER_FORMAT, save_checkpoint
     from refers_lite.config import get_config
     from refers_lite.data.assets import AssetMissingError
-    from refers_lite.finetune import finetune, get_finetune_config
+    from refers_lite.training.finetune import finetune, get_finetune_config
 
     tmp = tmp_path_factory.mktemp("cam")
     try:
@@ -246,6 +246,7 @@ def effusion_run(tmp_path_factory):
     return root, tmp / "run", res
 
 
+@pytest.mark.slow
 def test_the_cam_of_a_rendered_effusion_points_into_its_box_more_often_than_random_maps(effusion_run):
     from refers_lite.data.domain_dataset import DomainImages
     root, run, res = effusion_run

@@ -42,7 +42,8 @@ EXECUTED = Path(os.environ.get("CAM_EXECUTED", SMOKE / "site" / "notebooks" / "0
 SMOKE_DATA = Path(os.environ.get("SMOKE_DATA_DIR", SMOKE / "data" / "synthetic"))
 SMOKE_RUNS = Path(os.environ.get("SMOKE_RUNS_DIR", SMOKE / "runs"))
 SCREENSHOTS = Path(os.environ.get("SCREENSHOTS", ROOT / "_build" / "screenshots"))
-SOURCES = [ROOT / "notebooks" / "06_cam.ipynb", ROOT / "refers_lite" / "cam.py", ROOT / "refers_lite" / "widgets.py"]
+SOURCES = [ROOT / "notebooks" / "06_cam.ipynb", ROOT / "refers_lite" / "evaluation" / "cam.py",
+           ROOT / "refers_lite" / "viz" / "widgets.py"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]

@@ -1,4 +1,4 @@
-"""The CAM explorer (refers_lite.widgets) driven from Python: image, class, method, threshold, opacity
+"""The CAM explorer (refers_lite.viz.widgets) driven from Python: image, class, method, threshold, opacity
 and uploads; the picture and the IoU readout follow, maps are cached per (image, class, method)."""
 import datetime
 import io
@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from fixtures_real import picture, write_corrupt, write_dicom
-from refers_lite.cam import CamModel, best_iou, boxes_from_map
+from refers_lite.evaluation.cam import CamModel, best_iou, boxes_from_map
 from refers_lite.data.image_cache import build_cache
 from refers_lite.data.label_ratios import ratio_subsets, split_items, write_split_files
-from refers_lite.finetune import LinearHead
+from refers_lite.training.finetune import LinearHead
 from refers_lite.models.radiograph_transformer import RadiographTransformer
-from refers_lite.widgets import CamExplorer, decode_upload
+from refers_lite.viz.widgets import CamExplorer, decode_upload
 
 SIZE, N, CLASSES = 64, 40, ["blob", "band"]
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from refers_lite.checkpoint import (CheckpointError, export_image_encoder, load_checkpoint, load_image_encoder,
-                                    load_refers, save_checkpoint)
+from refers_lite.training.checkpoint import (CheckpointError, export_image_encoder, load_checkpoint, load_image_encoder,
+                                             load_refers, save_checkpoint)
 from refers_lite.config import get_config
 from refers_lite.models import RadiographClassifier
-from refers_lite.train import pretrain
+from refers_lite.training.pretrain import pretrain
 
 
 class Evil:  # an arbitrary object: torch.load(weights_only=True) must refuse to unpickle it
@@ -130,7 +130,7 @@ def _effects(marker: str):
 
 
 def _finetune_payload(marker: Path) -> dict:
-    from refers_lite.finetune import FINETUNE_FORMAT
+    from refers_lite.training.finetune import FINETUNE_FORMAT
     return {"format": FINETUNE_FORMAT, "model": {}, "classes": ["a"], "task": "binary", "step": 0,
             "finetune": {}, "run": {"encoder": "scratch"}, "hook": RunsCode(marker)}
 
@@ -163,7 +163,7 @@ def test_load_checkpoint_refuses_code_without_passing_on_torchs_advice(tmp_path,
 
 
 def test_cam_refuses_a_best_pt_that_would_run_code(tmp_path, capsys):
-    from refers_lite.cam import CamModel
+    from refers_lite.evaluation.cam import CamModel
     marker = tmp_path / "ran.txt"
     torch.save(_finetune_payload(marker), tmp_path / "best.pt")
     with pytest.raises(CheckpointError) as e:
@@ -187,7 +187,7 @@ class _Images(torch.utils.data.Dataset):  # 8 random 16 x 16 radiographs, one bi
 
 
 def _finetuner(out_dir: Path):
-    from refers_lite.finetune import Finetuner, LinearHead, get_finetune_config
+    from refers_lite.training.finetune import Finetuner, LinearHead, get_finetune_config
     from refers_lite.models.radiograph_transformer import RadiographTransformer
     torch.manual_seed(0)
     enc = RadiographTransformer(image_size=16, patch_size=8, width=16, depth=1, heads=2)
@@ -196,7 +196,7 @@ def _finetuner(out_dir: Path):
 
 
 def test_finetuning_saves_a_plain_best_pt_and_refuses_one_that_would_run_code(tmp_path, monkeypatch, capsys):
-    from refers_lite.finetune import Finetuner
+    from refers_lite.training.finetune import Finetuner
     _finetuner(tmp_path / "ok").fit()
     best = torch.load(tmp_path / "ok" / "best.pt", weights_only=True)  # what is saved loads safely
     assert best["classes"] == ["finding"] and best["run"]["name"] == "tiny"

@@ -167,6 +167,7 @@ def test_truncated_volume_gives_clear_error(tmp_path):
         read_chest_ct(p, folder / "mask.nii.gz", folder / "structures.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REAL_DIR / "cxr.nii.gz").exists(), reason="real CT not fetched (run `make assets`)")
 def test_real_chest_ct():
     ct = load_chest_ct(REPO / "assets")  # ~2 s, loaded once, cached for the process

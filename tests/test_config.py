@@ -86,9 +86,9 @@ def test_every_profile_is_known_to_every_part_of_the_project():
     from refers_lite.cli import PROFILE_NAMES
     from refers_lite.config import PROFILES
     from refers_lite.data.domain_build import BUILD_PROFILES
-    from refers_lite.evaluate import EVAL_PROFILES
+    from refers_lite.evaluation.evaluate import EVAL_PROFILES
     from refers_lite.experiments import CHAPTER_GRIDS, EXPERIMENT_PROFILES
-    from refers_lite.finetune import FINETUNE_PROFILES
+    from refers_lite.training.finetune import FINETUNE_PROFILES
     from refers_lite.models.conv_encoder import CONVNET_OF_PROFILE
     names = set(PROFILES)
     assert names == {"smoke", "demo", "gpu", "paper"}

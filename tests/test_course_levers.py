@@ -160,7 +160,7 @@ def test_scratch_uses_the_architecture_refers_was_pre_trained_with(tmp_path):
 
     from refers_lite.data.source_studies import write_placeholder_source
     from refers_lite.experiments import Grid
-    from refers_lite.finetune import build_encoder
+    from refers_lite.training.finetune import build_encoder
     from refers_lite.models.radiograph_transformer import ConvStem
     root = Path(tmp_path) / "data"
     write_placeholder_source(root / "source", n_studies=8, image_size=32, seed=0)
@@ -175,8 +175,8 @@ def test_scratch_uses_the_architecture_refers_was_pre_trained_with(tmp_path):
 def test_a_run_written_before_the_new_settings_resumes(tmp_path):
     """A checkpoint whose saved config lacks settings added since (model.stem, ...) resumes: they take their
     defaults, which is what the run used."""
-    from refers_lite.checkpoint import load_checkpoint, save_checkpoint
-    from refers_lite.train import pretrain
+    from refers_lite.training.checkpoint import load_checkpoint, save_checkpoint
+    from refers_lite.training.pretrain import pretrain
     cfg = get_config("smoke", {"train": {"max_steps": 4, "ckpt_every": 2}})
     pretrain(cfg, tmp_path, progress=False, stop_after=2)
     ckpt = load_checkpoint(tmp_path / "last.pt")

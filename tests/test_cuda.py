@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from refers_lite.checkpoint import load_checkpoint
+from refers_lite.training.checkpoint import load_checkpoint
 from refers_lite.config import get_config
 from refers_lite.data.source_studies import write_placeholder_source
-from refers_lite.train import Pretrainer, pretrain, to_device
+from refers_lite.training.pretrain import Pretrainer, pretrain, to_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -17,10 +17,10 @@ import torch.nn as nn
 
 from refers_lite.config import get_config
 from refers_lite.data.toy import build_toy_datasets
-from refers_lite.distributed import gather_with_grad, mean_over_ranks
+from refers_lite.training.distributed import gather_with_grad, mean_over_ranks
 from refers_lite.losses import consistency_loss, language_model_loss
 from refers_lite.models import REFERS
-from refers_lite.train import Pretrainer
+from refers_lite.training.pretrain import Pretrainer
 
 W = 2  # processes
 B = 3  # studies per process in the loss tests
@@ -66,6 +66,7 @@ def _loss_worker(r: int, out: str) -> None:
                f"{out}.{r}")
 
 
+@pytest.mark.slow
 def test_losses_over_the_global_batch_match_one_process(tmp_path):
     _run(_loss_worker, tmp_path, str(tmp_path / "loss"))
     v, t, logits, targets = _features()
@@ -86,6 +87,7 @@ def test_losses_over_the_global_batch_match_one_process(tmp_path):
         torch.testing.assert_close(got["gl"] / W, logits.grad[rows], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_negative_on_another_rank_still_gets_its_gradient(tmp_path):
     """Rank 0's studies are negatives in rank 1's rows. With a gather that passed no gradient back, rank 0
     would get only the gradient of its own loss: what the 2-process run got must differ from that."""
@@ -137,6 +139,7 @@ def _train_worker(r: int, root: str) -> None:
                     "batch": straight.batch_size, "steps": straight.step}, root / "ddp_result.pt")
 
 
+@pytest.mark.slow
 def test_ddp_equals_one_process_on_the_combined_batch_and_resumes(tmp_path):
     _run(_train_worker, tmp_path, str(tmp_path))
     got = torch.load(tmp_path / "ddp_result.pt")

@@ -125,6 +125,7 @@ def test_other_target_plans(name):
         plan_target_items("chexpert", 10)
 
 
+@pytest.mark.slow
 def test_tiny_build_writes_domains_that_load(tmp_path):
     from refers_lite.data.domain_build import build_domains
     from refers_lite.data.domain_dataset import DomainImages

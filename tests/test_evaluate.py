@@ -1,4 +1,4 @@
-"""The 'beyond REFERS' runner (refers_lite.evaluate) and `refers-lite evaluate`, end to end on a smoke-sized
+"""The 'beyond REFERS' runner (refers_lite.evaluation.evaluate) and `refers-lite evaluate`, end to end on a smoke-sized
 pre-trained model (a few steps on a placeholder source), with two small target domains."""
 import json
 
@@ -8,8 +8,8 @@ import pytest
 
 from refers_lite.config import get_config
 from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
-from refers_lite.evaluate import evaluate_run, finetuned_auc
-from refers_lite.train import pretrain
+from refers_lite.evaluation.evaluate import evaluate_run, finetuned_auc
+from refers_lite.training.pretrain import pretrain
 from test_finetune import CLASSES, _domain
 
 FAST = {"probe_ratios": (0.1, 1.0), "probe_seeds": (0, 1), "beams": (1, 2)}
@@ -40,6 +40,7 @@ def setup(tmp_path_factory):
     return data, run
 
 
+@pytest.mark.slow
 def test_the_runner_writes_every_table_and_its_numbers_agree(setup, tmp_path):
     data, run = setup
     ev = evaluate_run(run, data, out=tmp_path, log=lambda m: None, **FAST)

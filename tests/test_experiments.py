@@ -30,6 +30,7 @@ def _run(data_root, out, **kw):
                               pretrain_overrides=FAST, progress=False, log=lambda m: None, **kw)
 
 
+@pytest.mark.slow
 def test_a_smoke_grid_writes_every_table_and_the_figure(data_root, tmp_path):
     paths = _run(data_root, tmp_path)
     assert {"table1", "table2", "table3", "figure2"} <= set(paths) and all(p.is_file() for p in paths.values())
@@ -57,6 +58,7 @@ def test_a_smoke_grid_writes_every_table_and_the_figure(data_root, tmp_path):
     assert "MoCo v2-style (ours)" in t1
 
 
+@pytest.mark.slow
 def test_an_interrupted_grid_resumes_without_redoing_finished_cells(data_root, tmp_path, monkeypatch):
     real = ex.finetune
     trained = []

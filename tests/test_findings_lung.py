@@ -46,6 +46,14 @@ def test_registry_has_every_lung_finding():
     assert set(SPECS["pleural_effusion"].sides) == {"left", "right", "bilateral"}
 
 
+def test_a_findings_module_that_fails_to_import_is_an_error(monkeypatch):
+    """Issue 17: the registry never skips a module silently (a missing one would drop its findings)."""
+    import refers_lite.data.findings as findings_pkg
+    monkeypatch.setattr(findings_pkg, "_MODULES", findings_pkg._MODULES + ("not_written_yet",))
+    with pytest.raises(ModuleNotFoundError, match="not_written_yet"):
+        findings_pkg._collect()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_seeded_and_deterministic(patient, name):
     spec = SPECS[name]

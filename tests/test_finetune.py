@@ -1,17 +1,17 @@
-"""Fine-tuning (refers_lite.finetune) on a small domain whose labels can be seen in the pixels."""
+"""Fine-tuning (refers_lite.training.finetune) on a small domain whose labels can be seen in the pixels."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from refers_lite.checkpoint import ENCODER_FORMAT, save_checkpoint
+from refers_lite.training.checkpoint import ENCODER_FORMAT, save_checkpoint
 from refers_lite.config import ConfigError, get_config
 from refers_lite.data.image_cache import build_cache
 from refers_lite.data.label_ratios import ratio_subsets, split_items, write_split_files
-from refers_lite.run_lock import RunFolderOwned
-from refers_lite.finetune import (LinearHead, _loss, _probabilities, build_encoder, finetune,
-                                  get_finetune_config)
+from refers_lite.training.run_lock import RunFolderOwned
+from refers_lite.training.finetune import (LinearHead, _loss, _probabilities, build_encoder, finetune,
+                                           get_finetune_config)
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 
 SIZE, N = 40, 240
@@ -126,7 +126,7 @@ def test_a_result_is_reused_only_for_the_same_data_and_encoder_contents(domain, 
 
 
 def test_label_ratio_files_are_used_as_written(domain, tmp_path):
-    from refers_lite.finetune import Finetuner
+    from refers_lite.training.finetune import Finetuner
     ids = (domain / "splits" / "train_10pct_seed2.txt").read_text().split()
     model = LinearHead(build_encoder("scratch", "smoke"), 2)
     ft = Finetuner.for_domain(get_finetune_config("smoke"), model, domain, 0.1, 2, tmp_path, progress=False)
@@ -215,7 +215,7 @@ def test_a_batchnorm_head_sees_standardised_features_whatever_their_scale():
 
 
 def test_the_encoder_learning_rate_scale_and_freezing():
-    from refers_lite.finetune import _param_groups
+    from refers_lite.training.finetune import _param_groups
     model = LinearHead(_Fixed(), 2)
     groups = _param_groups(model, 1e-4, lr=0.1, encoder_lr_scale=0.1)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
@@ -231,8 +231,8 @@ def test_lp_ft_head_starts_as_the_probe_and_is_never_below_it_on_validation(doma
     """head_init=probe (LP-FT): the head computes exactly the linear probe's scores at step 0, that is the
     first checkpoint, so the kept model's validation AUC is at least the probe's."""
     from refers_lite.data.domain_dataset import DomainImages
-    from refers_lite.finetune import Finetuner
-    from refers_lite.linear_probe import extract_features, fit_probe
+    from refers_lite.training.finetune import Finetuner
+    from refers_lite.evaluation.linear_probe import extract_features, fit_probe
     cfg = get_finetune_config("smoke", {"head_init": "probe", "min_steps": 6, "epochs": 2, "batch_size": 16,
                                         "lr": 3e-2})
     torch.manual_seed(0)
@@ -278,7 +278,7 @@ def test_the_head_runs_in_fp32_under_bf16_autocast():
 def test_run_folders_are_owned_by_their_kind(domain, tmp_path):
     """Issue 18: a fine-tuning into a pre-training folder, or a pre-training into a fine-tuning folder, is refused
     before anything is written there (naming the folder, its kind and --overwrite); --overwrite replaces it."""
-    from refers_lite.train import pretrain
+    from refers_lite.training.pretrain import pretrain
     pre = tmp_path / "pre"
     pretrain(get_config("smoke"), pre, progress=False, stop_after=2)
     assert json.loads((pre / "run.json").read_text())["kind"] == "pre-training"

@@ -6,7 +6,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from refers_lite.baselines import imagenet as im
-from refers_lite.checkpoint import load_image_encoder
+from refers_lite.training.checkpoint import load_image_encoder
 from refers_lite.config import ModelConfig, get_config
 
 

@@ -7,9 +7,10 @@ import torch
 
 from refers_lite.config import get_config
 from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
-from refers_lite.learning_checks import consistency_chance, mean_pairwise_cosine, source_probe, study_report_checks
+from refers_lite.training.learning_checks import (consistency_chance, mean_pairwise_cosine, source_probe,
+                                                  study_report_checks)
 from refers_lite.models import REFERS
-from refers_lite.retrieval import distinct_report_recall
+from refers_lite.evaluation.retrieval import distinct_report_recall
 
 
 def test_mean_pairwise_cosine_matches_the_matrix():

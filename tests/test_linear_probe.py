@@ -1,4 +1,4 @@
-"""Linear probes (refers_lite.linear_probe): separable toy features, constant classes, the choice of C on
+"""Linear probes (refers_lite.evaluation.linear_probe): separable toy features, constant classes, the choice of C on
 validation, and a probe of a frozen toy encoder on a small domain at its label-ratio subsets."""
 import math
 
@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from refers_lite.data.domain_dataset import DomainImages
-from refers_lite.linear_probe import extract_features, fit_probe, linear_probe
-from refers_lite.metrics import per_class_auc
+from refers_lite.evaluation.linear_probe import extract_features, fit_probe, linear_probe
+from refers_lite.evaluation.metrics import per_class_auc
 from test_finetune import _domain
 
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from refers_lite.baselines.lsp import SourceImages, pretrain_lsp
-from refers_lite.checkpoint import load_image_encoder
+from refers_lite.training.checkpoint import load_image_encoder
 from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.data.structured_labels import LABELS
-from refers_lite.finetune import finetune, get_finetune_config
+from refers_lite.training.finetune import finetune, get_finetune_config
 from refers_lite.models.conv_encoder import ConvEncoder
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 from test_finetune import _domain
@@ -37,7 +37,8 @@ def test_every_radiograph_carries_its_studys_structured_labels(source, tmp_path,
     assert k == len(images) and y.sum() > 0  # the placeholder reports do mention findings
 
 
-@pytest.mark.parametrize("arch, kind", [("vit", RadiographTransformer), ("convnet", ConvEncoder)])
+@pytest.mark.parametrize("arch, kind", [("vit", RadiographTransformer),
+                                        pytest.param("convnet", ConvEncoder, marks=pytest.mark.slow)])
 def test_lsp_pretraining_exports_an_encoder_that_fine_tunes(source, tmp_path, arch, kind):
     cfg = get_finetune_config("smoke", {"min_steps": 6, "epochs": 2, "batch_size": 8})
     path = pretrain_lsp(arch, "smoke", source, tmp_path / "lsp", cfg=cfg, progress=False)

@@ -1,4 +1,4 @@
-"""refers_lite.metrics: per-class AUC, mean AUC, seed summaries and the paper's t-test.
+"""refers_lite.evaluation.metrics: per-class AUC, mean AUC, seed summaries and the paper's t-test.
 
 Every expected value here is computed by hand (pair counting for AUCs, the pooled-variance
 formula for the t-test), not by calling the library the module wraps.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from refers_lite.metrics import (
+from refers_lite.evaluation.metrics import (
     SeedSummary,
     compare_to_best_baseline,
     mean_auc,

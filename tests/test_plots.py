@@ -1,9 +1,9 @@
-"""Reading a run's metrics.jsonl (refers_lite.plots): a line cut short by a kill, a corrupt log, an empty one."""
+"""Reading a run's metrics.jsonl (refers_lite.viz.plots): a line cut short by a kill, a corrupt log, an empty one."""
 import json
 
 import pytest
 
-from refers_lite.plots import plot_loss_curves, read_metrics, truncate_metrics
+from refers_lite.viz.plots import plot_loss_curves, read_metrics, truncate_metrics
 
 RECORDS = [{"step": s, "loss": 1.0 / s} for s in range(1, 5)]
 

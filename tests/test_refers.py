@@ -150,9 +150,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(smoke_cfg, batch):
 def test_refers_with_a_resnet_trains_both_tasks_and_exports_an_encoder_that_fine_tuning_loads(tmp_path, toy,
                                                                                              text_tokenizer):
     """Table 3's first row: the same REFERS with a timm ResNet in place of the radiograph transformer."""
-    from refers_lite.checkpoint import export_image_encoder, load_image_encoder, load_refers
+    from refers_lite.training.checkpoint import export_image_encoder, load_image_encoder, load_refers
     from refers_lite.models.conv_encoder import ConvEncoder
-    from refers_lite.train import pretrain
+    from refers_lite.training.pretrain import pretrain
     cfg = get_config("smoke", {"model": {"encoder": "resnet18"}, "train": {"max_steps": 2, "ckpt_every": 2}})
     res = pretrain(cfg, tmp_path / "run", train_set=toy[0], val_set=toy[1], progress=False)
     enc_path = export_image_encoder(res.last_checkpoint, tmp_path / "encoder.pt")

@@ -67,6 +67,7 @@ def test_labels_come_from_text_when_there_is_no_mesh():
     assert np.array_equal(ds.labels[:, LABELS.index("cardiomegaly")], [1, 0])
 
 
+@pytest.mark.slow
 def test_cli_data_reports_prints_the_summary(tmp_path, capsys):
     assert main(["data", "reports", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

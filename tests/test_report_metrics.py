@@ -1,4 +1,4 @@
-"""Report generation quality (refers_lite.report_metrics): BLEU and ROUGE-L against hand-computed values, the
+"""Report generation quality (refers_lite.evaluation.report_metrics): BLEU and ROUGE-L against hand-computed values, the
 clinical finding F1 of the report-text label extractor, and reports written by a (tiny, untrained) REFERS."""
 import math
 
@@ -9,8 +9,8 @@ import torch
 from refers_lite.config import get_config
 from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.models import REFERS
-from refers_lite.report_metrics import (bleu, clinical_f1, decoding_name, generate_reports, report_quality, rouge_l,
-                                        words)
+from refers_lite.evaluation.report_metrics import (bleu, clinical_f1, decoding_name, generate_reports, report_quality,
+                                                   rouge_l, words)
 
 REF_A, HYP_A = "The heart is normal in size.", "the heart is normal"
 REF_B, HYP_B = "The lungs are clear.", "The lungs are NOT clear!"

@@ -1,4 +1,4 @@
-"""Retrieval (refers_lite.retrieval): Recall@K on constructed similarity matrices with known answers, ties in
+"""Retrieval (refers_lite.evaluation.retrieval): Recall@K on constructed similarity matrices with known answers, ties in
 expectation, the random baseline, and the joint space's study and report embeddings on a placeholder source."""
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import torch
 
 from refers_lite.config import get_config
 from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
-from refers_lite.joint_space import JointSpace
+from refers_lite.evaluation.joint_space import JointSpace
 from refers_lite.models import REFERS
-from refers_lite.retrieval import expected_ranks, random_recall, recall_at_k, retrieval
+from refers_lite.evaluation.retrieval import expected_ranks, random_recall, recall_at_k, retrieval
 
 # rows: queries (studies), columns: candidates (reports); query i's partner is candidate i
 SIM = np.array([[0.9, 0.1, 0.2, 0.3],  # partner first: rank 1
@@ -110,7 +110,7 @@ def test_retrieval_on_a_source_split_against_the_random_baseline(source, space):
 
 def test_the_chance_interval_of_recall_is_binomial():
     from scipy.stats import binom
-    from refers_lite.retrieval import chance_interval
+    from refers_lite.evaluation.retrieval import chance_interval
     lo, hi = chance_interval(10, 400)
     assert lo < 10 / 400 < hi and (lo * 400, hi * 400) == tuple(binom.ppf([0.025, 0.975], 400, 10 / 400))
     assert chance_interval(10, 5) == (1.0, 1.0)  # K >= N: always a hit

@@ -2,7 +2,7 @@
 import threading
 import time
 
-from refers_lite.run_lock import run_lock
+from refers_lite.training.run_lock import run_lock
 
 
 def test_a_second_claimant_waits_until_the_first_releases(tmp_path):
@@ -42,7 +42,7 @@ def test_a_busy_folder_is_refused_without_waiting_and_a_holder_may_lock_it_again
 
     import pytest
 
-    from refers_lite.run_lock import RunFolderBusy
+    from refers_lite.training.run_lock import RunFolderBusy
     with run_lock(tmp_path, None):
         with run_lock(tmp_path, None, wait=False):  # the grid locks a run, then pretrain locks its folder
             pass

@@ -31,6 +31,7 @@ def patient():
     return make_patient(BASE, 7)
 
 
+@pytest.mark.slow
 def test_patients_are_seeded_and_differ(patient):
     again = make_patient(BASE, 7)
     assert torch.equal(patient.mu, again.mu)
@@ -41,6 +42,7 @@ def test_patients_are_seeded_and_differ(patient):
     assert sample_patient_params(3) == sample_patient_params(3) != sample_patient_params(4)
 
 
+@pytest.mark.slow
 def test_heart_scale_changes_heart_volume():
     from dataclasses import replace
     p = sample_patient_params(1)
@@ -93,6 +95,7 @@ def test_radiograph_is_uint8_with_boxes_inside_and_clear_collimation(patient):
         ACQUISITIONS["iu"].sample(np.random.default_rng(0), "oblique")
 
 
+@pytest.mark.slow
 def test_render_item_is_deterministic():
     item = ImageItem("x", 1000, "frontal", 5, (), "nih", 11)
     a = render_item(item, 96).image

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from conftest import model_inputs
-from refers_lite.checkpoint import CheckpointError, load_checkpoint
+from refers_lite.training.checkpoint import CheckpointError, load_checkpoint
 from refers_lite.config import get_config
 from refers_lite.models import REFERS
-from refers_lite.train import (NonFiniteLossError, Pretrainer, build_optimizer, param_groups, pretrain,
-                               resolve_precision, warmup_cosine)
+from refers_lite.training.pretrain import NonFiniteLossError, Pretrainer, build_optimizer, param_groups, pretrain
+from refers_lite.training.runtime import resolve_precision, warmup_cosine
 
 
 def test_weight_decay_groups_follow_the_paper():
@@ -74,9 +74,9 @@ def test_precision_resolution():
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch, native):
     """auto never picks an emulated bf16 on a CPU (14x slower than fp32 on an AVX2-only EPYC)."""
-    import refers_lite.train as train_mod
-    monkeypatch.setattr(train_mod.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
-    assert train_mod.cpu_has_native_bf16() is native
+    import refers_lite.training.runtime as runtime
+    monkeypatch.setattr(runtime.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert runtime.cpu_has_native_bf16() is native
     p = resolve_precision("auto", torch.device("cpu"))
     assert p.name == ("bf16" if native else "fp32")
     assert p.dtype == (torch.bfloat16 if native else None) and not p.use_scaler
@@ -84,11 +84,11 @@ def test_auto_precision_on_cpu_follows_native_bf16(monkeypatch, native):
 
 
 def test_auto_precision_without_onednn_is_fp32(monkeypatch):
-    import refers_lite.train as train_mod
+    import refers_lite.training.runtime as runtime
 
     def missing():
         raise RuntimeError("no oneDNN")
-    monkeypatch.setattr(train_mod.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", missing)
+    monkeypatch.setattr(runtime.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", missing)
     assert resolve_precision("auto", torch.device("cpu")).name == "fp32"
 
 
@@ -323,7 +323,7 @@ def test_out_must_be_a_folder(tmp_path):
 
 
 def test_a_diverged_run_is_an_error_that_names_the_settings(tmp_path):
-    from refers_lite.train import TrainingDiverged
+    from refers_lite.training.pretrain import TrainingDiverged
     cfg = get_config("smoke", {"train": {"lr_vision": 1e6, "lr_text": 1e6}})
     with pytest.raises(TrainingDiverged, match=r"diverged: no finite validation loss.*train\.lr_vision"):
         pretrain(cfg, tmp_path / "run", progress=False)
@@ -345,6 +345,7 @@ def test_a_run_without_last_pt_never_replaces_an_earlier_runs_results(tmp_path):
     assert res.step == cfg.train.max_steps and (run / "last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_pt_like_ctrl_c(tmp_path):
     """Issue 18 (#15): `kill` (SIGTERM) of `refers-lite pretrain` saves last.pt and exits 130, as Ctrl-C does;
     the steps since the last periodic checkpoint are not lost."""

@@ -1,5 +1,6 @@
-"""Zero-shot classification (refers_lite.zero_shot): the pair softmax, the prompt table, a toy model whose
-similarities give a known AUC, and how a single radiograph becomes a one-view study (refers_lite.joint_space)."""
+"""Zero-shot classification (refers_lite.evaluation.zero_shot): the pair softmax, the prompt table, a toy model
+whose similarities give a known AUC, and how a single radiograph becomes a one-view study
+(refers_lite.evaluation.joint_space)."""
 import math
 
 import numpy as np
@@ -10,9 +11,10 @@ from refers_lite.config import get_config
 from refers_lite.data.domain_dataset import DomainImages
 from refers_lite.data.structured_labels import LABEL_INDEX, labels_from_text
 from refers_lite.data.target_domains import TARGET_DOMAINS
-from refers_lite.joint_space import JointSpace
+from refers_lite.evaluation.joint_space import JointSpace
 from refers_lite.models import REFERS
-from refers_lite.zero_shot import PROMPTS, normalize_name, prompt_pair, zero_shot_domain, zero_shot_probabilities
+from refers_lite.evaluation.zero_shot import (PROMPTS, normalize_name, prompt_pair, zero_shot_domain,
+                                              zero_shot_probabilities)
 from test_finetune import _domain
 
 
@@ -120,7 +122,7 @@ def test_a_single_radiograph_is_a_study_of_one_view():
 
 
 def test_the_chance_range_of_the_mean_auc_narrows_with_more_test_images():
-    from refers_lite.zero_shot import chance_mean_auc
+    from refers_lite.evaluation.zero_shot import chance_mean_auc
     rng = np.random.default_rng(0)
     small, big = rng.integers(0, 2, (12, 2)), rng.integers(0, 2, (600, 2))
     lo_s, hi_s = chance_mean_auc(small, n=60)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from ..checkpoint import load_state_dict_strict, save_image_encoder
+from ..training.checkpoint import load_state_dict_strict, save_image_encoder
 from ..config import ModelConfig, get_config
 from ..models.radiograph_transformer import RadiographTransformer
 
@@ -65,7 +65,7 @@ def radiograph_transformer_from_timm(vit: nn.Module, m: ModelConfig, name: str =
 
 
 def imagenet_encoder(profile: str, out_path: str | Path, model_name: str | None = None) -> Path:
-    """Write the exported-encoder file (as :func:`refers_lite.checkpoint.export_image_encoder` writes) of the
+    """Write the exported-encoder file (as :func:`refers_lite.training.checkpoint.export_image_encoder` writes) of the
     profile's radiograph transformer initialised from ImageNet; reused when it exists.
 
     Raises :class:`ImageNetUnavailable` when the profile's ViT has no ImageNet counterpart or timm cannot

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..checkpoint import save_image_encoder
+from ..training.checkpoint import save_image_encoder
 from ..config import get_config
 from ..data.source_studies import SourceStudies
 from ..data.structured_labels import LABELS
-from ..finetune import FinetuneConfig, Finetuner, LinearHead, get_finetune_config, load_finetune_checkpoint
-from ..train import seed_everything
+from ..training.finetune import FinetuneConfig, Finetuner, LinearHead, get_finetune_config, load_finetune_checkpoint
+from ..training.runtime import seed_everything
 
 
 class SourceImages(Dataset):
@@ -87,7 +87,7 @@ def pretrain_lsp(arch: str, profile: str, source_root: str | Path, out_dir: str 
         cfg = get_finetune_config(profile, {"optimizer": "adam", "lr": 1e-4} if arch == "convnet" else None)
     if renders is None:
         renders = get_config(profile).data.renders
-    from ..run_lock import claim_run_folder, run_lock
+    from ..training.run_lock import claim_run_folder, run_lock
     claim_run_folder(out_dir, "lsp", check_only=True)  # not another kind's folder, before anything is written
     with run_lock(out_dir, log=None, wait=False):
         claim_run_folder(out_dir, "lsp", {"arch": arch, "profile": profile, "finetune": cfg.to_dict(),

@@ -6,7 +6,7 @@ one of those baselines, is built on MoCo. This module is NOT C2L (no mixup of im
 no C2L schedule): it is a MoCo v2-style baseline (He et al., 2020; Chen et al., 2020) of the SAME
 radiograph transformer REFERS pre-trains, on the SAME source radiographs, exported in the same
 encoder file format, so that the fine-tuning code treats it like any other pre-trained encoder
-(``refers_lite.checkpoint.load_image_encoder``).
+(``refers_lite.training.checkpoint.load_image_encoder``).
 
 What is computed
     * Query encoder: the radiograph transformer (its aggregation embedding, (B, D)) followed by
@@ -74,13 +74,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..checkpoint import (ENCODER_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict,
-                          save_checkpoint, save_image_encoder)
+from ..training.checkpoint import (ENCODER_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict,
+                                   save_checkpoint, save_image_encoder)
 from ..config import Config, ModelConfig, get_config
 from ..models.radiograph_transformer import RadiographTransformer
-from ..plots import truncate_metrics
-from ..train import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
-                     set_rng_state, warmup_cosine)
+from ..viz.plots import truncate_metrics
+from ..training.runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
+                                set_rng_state, warmup_cosine)
 
 __all__ = ["SourceRadiographs", "MoCo", "MoCoOutput", "MoCoPretrainer", "build_optimizer", "pretrain_moco", "MOCO_TRAIN_FORMAT",
            "METHOD"]
@@ -487,7 +487,7 @@ def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, b
             raise CheckpointError(f"{enc_path}: exists, written under other settings (differs in: {'; '.join(diff)}); "
                                   f"use another out_dir")
         return enc_path
-    from ..run_lock import claim_run_folder, run_lock
+    from ..training.run_lock import claim_run_folder, run_lock
     claim_run_folder(out_dir, "moco", check_only=True)  # before anything is written: not another kind's folder
     with run_lock(out_dir, log=None, wait=False):
         claim_run_folder(out_dir, "moco", settings)

@@ -4,7 +4,7 @@ It answers "how much of the task is visible in the films at all, to the simplest
 image is area-downsampled to ``size`` x ``size`` and standardised (statistics of the training
 subset); one L2-regularised logistic regression per class (scikit-learn) is fitted on the training
 subset of the (ratio, seed) and scored on the test split with the same ROC-AUC as fine-tuning
-(:func:`refers_lite.metrics.per_class_auc`). The rendered films share one CT and are globally aligned,
+(:func:`refers_lite.evaluation.metrics.per_class_auc`). The rendered films share one CT and are globally aligned,
 so a linear model on pixels is a strong reference for large findings (effusion, emphysema, edema,
 cardiomegaly) and a weak one for small, movable ones (nodules).
 """
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.domain_dataset import DomainImages
-from ..metrics import mean_auc, per_class_auc
+from ..evaluation.metrics import mean_auc, per_class_auc
 
 
 def pixel_features(dataset: DomainImages, size: int = 32, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -345,7 +345,7 @@ def load_base_anatomy(target_spacing_mm: float = 2.0, cache_dir: str | Path | No
     anat = None
     if path.exists():
         try:
-            from ..checkpoint import safe_torch_load  # weights only; a refusal never suggests otherwise
+            from ..training.checkpoint import safe_torch_load  # weights only; a refusal never suggests otherwise
             d = safe_torch_load(path)
             anat = Anatomy(d["mu"], tuple(d["spacing_mm"]), dict(d["organs"]), params={"patient": "base"})
         except Exception as e:  # a truncated or foreign file: rebuild, never read garbage

@@ -20,7 +20,7 @@ radiograph's concrete settings from a seeded generator.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -99,9 +99,6 @@ class Box:
     x1: int
     y1: int
     side: str = ""
-
-    def as_row(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -19,7 +19,7 @@ class RadiographClassifier(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, num_classes: int) -> "RadiographClassifier":
         """Build from an exported image encoder (``refers-lite export``); loading is strict."""
-        from ..checkpoint import load_image_encoder
+        from ..training.checkpoint import load_image_encoder
         return cls(load_image_encoder(path), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> logits (B, num_classes)

@@ -23,12 +23,7 @@ _MODULES = ("pleura", "parenchyma", "focal", "mediastinum", "devices")
 def _collect() -> dict[str, FindingSpec]:
     out: dict[str, FindingSpec] = {}
     for name in _MODULES:
-        try:
-            mod = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:  # a module not written yet
-            if e.name == f"{__name__}.{name}":
-                continue
-            raise
+        mod = importlib.import_module(f"{__name__}.{name}")  # every one exists: a failing import is an error
         for spec in getattr(mod, "SPECS", ()):
             if spec.name in out:
                 raise ValueError(f"finding {spec.name!r} registered twice ({name})")

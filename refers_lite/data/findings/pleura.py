@@ -79,11 +79,6 @@ class SubBox:
         x, y, z = self.axes
         return x[:, None, None], y[None, :, None], z[None, None, :]
 
-    def to_index(self, p_mm: Sequence[float]) -> np.ndarray:
-        """Fractional voxel index inside the box of a patient-frame point (mm)."""
-        a = self.anatomy
-        return np.array([(c + n * s / 2) / s - 0.5 - o for c, s, n, o in zip(p_mm, a.spacing_mm, a.shape, self.lo)])
-
 
 def organ_box(anatomy: Anatomy, names: Sequence[str], pad: int = 3, threshold: float = 0.05) -> SubBox:
     """Sub-box around the union of organs (occupancy >= threshold), padded by ``pad`` voxels."""

@@ -1,4 +1,4 @@
-"""The CAM explorer: an ipywidgets panel over :mod:`refers_lite.cam` (Figure 3, interactively).
+"""The CAM explorer: an ipywidgets panel over :mod:`refers_lite.evaluation.cam` (Figure 3, interactively).
 
 Choose a dataset (a domain folder), a split and an image, or upload a PNG, JPEG or DICOM; pick a
 class (the dropdown shows the model's probability for each, highest first), a map method, the
@@ -10,8 +10,8 @@ Responsive by construction: a map is computed once per (image, class, method) an
 threshold and the opacity only redraw (connected components of a cached map and an RGB blend,
 milliseconds).  A bad upload shows a message in the panel instead of raising.
 
-    from refers_lite.cam import CamModel
-    from refers_lite.widgets import CamExplorer
+    from refers_lite.evaluation.cam import CamModel
+    from refers_lite.viz.widgets import CamExplorer
     explorer = CamExplorer(CamModel.from_run("runs/.../nih"), {"nih": "data/synthetic/nih"})
     explorer  # displays in Jupyter
 
@@ -32,7 +32,7 @@ from typing import Mapping
 import ipywidgets as W
 import numpy as np
 
-from .cam import MAP_METHODS, CamModel, best_iou, boxes_from_map, overlay
+from ..evaluation.cam import MAP_METHODS, CamModel, best_iou, boxes_from_map, overlay
 
 __all__ = ["CamExplorer", "decode_upload"]
 
@@ -45,7 +45,7 @@ def decode_upload(name: str, content: bytes, size: int) -> np.ndarray:
     DICOM is recognised by its ``.dcm`` / ``.dicom`` name or by the ``DICM`` marker at byte 128;
     anything else goes to PIL.  Raises :class:`~refers_lite.data.real_radiograph.ImageReadError`
     (or ``ValueError``) naming the file and the problem."""
-    from .data.real_radiograph import DICOM_SUFFIXES, ImageReadError, letterbox, read_image
+    from ..data.real_radiograph import DICOM_SUFFIXES, ImageReadError, letterbox, read_image
     if not content:
         raise ImageReadError(name, "the file is empty")
     suffix = Path(name).suffix.lower()
@@ -142,7 +142,7 @@ class CamExplorer:
             self._quiet = old
 
     def _domain(self):
-        from .data.domain_dataset import DomainImages
+        from ..data.domain_dataset import DomainImages
         k = (self.dataset.value, self.split.value)
         if k not in self._domains:
             self._domains[k] = DomainImages(self.datasets[k[0]], k[1], uint8=True)

@@ -5,13 +5,13 @@ holds more: a joint image-text space (Task 2, Eq. 2) and a report writer (Task 1
 pre-training run folder (``best.pt``, else ``last.pt``) and a data root (``source/`` and the target
 domains, as ``refers-lite data build`` writes them) this runs
 
-* **zero-shot classification** of every target domain's test split (``zero_shot.py``);
+* **zero-shot classification** of every target domain's test split (``evaluation/zero_shot.py``);
 * **retrieval**, image -> report and report -> image Recall@1/5/10 on the source test split, beside
-  the random baseline K / N (``retrieval.py``);
+  the random baseline K / N (``evaluation/retrieval.py``);
 * **report generation quality** on the source test split: greedy and beam search, BLEU-1..4,
-  ROUGE-L and the clinical finding F1 of the report-text label extractor (``report_metrics.py``);
+  ROUGE-L and the clinical finding F1 of the report-text label extractor (``evaluation/report_metrics.py``);
 * **linear probes** of the frozen encoder at 1 %, 10 % and 100 % of each domain's training labels
-  (``linear_probe.py``);
+  (``evaluation/linear_probe.py``);
 
 and sets the zero-shot and probe AUCs beside the fine-tuned REFERS at the same label ratio when an
 experiment grid's ``results.csv`` is given (by default the one of the grid the run belongs to,
@@ -55,8 +55,8 @@ EVAL_PROFILES: dict[str, dict] = {
 
 def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "auto"):
     """(model, cfg, checkpoint path) of a pre-training run folder: ``best.pt`` if present, else ``last.pt``."""
-    from .checkpoint import load_refers
-    from .train import resolve_device
+    from ..training.checkpoint import load_refers
+    from ..training.runtime import resolve_device
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such run folder")
@@ -243,7 +243,7 @@ class Evaluation:
 def _report_tokenizer(cfg, source: Path):
     """The report tokenizer pre-training used (next to its data root) if it can be found, else the one next to
     the evaluation's source folder; checked against the model's vocabulary."""
-    from .data.source_studies import _resolve_tokenizer
+    from ..data.source_studies import _resolve_tokenizer
     tok = None
     if cfg.data.source == "source" and Path(cfg.data.root).is_dir():
         try:

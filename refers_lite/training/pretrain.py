@@ -12,7 +12,7 @@ Exact resume: ``last.pt`` holds model, optimiser, scheduler, scaler, every RNG s
 sampler position; batches depend only on their position in the run (see ``data/studies.py``),
 so a run killed and resumed ends with the same weights as one that was never interrupted.
 
-Several processes (``torchrun``, see ``distributed.py``): the model is wrapped in DDP, each rank
+Several processes (``torchrun``, see ``training/distributed.py``): the model is wrapped in DDP, each rank
 takes ``train.batch_size / W`` studies of every global batch, both losses are computed over the
 global batch (global negatives), rank 0 alone logs and writes checkpoints, and a checkpoint holds
 every rank's RNG state, so a DDP run resumes exactly too.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 import warnings
 from contextlib import nullcontext
@@ -34,83 +33,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
-from .config import Config, ConfigError
-from .data.studies import MultiViewStudies, ResumableSampler, StudyCollator
-from .distributed import barrier, gather_objects, is_main_process, local_rank, mean_over_ranks, rank, world_size
-from .models.refers import REFERS
-from .plots import truncate_metrics
+from ..config import Config, ConfigError
+from ..data.studies import MultiViewStudies, ResumableSampler, StudyCollator
+from .distributed import barrier, gather_objects, is_main_process, mean_over_ranks, rank, world_size
+from ..models.refers import REFERS
+from ..viz.plots import truncate_metrics
+from .runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
+                      set_rng_state, warmup_cosine)
 
-__all__ = ["Pretrainer", "pretrain", "PretrainResult", "TrainingDiverged", "rank", "world_size", "is_main_process"]
+__all__ = ["Pretrainer", "pretrain", "PretrainResult", "TrainingDiverged"]
 
 
-# -- device and precision ----------------------------------------------------------------------
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
-    return dev
+# -- errors ------------------------------------------------------------------------------------
 
 
 class TrainingDiverged(RuntimeError):
     """A pre-training run that reached its last step without one finite validation loss."""
-
-
-@dataclass(frozen=True)
-class Precision:
-    name: str  # "fp32" | "bf16" | "fp16"
-    dtype: torch.dtype | None  # autocast dtype, None for fp32
-    use_scaler: bool
-    reason: str = "asked for"  # why this precision (what ``auto`` found), for the log
-
-    def autocast(self, device: torch.device):
-        if self.dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.dtype)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX), as oneDNN sees it.
-
-    Without it, bf16 autocast on the CPU is emulated: on an AVX2-only AMD EPYC the demo pre-training step
-    took 12.64 s in bf16 against 0.88 s in fp32 (``benchmarks/pretrain_throughput.py``, 14x slower)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch without oneDNN: assume emulation
-        return False
-
-
-_PRECISIONS = {"fp32": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}
-
-
-def resolve_precision(name: str, device: torch.device) -> Precision:
-    """``auto``: bf16 where the device has it in hardware (CUDA with bf16; a CPU with AVX512-BF16 or AMX),
-    fp16 + GradScaler on an older CUDA GPU, fp32 elsewhere (a CPU without native bf16 would emulate it,
-    many times slower than fp32). The chosen precision carries the reason, for the log."""
-    reason = "asked for"
-    if name == "auto":
-        if device.type == "cuda":
-            bf16 = torch.cuda.is_bf16_supported()
-            name, reason = ("bf16", "auto: this GPU supports bf16") if bf16 else \
-                ("fp16", "auto: this GPU has no bf16, fp16 with a GradScaler")
-        elif device.type == "cpu" and cpu_has_native_bf16():
-            name, reason = "bf16", "auto: this CPU has bf16 in hardware (AVX512-BF16 / AMX)"
-        elif device.type == "cpu":
-            name, reason = "fp32", "auto: this CPU has no native bf16 (it would be emulated, many times slower)"
-        else:
-            name, reason = "fp32", f"auto: no mixed precision on {device.type}"
-    dtype, scaler = _PRECISIONS[name]
-    return Precision(name, dtype, scaler, reason)
 
 
 # -- optimiser and schedule --------------------------------------------------------------------
@@ -138,14 +82,6 @@ def param_groups(model: REFERS, cfg: Config) -> list[dict]:
     return out
 
 
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def build_optimizer(model: REFERS, cfg: Config, device: torch.device):
     t = cfg.train
     kw = {"fused": True} if device.type == "cuda" else {"foreach": True}  # one kernel for all parameters
@@ -157,44 +93,7 @@ def build_optimizer(model: REFERS, cfg: Config, device: torch.device):
     return opt, sched
 
 
-# -- RNG state ---------------------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(_tuplify(state["python"]))
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuplify(x):
-    return tuple(_tuplify(i) for i in x) if isinstance(x, (list, tuple)) else x
-
-
 # -- the loop ----------------------------------------------------------------------------------
-
-
-# Settings that may change between a run and its resumption (another machine, more workers):
-# they do not change what is computed.
-RESUMABLE_CHANGES = {"train.device", "train.num_workers", "train.log_every", "train.ckpt_every", "train.compile",
-                     "train.grad_checkpointing"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -247,7 +146,7 @@ class Pretrainer:
         if t.compile:
             self.model = torch.compile(self.model)
         if cfg.loss.use_consistency and text_tokenizer is None:
-            from .models.text_encoder import load_text_tokenizer
+            from ..models.text_encoder import load_text_tokenizer
             text_tokenizer = load_text_tokenizer(m.text_encoder)
         self.collate = StudyCollator.from_config(cfg, text_tokenizer)
         report_tok = getattr(train_set, "report_tokenizer", None)
@@ -540,7 +439,7 @@ class Pretrainer:
                    "precision_reason": self.precision.reason}
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         try:
-            from .plots import plot_loss_curves
+            from ..viz.plots import plot_loss_curves
             fig = plot_loss_curves(self.metrics_path)
             fig.savefig(self.out_dir / "loss_curves.png", dpi=110, bbox_inches="tight")
             import matplotlib.pyplot as plt
@@ -600,8 +499,8 @@ def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None,
     """Pre-train REFERS. Without datasets, ``cfg.data.source`` decides: ``"source"`` reads the rendered IU
     source domain in ``cfg.data.root`` (train and validation splits), ``"toy"`` makes schematic studies.
     One process at a time per folder: while another holds ``out_dir`` this raises
-    :class:`~refers_lite.run_lock.RunFolderBusy` before writing anything. A folder another kind of run made
-    (``run.json``) is refused (:class:`~refers_lite.run_lock.RunFolderOwned`); ``overwrite=True`` replaces
+    :class:`~refers_lite.training.run_lock.RunFolderBusy` before writing anything. A folder another kind of run made
+    (``run.json``) is refused (:class:`~refers_lite.training.run_lock.RunFolderOwned`); ``overwrite=True`` replaces
     whatever run is there and starts afresh."""
     from .run_lock import claim_run_folder, run_lock
     out_dir = run_folder(out_dir)
@@ -619,7 +518,7 @@ def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None,
 def _pretrain(cfg: Config, out_dir: Path, train_set: Dataset | None, val_set: Dataset | None, resume: bool,
               progress: bool, stop_after: int | None) -> PretrainResult:
     if (train_set is None or val_set is None) and cfg.data.source == "source":
-        from .data.source_studies import SourceStudies
+        from ..data.source_studies import SourceStudies
         train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len,
                                   renders=cfg.data.renders)  # validation: each study's first render only
         val_set = SourceStudies(cfg.data.root, "validation", max_report_len=cfg.model.max_report_len,
@@ -628,7 +527,7 @@ def _pretrain(cfg: Config, out_dir: Path, train_set: Dataset | None, val_set: Da
             raise ValueError(f"the report vocabulary has {train_set.report_tokenizer.vocab_size} tokens > "
                              f"model.vocab_size={cfg.model.vocab_size}")
     if train_set is None or val_set is None:
-        from .data.toy import build_toy_datasets
+        from ..data.toy import build_toy_datasets
         train_set, val_set, tok = build_toy_datasets(cfg)
         if tok.vocab_size > cfg.model.vocab_size:
             raise ValueError(f"report vocabulary has {tok.vocab_size} tokens > model.vocab_size={cfg.model.vocab_size}")

@@ -18,7 +18,7 @@ the top K with probability ``clip((K - g) / (e + 1), 0, 1)``. A constant similar
 scores exactly K / N, never 100 %.
 
 The studies are the source domain's held-out test split (``SourceStudies(root, "test")``), each with
-its V views drawn by pre-training's rule with a fixed seed; see ``joint_space.py``.
+its V views drawn by pre-training's rule with a fixed seed; see ``evaluation/joint_space.py``.
 """
 from __future__ import annotations
 
@@ -158,9 +158,9 @@ def retrieval(space, source: str | Path, split: str = "test", ks: Sequence[int] 
               report_tokenizer=None) -> RetrievalResult:
     """Image -> report and report -> image Recall@K on a source-domain split.
 
-    ``space``: a :class:`~refers_lite.joint_space.JointSpace`; ``source``: a source-domain folder
+    ``space``: a :class:`~refers_lite.evaluation.joint_space.JointSpace`; ``source``: a source-domain folder
     (or a ``SourceStudies``); ``seed`` fixes which views of a study with more than V are used."""
-    from .data.source_studies import SourceStudies
+    from ..data.source_studies import SourceStudies
     ds = source if isinstance(source, SourceStudies) else SourceStudies(source, split, report_tokenizer=report_tokenizer)
     if len(ds) < 2:
         raise ValueError(f"{ds!r}: retrieval needs at least 2 studies")

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 ENCODER_FORMAT = "refers_lite.image_encoder.v1"
 TRAIN_FORMAT = "refers_lite.pretrain.v1"
@@ -30,14 +30,15 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
     """Write atomically (temp file + rename): an interrupted save never leaves a torn file. Written through a file
     object, so the archive's inner name does not depend on the temp file's: the same payload gives the same bytes
     (a file's sha256 identifies its contents, as fine-tuning's reuse check relies on)."""
-    from .files import atomic_save
+    from ..files import atomic_save
     return atomic_save(path, lambda f: torch.save(dict(payload), f))
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete the temp files a killed save left in a run folder (``.<name>.<random>.tmp`` of
     :func:`refers_lite.files.atomic_save`, ``last.pt.<random>.tmp`` of earlier versions); returns them. Call it only while
-    holding the folder (:func:`~refers_lite.run_lock.run_lock`): another process's save in progress looks the same."""
+    holding the folder (:func:`~refers_lite.training.run_lock.run_lock`): another process's save in progress looks
+    the same."""
     folder = Path(folder)
     stale = [p for p in (*folder.glob("*.pt.*.tmp"), *folder.glob(".*.tmp")) if p.is_file()]
     for p in stale:
@@ -139,7 +140,7 @@ def _saved_config(ckpt: dict, path: str | Path) -> Config:
 
 def load_refers(path: str | Path):
     """Rebuild the whole pre-training model from a training checkpoint (best.pt / last.pt); strict."""
-    from .models.refers import REFERS
+    from ..models.refers import REFERS
     ckpt = load_checkpoint(path, TRAIN_FORMAT)
     cfg = _saved_config(ckpt, path)
     model = REFERS.from_config(cfg)
@@ -150,14 +151,14 @@ def load_refers(path: str | Path):
 def load_image_encoder(path: str | Path):
     """Rebuild the image encoder from an exported file (the radiograph transformer, or the ConvNet named by
     its ``arch``); strict load."""
-    from .models.radiograph_transformer import RadiographTransformer
+    from ..models.radiograph_transformer import RadiographTransformer
     ckpt = load_checkpoint(path, ENCODER_FORMAT)
     cfg = _saved_config(ckpt, path)
     arch = ckpt.get("arch", "vit")  # "vit": the radiograph transformer; a timm name: a ConvNet baseline
     if arch == "vit":
         enc = RadiographTransformer.from_config(cfg.model)
     else:
-        from .models.conv_encoder import ConvEncoder
+        from ..models.conv_encoder import ConvEncoder
         projected = "proj.weight" in ckpt["state_dict"]  # REFERS's ResNet maps its features to the model width
         enc = ConvEncoder(arch, cfg.model.image_size, cfg.model.in_chans,
                           out_width=cfg.model.width if projected else None)

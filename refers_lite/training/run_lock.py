@@ -125,7 +125,7 @@ def claim_run_folder(folder: str | Path, kind: str, config: dict | None = None, 
             (folder / name).unlink(missing_ok=True)
     if check_only:
         return
-    from .files import atomic_write
+    from ..files import atomic_write
     record = {"kind": kind}
     if config is not None:
         record["config_sha256"] = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()

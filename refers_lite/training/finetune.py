@@ -39,11 +39,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AugmentConfig, ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
-from .data.domain_dataset import DomainImages
-from .files import atomic_write
-from .metrics import mean_auc, per_class_auc
-from .train import resolve_device, resolve_precision, seed_everything, warmup_cosine
+from ..config import AugmentConfig, ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
+from ..data.domain_dataset import DomainImages
+from ..files import atomic_write
+from ..evaluation.metrics import mean_auc, per_class_auc
+from .runtime import resolve_device, resolve_precision, seed_everything, warmup_cosine
 
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
 OPTIMIZERS = ("sgd", "adam")
@@ -132,7 +132,7 @@ def build_encoder(encoder: str | Path, profile: str = "smoke", scratch_model: Ma
     compared with used, e.g. its stem); otherwise an exported image encoder file (``refers-lite export``),
     loaded strictly."""
     if str(encoder) == "scratch":
-        from .models.radiograph_transformer import RadiographTransformer
+        from ..models.radiograph_transformer import RadiographTransformer
         return RadiographTransformer.from_config(get_config(profile, {"model": dict(scratch_model or {})}).model)
     from .checkpoint import load_image_encoder
     return load_image_encoder(encoder)
@@ -282,7 +282,7 @@ class Finetuner:
     def init_head_from_probe(self) -> float:
         """LP-FT's first stage: fit the linear probe on the frozen encoder's features of the training subset (C
         chosen on the validation split) and copy it into the head. Returns the probe's validation mean AUC."""
-        from .linear_probe import extract_features, fit_probe
+        from ..evaluation.linear_probe import extract_features, fit_probe
         enc, head = self.model.encoder, self.model.head
         with self.precision.autocast(self.device):  # the features the model will compute (bf16 ones under bf16)
             X = extract_features(enc, self.train_set, self.augment, self.cfg.eval_batch_size)
@@ -387,11 +387,11 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
     With ``reuse``, a folder that already holds ``result.json`` of the same run is read, not re-run: the same
     settings, ratio and seed, the same domain *data* (:func:`~refers_lite.data.domain_dataset.domain_digest`) and
     the same encoder *file contents* (its sha256), not merely the same paths. While another process writes
-    ``out_dir`` this raises :class:`~refers_lite.run_lock.RunFolderBusy`. A folder holding another run's results
-    (a fine-tuning of other settings, data or encoder; a pre-training) is refused
-    (:class:`~refers_lite.run_lock.RunFolderOwned`) unless ``overwrite``."""
-    from .data.assets import sha256_file
-    from .data.domain_dataset import domain_digest
+    ``out_dir`` this raises :class:`~refers_lite.training.run_lock.RunFolderBusy`. A folder holding another run's
+    results (a fine-tuning of other settings, data or encoder; a pre-training) is refused
+    (:class:`~refers_lite.training.run_lock.RunFolderOwned`) unless ``overwrite``."""
+    from ..data.assets import sha256_file
+    from ..data.domain_dataset import domain_digest
     from .run_lock import RunFolderOwned, claim_run_folder, run_lock
     cfg = cfg or get_finetune_config(profile)
     out_dir = Path(out_dir)
@@ -426,5 +426,5 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
 
 
 def _num_classes(domain: str | Path) -> int:
-    from .data.domain_dataset import read_domain
+    from ..data.domain_dataset import read_domain
     return len(read_domain(domain)["classes"])

@@ -2,7 +2,7 @@
 
 Task 2 at chance looks like a loss of ln b; these checks say why and how far from it a model is:
 
-* **Retrieval** (:func:`~refers_lite.retrieval.distinct_report_recall`): image -> report Recall@10 over the
+* **Retrieval** (:func:`~refers_lite.evaluation.retrieval.distinct_report_recall`): image -> report Recall@10 over the
   split's *distinct* report texts (a report with the same text as the true one is a hit), against its random
   baseline K / (distinct texts).
 * **Collapse**: the mean pairwise cosine similarity of the studies' features v^k (and of the study side of
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .linear_probe import fit_probe
-from .metrics import mean_auc, per_class_auc
-from .retrieval import distinct_report_recall
+from ..evaluation.linear_probe import fit_probe
+from ..evaluation.metrics import mean_auc, per_class_auc
+from ..evaluation.retrieval import distinct_report_recall
 
 __all__ = ["mean_pairwise_cosine", "study_report_checks", "source_probe", "consistency_chance"]
 
@@ -50,7 +50,7 @@ def consistency_chance(n: int, batch: int) -> float:
 @torch.no_grad()
 def study_report_checks(model, cfg, dataset, k: int = 10, seed: int = 0) -> dict:
     """Retrieval and collapse on a source split (a ``SourceStudies``); ``model`` a REFERS with Task 2."""
-    from .joint_space import JointSpace
+    from ..evaluation.joint_space import JointSpace
     space = JointSpace(model, cfg)
     fused, texts = [], []
     for batch in space.source_studies(dataset, seed=seed):
@@ -70,7 +70,7 @@ def study_report_checks(model, cfg, dataset, k: int = 10, seed: int = 0) -> dict
 @torch.no_grad()
 def _image_features(encoder, dataset, image_size: int, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Aggregation embeddings of every image of a source split (central crop) and the study of each."""
-    from .config import AugmentConfig
+    from ..config import AugmentConfig
     augment = AugmentConfig().augmenter(image_size)
     items, study = dataset.image_items()
     device = next(encoder.parameters()).device
@@ -89,7 +89,7 @@ def source_probe(encoder, root: str | Path, image_size: int, split: str = "test"
 
     Findings with fewer than 10 positive images in the training subset are left out. Returns
     ``{"mean AUC", "findings", "per finding"}`` on ``split``."""
-    from .data.source_studies import SourceStudies
+    from ..data.source_studies import SourceStudies
     sets = {s: SourceStudies(root, s) for s in ("train", "validation", split)}
     names, _ = sets["train"].rendered_findings()
     data = {}

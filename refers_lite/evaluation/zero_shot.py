@@ -21,7 +21,7 @@ structured labels (``data/structured_labels.py``); any other name falls back to 
 label extractor must read the positive prompt as that label and the negative one as not
 (``tests/test_zero_shot.py`` checks it).
 
-A radiograph is a study of one view; see ``joint_space.py`` for how it is fed to the view fusion.
+A radiograph is a study of one view; see ``evaluation/joint_space.py`` for how it is fed to the view fusion.
 """
 from __future__ import annotations
 
@@ -166,9 +166,9 @@ def zero_shot_domain(space, domain: str | Path, split: str = "test",
                      prompts: Mapping[str, PromptPair | tuple[str, str]] | None = None) -> ZeroShotResult:
     """Zero-shot scores and per-class AUC of a target domain's split.
 
-    ``space``: a :class:`~refers_lite.joint_space.JointSpace` (or anything with ``embed_images(uint8
+    ``space``: a :class:`~refers_lite.evaluation.joint_space.JointSpace` (or anything with ``embed_images(uint8
     (N, 1, S, S)) -> (N, D)``, ``embed_texts(list[str]) -> (M, D)`` and ``temperature``)."""
-    from .data.domain_dataset import DomainImages
+    from ..data.domain_dataset import DomainImages
     from .joint_space import domain_images
     ds = DomainImages(domain, split, uint8=True)
     images, labels = domain_images(ds)  # (N, 1, S, S) uint8, (N, C)

@@ -13,7 +13,7 @@ Maps
     the stored image (:meth:`CamModel.maps`).
 
 Where Grad-CAM looks, and the reshape it needs
-    The classifier (``LinearHead``, :mod:`refers_lite.finetune`) reads only the **aggregation
+    The classifier (``LinearHead``, :mod:`refers_lite.training.finetune`) reads only the **aggregation
     embedding**: token 0 of the final layer.  The final layer's *patch* tokens never reach it, so
     their gradient is exactly zero and a CAM there is blank.  The last place where patch tokens
     still feed the prediction is the input of the last block, i.e. right after the **recurrent
@@ -210,7 +210,7 @@ class CamModel:
     layers: str | int | Sequence[int] = "last"  # Grad-CAM's target blocks (cam_target_layers)
 
     def __post_init__(self):
-        from .data.gpu_augment import StudyAugment
+        from ..data.gpu_augment import StudyAugment
         self.model.eval()
         self.encoder = self.model.encoder
         cam_target_layers(self.model, self.layers)  # checks the model and the layers
@@ -221,7 +221,7 @@ class CamModel:
     def from_run(cls, run_dir: str | Path, encoder: str | Path | None = None, device: str = "cpu") -> "CamModel":
         """A fine-tuning run folder (``finetune(...)``: ``best.pt`` + ``config.json``).  The encoder
         file named in ``config.json`` (or ``encoder``) gives the architecture; ``best.pt`` the weights."""
-        from .finetune import LinearHead, build_encoder, load_finetune_checkpoint
+        from ..training.finetune import LinearHead, build_encoder, load_finetune_checkpoint
         run_dir = Path(run_dir)
         path = run_dir / "best.pt"
         if not path.is_file():

@@ -4,7 +4,7 @@ Pre-training pulls the fused study feature v^k (view fusion over the radiograph 
 aggregation embeddings, (B, V*D)) and the projected BERT report feature t^k (B, V*D) together: a
 study and its own report get a high ``cos(v^k, t^k) / tau``. Once trained, that space can be used
 without any fine-tuning: a radiograph can be compared with any sentence (zero-shot classification,
-``zero_shot.py``) and a study with any report (retrieval, ``retrieval.py``).
+``evaluation/zero_shot.py``) and a study with any report (retrieval, ``evaluation/retrieval.py``).
 
 :class:`JointSpace` wraps a pre-trained :class:`~refers_lite.models.REFERS` for that: it prepares
 images exactly as pre-training's evaluation does (the central crop of ``StudyAugment``, no
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.studies import MultiViewStudies, StudyCollator
+from ..data.studies import MultiViewStudies, StudyCollator
 
 __all__ = ["JointSpace", "SINGLE_VIEW_MODES", "domain_images"]
 
@@ -64,7 +64,7 @@ class JointSpace:
     @property
     def text_tokenizer(self):
         if self._text_tokenizer is None:
-            from .models.text_encoder import load_text_tokenizer
+            from ..models.text_encoder import load_text_tokenizer
             self._text_tokenizer = load_text_tokenizer(self.cfg.model.text_encoder)
         return self._text_tokenizer
 

@@ -1,6 +1,6 @@
 """Linear probe: how much does the frozen pre-trained encoder already know about a target domain?
 
-Fine-tuning (``finetune.py``, the paper's protocol) changes every weight of the radiograph
+Fine-tuning (``training/finetune.py``, the paper's protocol) changes every weight of the radiograph
 transformer, so it mixes two questions: how good the pre-trained features are, and how well they
 can be adapted. A linear probe answers the first alone: the encoder is frozen, each image becomes
 its aggregation embedding ``z`` (the D-dimensional feature the fine-tuning head reads), and one
@@ -9,7 +9,7 @@ L2-regularised logistic regression per class is fitted on those features (scikit
     p(class c | image) = sigmoid(w_c . standardise(z) + b_c)
 
 at 1 %, 10 % and 100 % of the training labels (the domain's nested label-ratio subsets,
-``data/label_ratios.py``), and scored by per-class test ROC-AUC (``metrics.py``), like fine-tuning.
+``data/label_ratios.py``), and scored by per-class test ROC-AUC (``evaluation/metrics.py``), like fine-tuning.
 Every class is its own binary problem (one-vs-rest also for a multi-class domain). The
 regularisation strength C is chosen from :data:`CS` on the validation split's mean AUC (ties: the
 smaller C, the stronger regularisation); the test split is never used to choose anything.
@@ -41,7 +41,7 @@ CS = (0.01, 0.1, 1.0, 10.0)
 def extract_features(encoder, dataset, augment=None, batch_size: int = 128) -> np.ndarray:
     """Frozen aggregation embeddings (N, D) of a ``DomainImages(uint8=True)`` split (central crop, eval mode)."""
     if augment is None:
-        from .config import AugmentConfig
+        from ..config import AugmentConfig
         augment = AugmentConfig().augmenter(encoder.image_size)
     encoder.eval()
     device = next(encoder.parameters()).device
@@ -153,9 +153,9 @@ def linear_probe(encoder, domain: str | Path, ratios: Sequence[float] = (0.01, 0
 
     Features are taken once per split (the 100 % training subset is the whole training split);
     the ratio subsets index into them."""
-    from .data.domain_dataset import DomainImages
+    from ..data.domain_dataset import DomainImages
     if isinstance(encoder, (str, Path)):
-        from .checkpoint import load_image_encoder
+        from ..training.checkpoint import load_image_encoder
         encoder = load_image_encoder(encoder)
     full = DomainImages(domain, "train", ratio=1.0, seed=0, uint8=True)
     val = DomainImages(domain, "validation", uint8=True)
