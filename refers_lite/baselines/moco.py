@@ -80,7 +80,7 @@ from ..config import Config, ModelConfig, get_config
 from ..models.radiograph_transformer import RadiographTransformer
 from ..viz.plots import truncate_metrics
 from ..training.runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
-                                set_rng_state, warmup_cosine)
+                                set_rng_state, takes_weight_decay, warmup_cosine)
 
 __all__ = ["SourceRadiographs", "MoCo", "MoCoOutput", "MoCoPretrainer", "build_optimizer", "pretrain_moco", "MOCO_TRAIN_FORMAT",
            "METHOD"]
@@ -266,9 +266,10 @@ def build_optimizer(model: MoCo, lr: float, momentum: float = 0.9, weight_decay:
     only on parameters of two or more dimensions (not on LayerNorm weights and biases), as REFERS."""
     params = [p for p in model.query_parameters() if p.requires_grad]
     kw = {"fused": True} if torch.device(device).type == "cuda" else {"foreach": True}
-    return torch.optim.SGD([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay,
+    return torch.optim.SGD([{"params": [p for p in params if takes_weight_decay(p)], "weight_decay": weight_decay,
                              "name": "decay"},
-                            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "name": "no_decay"}],
+                            {"params": [p for p in params if not takes_weight_decay(p)], "weight_decay": 0.0,
+                             "name": "no_decay"}],
                            lr=lr, momentum=momentum, **kw)
 
 

@@ -43,7 +43,7 @@ from ..config import AugmentConfig, ConfigError, _check, _from_dict, deep_update
 from ..data.domain_dataset import DomainImages
 from ..files import atomic_write
 from ..evaluation.metrics import mean_auc, per_class_auc
-from .runtime import resolve_device, resolve_precision, seed_everything, warmup_cosine
+from .runtime import resolve_device, resolve_precision, seed_everything, takes_weight_decay, warmup_cosine
 
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
 OPTIMIZERS = ("sgd", "adam")
@@ -201,8 +201,9 @@ def _param_groups(model: nn.Module, weight_decay: float, lr: float, encoder_lr_s
             for p in params:
                 p.requires_grad_(False)
             continue
-        groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr * scale},
-                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr * scale}]
+        groups += [{"params": [p for p in params if takes_weight_decay(p)], "weight_decay": weight_decay,
+                    "lr": lr * scale},
+                   {"params": [p for p in params if not takes_weight_decay(p)], "weight_decay": 0.0, "lr": lr * scale}]
     return [g for g in groups if g["params"]]
 
 

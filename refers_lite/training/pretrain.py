@@ -45,7 +45,7 @@ from .distributed import barrier, gather_objects, is_main_process, mean_over_ran
 from ..models.refers import REFERS
 from ..viz.plots import truncate_metrics
 from .runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
-                      set_rng_state, warmup_cosine)
+                      set_rng_state, takes_weight_decay, warmup_cosine)
 
 __all__ = ["Pretrainer", "pretrain", "PretrainResult", "TrainingDiverged"]
 
@@ -73,7 +73,7 @@ def param_groups(model: REFERS, cfg: Config) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        groups[("vision" if id(p) in vision else "text", p.ndim >= 2)].append(p)
+        groups[("vision" if id(p) in vision else "text", takes_weight_decay(p))].append(p)
     out = []
     for (kind, decay), params in groups.items():
         if params:

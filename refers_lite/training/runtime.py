@@ -14,7 +14,7 @@ import torch
 from .distributed import local_rank
 
 __all__ = ["Precision", "RESUMABLE_CHANGES", "cpu_has_native_bf16", "resolve_device", "resolve_precision",
-           "rng_state", "seed_everything", "set_rng_state", "warmup_cosine"]
+           "rng_state", "seed_everything", "set_rng_state", "takes_weight_decay", "warmup_cosine"]
 
 
 # -- device and precision ----------------------------------------------------------------------
@@ -85,6 +85,13 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def takes_weight_decay(p: torch.Tensor) -> bool:
+    """The one weight-decay rule of every optimiser here (pre-training, fine-tuning, MoCo; nanoGPT's): decay on
+    parameters of two or more dimensions (weights of linear, convolution and embedding layers), none on biases and
+    normalisation weights."""
+    return p.ndim >= 2
 
 
 # -- RNG state ---------------------------------------------------------------------------------
