@@ -305,7 +305,8 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
 def _file_digest(path: str) -> str:
     if path == "scratch":
         return "scratch"
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    from .training.finetune import encoder_sha256
+    return encoder_sha256(path)[:16]  # the same digest finetune() checks, read once
 
 
 # -- tables and the figure ---------------------------------------------------------------------

@@ -77,6 +77,7 @@ from tqdm.auto import tqdm
 from ..training.checkpoint import (ENCODER_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict,
                                    save_checkpoint, save_image_encoder)
 from ..config import Config, ModelConfig, get_config
+from ..files import atomic_write
 from ..models.radiograph_transformer import RadiographTransformer
 from ..viz.plots import truncate_metrics
 from ..training.runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
@@ -417,7 +418,7 @@ class MoCoPretrainer:
             self.resume()
         elif self.metrics_path.exists():
             self.metrics_path.unlink()  # a fresh run starts a fresh log
-        (self.out_dir / "settings.json").write_text(json.dumps(self.settings, indent=2) + "\n")
+        atomic_write(self.out_dir / "settings.json", json.dumps(self.settings, indent=2) + "\n")
         start = self.step
         bar = tqdm(total=self.steps, initial=self.step, desc="MoCo pre-training", unit="step",
                    disable=not self.progress, dynamic_ncols=True)

@@ -24,6 +24,7 @@ that checkpoint. The test split is never used to choose anything.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -316,7 +317,7 @@ class Finetuner:
     def fit(self) -> FinetuneResult:
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps({"finetune": cfg.to_dict(), **self.run_info}, indent=2))
+        atomic_write(self.out_dir / "config.json", json.dumps({"finetune": cfg.to_dict(), **self.run_info}, indent=2))
         log = open(self.out_dir / "metrics.jsonl", "w")
         seed_everything(self.seed)
         g = torch.Generator().manual_seed(self.seed)
@@ -391,7 +392,6 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
     ``out_dir`` this raises :class:`~refers_lite.training.run_lock.RunFolderBusy`. A folder holding another run's
     results (a fine-tuning of other settings, data or encoder; a pre-training) is refused
     (:class:`~refers_lite.training.run_lock.RunFolderOwned`) unless ``overwrite``."""
-    from ..data.assets import sha256_file
     from ..data.domain_dataset import domain_digest
     from .run_lock import RunFolderOwned, claim_run_folder, run_lock
     cfg = cfg or get_finetune_config(profile)
@@ -400,7 +400,7 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
     if str(encoder) != "scratch":
         if not Path(encoder).is_file():
             raise FileNotFoundError(f"encoder file not found: {encoder} (an exported encoder.pt, or 'scratch')")
-        info["encoder_sha256"] = sha256_file(encoder)
+        info["encoder_sha256"] = encoder_sha256(encoder)
     if scratch_model:
         info["scratch_model"] = dict(scratch_model)
     done = out_dir / "result.json"
@@ -424,6 +424,21 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
         seed_everything(seed)  # the head's initialisation depends on the run's seed
         model = LinearHead(build_encoder(encoder, cfg.profile, scratch_model), _num_classes(domain), cfg.head_norm)
         return Finetuner.for_domain(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
+
+
+def encoder_sha256(path: str | Path) -> str:
+    """sha256 of an encoder file's bytes, read once per (file, inode, size, modification time) in a process: the
+    grid fine-tunes one encoder in every cell of its method, and a cell's reuse check needs its digest (a file
+    saved again is a new inode: checkpoints are renamed over the old file)."""
+    path = Path(path)
+    st = path.stat()
+    return _file_sha256(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    from ..data.assets import sha256_file
+    return sha256_file(path)
 
 
 def _num_classes(domain: str | Path) -> int:

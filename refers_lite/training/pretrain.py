@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import TRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
+from ..files import atomic_write
 from ..config import Config, ConfigError
 from ..data.studies import MultiViewStudies, ResumableSampler, StudyCollator
 from .distributed import barrier, gather_objects, is_main_process, mean_over_ranks, rank, world_size
@@ -437,7 +438,7 @@ class Pretrainer:
                    "best_val_loss": self.best_val, "skipped_steps": self.skipped_steps,
                    "device": str(self.device), "precision": self.precision.name,
                    "precision_reason": self.precision.reason}
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         try:
             from ..viz.plots import plot_loss_curves
             fig = plot_loss_curves(self.metrics_path)
