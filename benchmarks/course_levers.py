@@ -162,7 +162,8 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
     batch = min(cfg.train.batch_size, len(val))
     res = {"variant": name + (f" (stopped at {done})" if stopped and done < steps else ""), "overrides": VARIANTS[name],
            "run": str(run_dir), "steps": done, "batch": cfg.train.batch_size,
-           "epochs": round(done * cfg.train.batch_size / train.n_studies, 2),  # passes over the reports "train_seconds": round(seconds, 1),
+           "epochs": round(done * cfg.train.batch_size / train.n_studies, 2),  # passes over the reports
+           "train_seconds": round(seconds, 1),
            "precision": load_refers_precision(run_dir), "cpu": cpu_name(), "threads": torch.get_num_threads(),
            "val consistency": va[-1]["val_loss_consistency"] if va else float("nan"),
            "val consistency chance": consistency_chance(len(val), batch),
@@ -220,6 +221,104 @@ def finetune_effect(name: str, data_root: Path, steps: int, out: Path, finetune:
     return paths["table1"]
 
 
+CURVE_COLUMNS = (("nih", 0.01), ("vindr", 0.01))
+
+
+def budget_curve(name: str, data_root: Path, budgets, out: Path, seeds=(0, 1, 2)) -> list[dict]:
+    """Issue 16's fallback record: for each pre-training budget (steps, each run with its own full schedule), the
+    validation checks of :func:`run` and the 1 %-label test AUC of REFERS against scratch (3 seeds, the paper's
+    t-test), appended to ``out/budget_curve.jsonl``. Scratch does not depend on the budget: its cells are trained
+    once and reused (the grid's cache in ``out``). Budgets already in the file are read back, not re-run."""
+    from refers_lite.evaluation.metrics import summarize_seeds, t_test
+    from refers_lite.experiments import run_experiments
+    import pandas as pd
+    path = out / "budget_curve.jsonl"
+    done = {(r["variant"], r["steps"]): r for r in _read_jsonl(path)}
+    rows = []
+    for steps in budgets:
+        if (name, steps) in done:
+            rows.append(done[(name, steps)])
+            continue
+        t0 = time.time()
+        r = run(name, data_root, steps, out, probe=True)
+        grid = lever_grid(name, data_root, steps, out)
+        report = out / "curve" / f"{name}-{steps}"
+        report.mkdir(parents=True, exist_ok=True)
+        run_experiments("demo", data_root, out=out, methods=("refers", "scratch"), columns=CURVE_COLUMNS, seeds=seeds,
+                        pretrain_overrides=grid.pretrain_overrides, progress=False, report_dir=report)
+        df = pd.read_csv(report / "results.csv")
+        row = {"variant": name, "steps": steps, "epochs": r["epochs"], "cpu": r["cpu"], "threads": r["threads"],
+               "val consistency": r["val consistency"], "val consistency chance": r["val consistency chance"],
+               "R@10": r["R@10"], "R@10 chance": r["R@10 chance"], "cosine joint": r["cosine joint"],
+               "probe AUC": r["probe AUC"], "probe AUC random init": r["probe AUC random init"],
+               "pretrain seconds": r["train_seconds"], "total seconds": round(time.time() - t0, 1)}
+        for domain, ratio in CURVE_COLUMNS:
+            vals = {m: df[(df.method == m) & (df.domain == domain)].groupby("seed")["mean_auc"].first().tolist()
+                    for m in ("refers", "scratch")}
+            for m, v in vals.items():
+                s = summarize_seeds(v)
+                row[f"{domain} {ratio:g} {m}"] = [round(s.mean, 4), round(s.std, 4)]
+            row[f"{domain} {ratio:g} p"] = t_test(vals["refers"], vals["scratch"])
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def curve_table(rows: list[dict]) -> str:
+    """The budget curve as the book's table: one row per budget, scratch's cells beside REFERS's."""
+    cols = [f"{d} {r:g}" for d, r in CURVE_COLUMNS]
+    head = ("| steps (epochs) | val. Eq. 2 below chance | val. R@10 / chance | source probe gain | "
+            + " | ".join(f"{c.replace('nih', 'NIH-like').replace('vindr', 'VinBigData-like').replace(' 0.01', ' 1 %')}:"
+                         f" REFERS / scratch (p)" for c in cols) + " | minutes |")
+    lines = [head, "|" + "---|" * (5 + len(cols))]
+    for r in sorted(rows, key=lambda r: r["steps"]):
+        cells = [f"{100 * r[c + ' refers'][0]:.1f} ± {100 * r[c + ' refers'][1]:.1f} / "
+                 f"{100 * r[c + ' scratch'][0]:.1f} ± {100 * r[c + ' scratch'][1]:.1f} (p = {r[c + ' p']:.2g})"
+                 for c in cols]
+        lines.append(f"| {r['steps']} ({r['epochs']:.1f}) | {r['val consistency chance'] - r['val consistency']:.3f} | "
+                     f"{r['R@10'] / r['R@10 chance']:.1f}x | {r['probe AUC'] - r['probe AUC random init']:+.3f} | "
+                     + " | ".join(cells) + f" | {r['total seconds'] / 60:.0f} |")
+    return "\n".join(lines)
+
+
+def curve_figure(rows: list[dict], path: Path) -> Path:
+    """Consistency below chance, R@10 over chance and the 1 %-label AUCs (REFERS, and scratch as the budget-0
+    line) against the pre-training budget."""
+    from matplotlib.figure import Figure
+    rows = sorted(rows, key=lambda r: r["steps"])
+    x = [r["steps"] for r in rows]
+    fig = Figure(figsize=(13, 3.6))
+    ax = fig.subplots(1, 3)
+    ax[0].plot(x, [r["val consistency chance"] - r["val consistency"] for r in rows], "o-")
+    ax[0].axhline(0.5, ls="--", c="grey", label="target: 0.5 below chance")
+    ax[0].set_ylabel("val. Eq. 2: nats below ln b")
+    ax[1].plot(x, [r["R@10"] / r["R@10 chance"] for r in rows], "o-")
+    ax[1].axhline(3, ls="--", c="grey", label="target: 3x chance")
+    ax[1].set_ylabel("val. R@10 / chance")
+    for (d, ratio), c in zip(CURVE_COLUMNS, ("C0", "C1")):
+        key = f"{d} {ratio:g}"
+        label = {"nih": "NIH-like", "vindr": "VinBigData-like"}[d]
+        ax[2].errorbar(x, [100 * r[key + " refers"][0] for r in rows], [100 * r[key + " refers"][1] for r in rows],
+                       marker="o", capsize=3, c=c, label=f"REFERS, {label} 1 %")
+        sc = rows[0][key + " scratch"]
+        ax[2].axhspan(100 * (sc[0] - sc[1]), 100 * (sc[0] + sc[1]), color=c, alpha=0.12)
+        ax[2].axhline(100 * sc[0], c=c, ls=":", label=f"scratch, {label} 1 %")
+    ax[2].set_ylabel("test AUC x 100 (3 seeds)")
+    for a in ax:
+        a.set_xlabel("pre-training steps (batch 64)")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
 def markdown_table(path: Path) -> str:
     """The book's table of every lever measured (``levers.jsonl``), one row per variant and budget."""
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
@@ -253,7 +352,17 @@ def main():
     ap.add_argument("--finetune", nargs="*", default=None, metavar="KEY=VALUE",
                     help="fine-tune the variants' encoders and scratch (3 seeds) with these overrides of the demo "
                          "fine-tuning recipe, e.g. head_init=probe max_steps=0")
+    ap.add_argument("--budget-curve", nargs="+", type=int, default=None, metavar="STEPS",
+                    help="the pre-training budget curve of the (single) variant: validation checks and the 1 %%-label "
+                         "AUC of REFERS against scratch at each budget; prints the table and draws the figure")
     args = ap.parse_args()
+    if args.budget_curve is not None:
+        rows = []
+        for name in args.variants:
+            rows = budget_curve(name, args.data_root, args.budget_curve, args.out)
+        print(curve_table(rows))
+        print(curve_figure(rows, args.out / "budget_curve.png"))
+        return
     if args.finetune is not None:
         over = dict(kv.split("=", 1) for kv in args.finetune)
         for name in args.variants:
