@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from refers_lite.config import deep_update
-from refers_lite.data.source_studies import SourceStudies
+from refers_lite.data.loading.source_studies import SourceStudies
 from refers_lite.experiments import METHODS, Grid
 from refers_lite.training.learning_checks import consistency_chance, source_probe, study_report_checks
 from refers_lite.models import REFERS

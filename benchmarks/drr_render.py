@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from refers_lite.data.drr import prepare_volume, render, to_radiograph
+from refers_lite.data.synthesis.drr import prepare_volume, render, to_radiograph
 
 SHAPE, SPACING = (512, 512, 133), (0.703, 0.703, 2.5)
 

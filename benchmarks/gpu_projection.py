@@ -31,7 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from refers_lite.config import get_config
-from refers_lite.data.domain_dataset import DomainImages
+from refers_lite.data.loading.domain_dataset import DomainImages
 from refers_lite.experiments import CHAPTER_GRIDS, METHODS, Grid, radiographs_per_step
 from refers_lite.training.finetune import get_finetune_config
 from refers_lite.models import REFERS

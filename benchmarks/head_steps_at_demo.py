@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from refers_lite.config import AugmentConfig
-from refers_lite.data.domain_dataset import DomainImages
+from refers_lite.data.loading.domain_dataset import DomainImages
 from refers_lite.training.finetune import build_encoder
 from refers_lite.evaluation.linear_probe import CS, extract_features, fit_probe
 from refers_lite.evaluation.metrics import mean_auc, per_class_auc

@@ -5,7 +5,7 @@ In a temporary folder: a placeholder source domain (``write_placeholder_source``
 written as a PNG file. Two datasets return the same items ({"images": uint8 (n_views, 1, S, S),
 "report_ids", "text", "study_id"}):
 
-    cache   refers_lite.data.source_studies.SourceStudies: one ImageCache.images call per study
+    cache   refers_lite.data.loading.source_studies.SourceStudies: one ImageCache.images call per study
     png     the same studies, each view opened and decoded with PIL from its PNG file
 
 Both go through a DataLoader with the same batch size, workers, shuffled order and collate (views
@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from refers_lite.data.report_tokenizer import ReportTokenizer
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.reports.report_tokenizer import ReportTokenizer
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
 
 
 class PngStudies(Dataset):

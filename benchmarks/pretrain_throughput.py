@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from refers_lite.config import get_config
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.training.pretrain import Pretrainer, to_device
 
 # dense bf16 tensor-core peaks (no sparsity), TFLOP/s

@@ -29,12 +29,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
 
-    from refers_lite.data.anatomy import load_base_anatomy, make_patient
-    from refers_lite.data.corpus import ReportCorpus
-    from refers_lite.data.domain_build import shard_size_for
-    from refers_lite.data.image_cache import build_cache
-    from refers_lite.data.source_domain import plan_source_items
-    from refers_lite.data.synthesis import _MEMO, render_item, render_item_shard
+    from refers_lite.data.synthesis.anatomy import load_base_anatomy, make_patient
+    from refers_lite.data.reports.corpus import ReportCorpus
+    from refers_lite.data.synthesis.domain_build import shard_size_for
+    from refers_lite.data.loading.image_cache import build_cache
+    from refers_lite.data.synthesis.source_domain import plan_source_items
+    from refers_lite.data.synthesis.render import _MEMO, render_item, render_item_shard
 
     torch.set_num_threads(1)
     base = load_base_anatomy()

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from refers_lite.config import deep_update, get_config
-from refers_lite.data.source_studies import SourceStudies, _resolve_tokenizer
+from refers_lite.data.loading.source_studies import SourceStudies, _resolve_tokenizer
 from refers_lite.training.learning_checks import consistency_chance
 from refers_lite.training.pretrain import Pretrainer
 

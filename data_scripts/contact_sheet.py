@@ -11,7 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from refers_lite.data.synthesis_figures import contact_sheet  # noqa: E402
+from refers_lite.data.synthesis.synthesis_figures import contact_sheet  # noqa: E402
 
 
 def main() -> None:

@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 try:
-    from refers_lite.data.assets import ASSETS, AssetError, fetch_assets, sha256_file
+    from refers_lite.data.assets import ASSETS, AssetError, fetch_assets
+    from refers_lite.files import sha256_file
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from refers_lite.data.assets import ASSETS, AssetError, fetch_assets, sha256_file
+    from refers_lite.data.assets import ASSETS, AssetError, fetch_assets
+    from refers_lite.files import sha256_file
 
 
 def main(argv: list[str] | None = None) -> int:

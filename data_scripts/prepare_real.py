@@ -8,7 +8,7 @@
     python data_scripts/prepare_real.py covid    --data-root ~/src/covid-chestxray-dataset --out data/real/covid_t2 --task 2
     python data_scripts/prepare_real.py mimic    --data-root ~/data/mimic-cxr-jpg/2.0.0    --out data/real/mimic
 
-Expected layouts, labels and the error policy: ``refers_lite/data/real_datasets.py``. Nothing is
+Expected layouts, labels and the error policy: ``refers_lite/data/real/real_datasets.py``. Nothing is
 downloaded. ``--limit N`` keeps N images (a quick look; chosen by a hash of the image id, the same
 on every run). A second run with the same inputs reuses the image cache; a run stopped by a
 corrupt image resumes once the file is fixed.
@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 try:
-    from refers_lite.data.real_datasets import ImageReadError, RealDatasetError, prepare_real_domain
+    from refers_lite.data.real.real_datasets import ImageReadError, RealDatasetError, prepare_real_domain
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from refers_lite.data.real_datasets import ImageReadError, RealDatasetError, prepare_real_domain
+    from refers_lite.data.real.real_datasets import ImageReadError, RealDatasetError, prepare_real_domain
 
 CHOICES = ("nih", "vindr", "shenzhen", "covid", "covid_t1", "covid_t2", "mimic")
 

@@ -164,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_reports(args) -> None:
-    from .data.iu_xray import ATTRIBUTION
-    from .data.report_dataset import label_counts, prepare_reports
-    from .data.structured_labels import label_agreement
+    from .data.reports.iu_xray import ATTRIBUTION
+    from .data.reports.report_dataset import label_counts, prepare_reports
+    from .data.reports.structured_labels import label_agreement
     prepared = prepare_reports(args.out, seed=args.seed, vocab_size=args.vocab_size)
     corpus = prepared.corpus
     with_images = sum(1 for r in corpus.kept if r.record.images)  # what require_images=True would keep
@@ -185,7 +185,7 @@ def _data_reports(args) -> None:
 
 
 def _data_build(args) -> None:
-    from .data.domain_build import build_domains
+    from .data.synthesis.domain_build import build_domains
     sizes = {}
     for item in args.size:
         key, sep, value = item.partition("=")

@@ -132,8 +132,8 @@ class AugmentConfig:
                f"{prefix}brightness and {prefix}contrast must be in [0, 1)")
 
     def augmenter(self, out_size: int):
-        """The device-side :class:`~refers_lite.data.gpu_augment.StudyAugment` of these settings (no flips)."""
-        from .data.gpu_augment import StudyAugment
+        """The device-side :class:`~refers_lite.data.loading.gpu_augment.StudyAugment` of these settings (no flips)."""
+        from .data.loading.gpu_augment import StudyAugment
         return StudyAugment(out_size, crop_fraction=self.crop_fraction, max_rotation_deg=self.max_rotation_deg,
                             brightness=self.brightness, contrast=self.contrast)
 

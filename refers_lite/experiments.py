@@ -152,7 +152,7 @@ class Grid:
         """The profile's REFERS config on the source domain (its augmentation: the paper's, flips included, at
         ``paper``; none at ``demo``), a decoder vocabulary at least as large as the report tokenizer's, then the
         method's variant."""
-        from .data.source_studies import _resolve_tokenizer
+        from .data.loading.source_studies import _resolve_tokenizer
         root = (self.data_root / "source").resolve()  # one cache key however the path is spelled
         vocab = _resolve_tokenizer(root, None).vocab_size
         over = {"data": {"source": "source", "root": str(root)},

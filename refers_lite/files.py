@@ -1,5 +1,7 @@
 """Writing files so that a reader or a crash never sees half of one: the project's one atomic writer.
 
+Also the one file hash (:func:`sha256_file`) that checks assets, image-cache shards and encoders.
+
 Every file the project writes for others to read (checkpoints, image cache shards and manifests, split files,
 configs, results, fetched assets) goes through :func:`atomic_save`: the bytes go to a temp file in the same
 folder (``.<name>.<random>.tmp``), are flushed and fsynced, and the temp file is renamed over the target, which
@@ -8,12 +10,13 @@ file, which the next run that owns the folder removes (:func:`refers_lite.traini
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_save", "atomic_write", "write_if_changed", "TEMP_PREFIX", "TEMP_SUFFIX"]
+__all__ = ["atomic_save", "atomic_write", "write_if_changed", "sha256_file", "TEMP_PREFIX", "TEMP_SUFFIX"]
 
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # a temp file: .<target name>.<random>.tmp, beside the target
 
@@ -53,3 +56,12 @@ def write_if_changed(path: str | Path, text: str) -> None:
     except (OSError, UnicodeDecodeError):
         pass  # unreadable: replace it
     atomic_write(path, text)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes, read in ``chunk``-byte blocks (memory stays flat for multi-GB shards)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

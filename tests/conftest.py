@@ -8,8 +8,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from refers_lite.config import get_config  # noqa: E402
-from refers_lite.data.studies import MultiViewStudies, StudyCollator  # noqa: E402
-from refers_lite.data.toy import build_toy_datasets  # noqa: E402
+from refers_lite.data.loading.studies import MultiViewStudies, StudyCollator  # noqa: E402
+from refers_lite.data.loading.toy import build_toy_datasets  # noqa: E402
 from refers_lite.models.text_encoder import load_text_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)

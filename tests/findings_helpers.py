@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from refers_lite.data.assets import AssetMissingError
-from refers_lite.data.findings import make_finding
+from refers_lite.data.synthesis.findings import make_finding
 
 
 def patient_or_skip(seed: int):
     """A patient deformed from the fetched CT; skips the test when the CT asset is missing."""
-    from refers_lite.data.anatomy import load_base_anatomy, make_patient
+    from refers_lite.data.synthesis.anatomy import load_base_anatomy, make_patient
 
     try:
         base = load_base_anatomy()

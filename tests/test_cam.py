@@ -11,7 +11,7 @@ from refers_lite.evaluation.cam import (CAM_METHODS, MAP_METHODS, CamModel, atte
                                         boxes_from_map, cam_target_layers, energy_inside, iou_by_threshold,
                                         localization_table, overlay, place_in_image, plot_cam_grid, pointing_hit,
                                         random_maps, summarise_localization, tokens_to_grid)
-from refers_lite.data.gpu_augment import StudyAugment
+from refers_lite.data.loading.gpu_augment import StudyAugment
 from refers_lite.training.finetune import LinearHead
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 
@@ -197,9 +197,9 @@ def _render_finding_domain(root):
     """``N`` radiographs of one rendered patient at ``SIZE`` px; every other one with a severe unilateral
     pleural effusion (left and right in turn) and its box; NIH-like acquisition (varied shift, rotation,
     exposure, noise)."""
-    from refers_lite.data.image_cache import ImageCache, build_cache
-    from refers_lite.data.label_ratios import ratio_subsets, split_items, write_split_files
-    from refers_lite.data.synthesis import FindingRequest, ImageItem, render_item_shard
+    from refers_lite.data.loading.image_cache import ImageCache, build_cache
+    from refers_lite.data.loading.label_ratios import ratio_subsets, split_items, write_split_files
+    from refers_lite.data.synthesis.render import FindingRequest, ImageItem, render_item_shard
 
     items = [ImageItem(f"e{i:04d}", patient=0, view="pa", lesion_seed=i, acquisition="nih", acq_seed=i,
                        requests=(FindingRequest(FIND, side=("left", "right")[(i // 2) % 2], severity="severe"),)
@@ -248,7 +248,7 @@ def effusion_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_cam_of_a_rendered_effusion_points_into_its_box_more_often_than_random_maps(effusion_run):
-    from refers_lite.data.domain_dataset import DomainImages
+    from refers_lite.data.loading.domain_dataset import DomainImages
     root, run, res = effusion_run
     cm = CamModel.from_run(run)
     assert cm.classes == [FIND] and len(cm.encoder.blocks) == 4 and cm.task == "binary"
@@ -281,8 +281,8 @@ def test_radiologist_boxes_of_a_prepared_real_dataset_are_scored(tmp_path):
     import pandas as pd
 
     from fixtures_real import make_nih
-    from refers_lite.data.domain_dataset import DomainImages
-    from refers_lite.data.real_datasets import NIH_CLASSES, prepare_real_domain
+    from refers_lite.data.loading.domain_dataset import DomainImages
+    from refers_lite.data.real.real_datasets import NIH_CLASSES, prepare_real_domain
 
     out = tmp_path / "nih_real"
     prepare_real_domain("nih", make_nih(tmp_path / "raw"), out, image_size=64, progress=False)

@@ -85,8 +85,8 @@ def smoke_dirs(tmp_path_factory):
             shutil.copy(enc, dst)
         return {"PROFILE": "smoke", "DATA_DIR": str(SMOKE_DATA), "RUNS_DIR": str(runs)}
     from refers_lite.data.assets import AssetMissingError
-    from refers_lite.data.domain_build import build_domains
-    from refers_lite.data.report_dataset import prepare_reports
+    from refers_lite.data.synthesis.domain_build import build_domains
+    from refers_lite.data.reports.report_dataset import prepare_reports
 
     try:
         build_domains("smoke", base / "data" / "synthetic", only=["source", "nih"], progress=False, workers=1,

@@ -12,8 +12,8 @@ from PIL import Image
 
 from fixtures_real import picture, write_corrupt, write_dicom
 from refers_lite.evaluation.cam import CamModel, best_iou, boxes_from_map
-from refers_lite.data.image_cache import build_cache
-from refers_lite.data.label_ratios import ratio_subsets, split_items, write_split_files
+from refers_lite.data.loading.image_cache import build_cache
+from refers_lite.data.loading.label_ratios import ratio_subsets, split_items, write_split_files
 from refers_lite.training.finetune import LinearHead
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 from refers_lite.viz.widgets import CamExplorer, decode_upload

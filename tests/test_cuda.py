@@ -11,7 +11,7 @@ import torch
 
 from refers_lite.training.checkpoint import load_checkpoint
 from refers_lite.config import get_config
-from refers_lite.data.source_studies import write_placeholder_source
+from refers_lite.data.loading.source_studies import write_placeholder_source
 from refers_lite.training.pretrain import Pretrainer, pretrain, to_device
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -57,6 +57,6 @@ def test_compiled_step_matches_eager(tmp_path, source):
 
 
 def _sets(source):
-    from refers_lite.data.source_studies import SourceStudies
+    from refers_lite.data.loading.source_studies import SourceStudies
     train = SourceStudies(source, "train")
     return train, SourceStudies(source, "validation", report_tokenizer=train.report_tokenizer)

@@ -4,10 +4,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refers_lite.data.report_tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, ReportTokenizer
-from refers_lite.data.studies import MultiViewStudies, ResumableSampler, StudyCollator
-from refers_lite.data.toy import ToyStudies, study_spec
-from refers_lite.data.views import sample_views
+from refers_lite.data.reports.report_tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, ReportTokenizer
+from refers_lite.data.loading.studies import MultiViewStudies, ResumableSampler, StudyCollator
+from refers_lite.data.loading.toy import ToyStudies, study_spec
+from refers_lite.data.loading.views import sample_views
 
 
 @settings(max_examples=200, deadline=None)
@@ -115,7 +115,7 @@ def test_toy_reports_describe_the_images():
 
 
 def test_horizontal_flip_mirrors_the_films_and_swaps_sides_in_the_report():
-    from refers_lite.data.report_tokenizer import ReportTokenizer
+    from refers_lite.data.reports.report_tokenizer import ReportTokenizer
     text = "small left pleural effusion. the right lung is clear."
     tok = ReportTokenizer.train([text, "small right pleural effusion. the left lung is clear."], vocab_size=200)
     img = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).reshape(2, 1, 4, 4)

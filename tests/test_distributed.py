@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 from refers_lite.config import get_config
-from refers_lite.data.toy import build_toy_datasets
+from refers_lite.data.loading.toy import build_toy_datasets
 from refers_lite.training.distributed import gather_with_grad, mean_over_ranks
 from refers_lite.losses import consistency_loss, language_model_loss
 from refers_lite.models import REFERS

@@ -1,4 +1,4 @@
-"""A torch Dataset over a built domain directory (refers_lite.data.domain_dataset)."""
+"""A torch Dataset over a built domain directory (refers_lite.data.loading.domain_dataset)."""
 import functools
 import json
 import pickle
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from refers_lite.data.domain_dataset import DomainImages, read_domain
-from refers_lite.data.image_cache import build_cache
-from refers_lite.data.label_ratios import ratio_subsets, split_items, write_split_files
+from refers_lite.data.loading.domain_dataset import DomainImages, read_domain
+from refers_lite.data.loading.image_cache import build_cache
+from refers_lite.data.loading.label_ratios import ratio_subsets, split_items, write_split_files
 
 SIZE, N = 16, 40
 CLASSES = ["a", "b", "c"]

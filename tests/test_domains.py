@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refers_lite.data.records import ImageRef, StudyRecord
-from refers_lite.data.source_domain import mesh_to_requests, plan_source_items, render_image_id
-from refers_lite.data.synthesis import FindingRequest
+from refers_lite.data.reports.records import ImageRef, StudyRecord
+from refers_lite.data.synthesis.source_domain import mesh_to_requests, plan_source_items, render_image_id
+from refers_lite.data.synthesis.render import FindingRequest
 
 ALL = {"atelectasis", "cardiomegaly", "pleural_effusion", "calcified_granuloma", "calcification", "emphysema",
        "lung_opacity", "degenerative_spine", "catheter", "nodule"}
@@ -92,8 +92,8 @@ def test_renders_pair_each_report_with_new_films_and_keep_render_zero():
 
 
 def test_nih_plan_follows_the_real_label_table():
-    from refers_lite.data.findings import FINDINGS
-    from refers_lite.data.target_domains import NIH_FINDINGS, plan_target_items
+    from refers_lite.data.synthesis.findings import FINDINGS
+    from refers_lite.data.synthesis.target_domains import NIH_FINDINGS, plan_target_items
 
     plan = plan_target_items("nih", 2000, seed=0)
     freq = dict(zip(plan.info.classes, plan.labels.mean(0)))
@@ -110,7 +110,7 @@ def test_nih_plan_follows_the_real_label_table():
 
 @pytest.mark.parametrize("name", ["shenzhen", "covid_t1", "covid_t2", "vindr"])
 def test_other_target_plans(name):
-    from refers_lite.data.target_domains import plan_target_items
+    from refers_lite.data.synthesis.target_domains import plan_target_items
 
     plan = plan_target_items(name, 300, seed=1)
     assert plan.labels.shape[0] == 300 and set(np.unique(plan.labels)) <= {0, 1}
@@ -127,9 +127,9 @@ def test_other_target_plans(name):
 
 @pytest.mark.slow
 def test_tiny_build_writes_domains_that_load(tmp_path):
-    from refers_lite.data.domain_build import build_domains
-    from refers_lite.data.domain_dataset import DomainImages
-    from refers_lite.data.image_cache import CacheCorruptError, ImageCache
+    from refers_lite.data.synthesis.domain_build import build_domains
+    from refers_lite.data.loading.domain_dataset import DomainImages
+    from refers_lite.data.loading.image_cache import CacheCorruptError, ImageCache
 
     lines = []
     done = build_domains("smoke", tmp_path, sizes={"source": 3, "shenzhen": 20}, only=["source", "shenzhen"],

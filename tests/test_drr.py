@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from refers_lite.data.drr import VIEWS, hu_to_mu, prepare_volume, render, to_radiograph, to_uint8
+from refers_lite.data.synthesis.drr import VIEWS, hu_to_mu, prepare_volume, render, to_radiograph, to_uint8
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 

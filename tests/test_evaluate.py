@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from refers_lite.config import get_config
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.evaluation.evaluate import evaluate_run, finetuned_auc
 from refers_lite.training.pretrain import pretrain
 from test_finetune import CLASSES, _domain

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 import refers_lite.experiments as ex
-from refers_lite.data.source_studies import write_placeholder_source
+from refers_lite.data.loading.source_studies import write_placeholder_source
 from test_finetune import _domain
 
 COLUMNS = (("nih", 0.1), ("nih", 1.0), ("covid_t2", 1.0))

@@ -1,4 +1,4 @@
-"""Focal, mediastinal and device findings (refers_lite.data.findings.focal / .mediastinum / .devices).
+"""Focal, mediastinal and device findings (refers_lite.data.synthesis.findings.focal / .mediastinum / .devices).
 
 One patient anatomy for the module; lesions are memoised per (finding, side, zone, severity, seed)
 and projected at 128 px, so the whole file stays fast.  Skips when the chest CT asset is missing.
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from refers_lite.data.findings import FINDINGS, devices, focal, make_finding, mediastinum
-from refers_lite.data.findings.base import SIDES, ZONES, box_from_projection
+from refers_lite.data.synthesis.findings import FINDINGS, devices, focal, make_finding, mediastinum
+from refers_lite.data.synthesis.findings.base import SIDES, ZONES, box_from_projection
 from findings_helpers import first_side, lesions, patient_or_skip
 
 SIZE = 128
@@ -231,7 +231,7 @@ def test_hiatal_hernia_air_fluid_level(patient):
 
 
 def test_catheter_runs_to_the_cavo_atrial_junction(patient):
-    from refers_lite.data.findings.focal import organ_bbox
+    from refers_lite.data.synthesis.findings.focal import organ_bbox
 
     (_, _), (_, _), (k0, _) = organ_bbox(patient, "svc")
     svc_bottom_z = patient.index_to_mm((0, 0, k0))[2]

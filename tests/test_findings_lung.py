@@ -1,4 +1,4 @@
-"""Pleural and parenchymal findings (refers_lite.data.findings.pleura / .parenchyma) on one patient.
+"""Pleural and parenchymal findings (refers_lite.data.synthesis.findings.pleura / .parenchyma) on one patient.
 
 One patient anatomy for the module; lesions are memoised per (finding, side, zone, severity, seed)
 and projected at 128 px, so the whole file stays fast.  Skips when the chest CT asset is missing.
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from refers_lite.data.findings import FINDINGS, make_finding
-from refers_lite.data.findings import parenchyma, pleura
-from refers_lite.data.findings.base import SEVERITIES, SIDES, ZONES, box_from_projection
+from refers_lite.data.synthesis.findings import FINDINGS, make_finding
+from refers_lite.data.synthesis.findings import parenchyma, pleura
+from refers_lite.data.synthesis.findings.base import SEVERITIES, SIDES, ZONES, box_from_projection
 from findings_helpers import first_side, lesions, patient_or_skip
 
 SIZE = 128
@@ -48,7 +48,7 @@ def test_registry_has_every_lung_finding():
 
 def test_a_findings_module_that_fails_to_import_is_an_error(monkeypatch):
     """Issue 17: the registry never skips a module silently (a missing one would drop its findings)."""
-    import refers_lite.data.findings as findings_pkg
+    import refers_lite.data.synthesis.findings as findings_pkg
     monkeypatch.setattr(findings_pkg, "_MODULES", findings_pkg._MODULES + ("not_written_yet",))
     with pytest.raises(ModuleNotFoundError, match="not_written_yet"):
         findings_pkg._collect()

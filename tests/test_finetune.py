@@ -7,8 +7,8 @@ import torch
 
 from refers_lite.training.checkpoint import ENCODER_FORMAT, save_checkpoint
 from refers_lite.config import ConfigError, get_config
-from refers_lite.data.image_cache import build_cache
-from refers_lite.data.label_ratios import ratio_subsets, split_items, write_split_files
+from refers_lite.data.loading.image_cache import build_cache
+from refers_lite.data.loading.label_ratios import ratio_subsets, split_items, write_split_files
 from refers_lite.training.run_lock import RunFolderOwned
 from refers_lite.training.finetune import (LinearHead, _loss, _probabilities, build_encoder, finetune,
                                            get_finetune_config)
@@ -230,7 +230,7 @@ def test_the_encoder_learning_rate_scale_and_freezing():
 def test_lp_ft_head_starts_as_the_probe_and_is_never_below_it_on_validation(domain, tmp_path):
     """head_init=probe (LP-FT): the head computes exactly the linear probe's scores at step 0, that is the
     first checkpoint, so the kept model's validation AUC is at least the probe's."""
-    from refers_lite.data.domain_dataset import DomainImages
+    from refers_lite.data.loading.domain_dataset import DomainImages
     from refers_lite.training.finetune import Finetuner
     from refers_lite.evaluation.linear_probe import extract_features, fit_probe
     cfg = get_finetune_config("smoke", {"head_init": "probe", "min_steps": 6, "epochs": 2, "batch_size": 16,

@@ -1,10 +1,10 @@
-"""Batched crop / rotation / brightness-contrast on the device (refers_lite.data.gpu_augment)."""
+"""Batched crop / rotation / brightness-contrast on the device (refers_lite.data.loading.gpu_augment)."""
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from refers_lite.data.gpu_augment import StudyAugment, affine_matrices, apply_affine
+from refers_lite.data.loading.gpu_augment import StudyAugment, affine_matrices, apply_affine
 
 
 def _films(*shape, seed=0):

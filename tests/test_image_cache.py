@@ -1,4 +1,4 @@
-"""The uint8 image cache on disk (refers_lite.data.image_cache)."""
+"""The uint8 image cache on disk (refers_lite.data.loading.image_cache)."""
 import functools
 import json
 import pickle
@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from refers_lite.data.image_cache import CacheCorruptError, ImageCache, build_cache
+from refers_lite.data.loading.image_cache import CacheCorruptError, ImageCache, build_cache
 
 SIZE = 16
 FP = {"renderer": "test", "version": 1}
@@ -248,12 +248,12 @@ def test_auto_verify_hashes_only_changed_shards_and_catches_damage_in_place(tmp_
     the next open, and an unchanged cache is not read again to check it."""
     import os
 
-    from refers_lite.data import image_cache as ic
+    from refers_lite.data.loading import image_cache as ic
     root = tmp_path / "c"
     _build(root)  # records every shard as verified
     hashed = []
-    real = ic._sha256_file
-    monkeypatch.setattr(ic, "_sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
+    real = ic.sha256_file
+    monkeypatch.setattr(ic, "sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
     ImageCache.open(root, verify="auto")
     assert hashed == []  # nothing changed since the build checked them
     shard = root / "shard_00001.u8"

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from refers_lite.data.corpus import ReportCorpus
-from refers_lite.data.iu_xray import (ViewSources, default_reports_path, load_iu_reports, study_views,
+from refers_lite.data.reports.corpus import ReportCorpus
+from refers_lite.data.reports.iu_xray import (ViewSources, default_reports_path, load_iu_reports, study_views,
                                       view_agreement)
 
 try:
@@ -137,7 +137,7 @@ def test_bad_inputs_never_crash(tmp_path, caplog):
         "ecgen-radiology/README.txt": b"not a report",
         "other/1.xml": _xml(findings="duplicate"),
     })
-    with caplog.at_level(logging.INFO, logger="refers_lite.data.iu_xray"):
+    with caplog.at_level(logging.INFO, logger="refers_lite.data.reports.iu_xray"):
         records, problems = load_iu_reports(path)
     by_id = {r.study_id: r for r in records}
     assert sorted(by_id, key=int) == ["1", "3", "4", "5", "6"]

@@ -1,12 +1,12 @@
-"""70/10/20 splits and nested label-ratio subsets (refers_lite.data.label_ratios)."""
+"""70/10/20 splits and nested label-ratio subsets (refers_lite.data.loading.label_ratios)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refers_lite.data.label_ratios import (RATIOS, SEEDS, ratio_filename, ratio_subsets, read_split_files,
+from refers_lite.data.loading.label_ratios import (RATIOS, SEEDS, ratio_filename, ratio_subsets, read_split_files,
                                            split_items, write_split_files)
-from refers_lite.data.splits import SPLITS
+from refers_lite.data.reports.splits import SPLITS
 
 
 def _ids(n):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from refers_lite.config import get_config
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.training.learning_checks import (consistency_chance, mean_pairwise_cosine, source_probe,
                                                   study_report_checks)
 from refers_lite.models import REFERS

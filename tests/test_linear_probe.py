@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from refers_lite.data.domain_dataset import DomainImages
+from refers_lite.data.loading.domain_dataset import DomainImages
 from refers_lite.evaluation.linear_probe import extract_features, fit_probe, linear_probe
 from refers_lite.evaluation.metrics import per_class_auc
 from test_finetune import _domain

@@ -4,8 +4,8 @@ import torch
 
 from refers_lite.baselines.lsp import SourceImages, pretrain_lsp
 from refers_lite.training.checkpoint import load_image_encoder
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
-from refers_lite.data.structured_labels import LABELS
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.reports.structured_labels import LABELS
 from refers_lite.training.finetune import finetune, get_finetune_config
 from refers_lite.models.conv_encoder import ConvEncoder
 from refers_lite.models.radiograph_transformer import RadiographTransformer

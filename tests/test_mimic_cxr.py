@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from refers_lite.data.mimic_cxr import (extract_sections, image_relpath, load_mimic_reports, mimic_official_splits,
+from refers_lite.data.reports.mimic_cxr import (extract_sections, image_relpath, load_mimic_reports, mimic_official_splits,
                                         report_relpath, view_of)
 
 META_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",

@@ -10,8 +10,8 @@ from refers_lite.baselines import moco as moco_mod
 from refers_lite.baselines.moco import MoCo, MoCoPretrainer, SourceRadiographs, build_optimizer
 from refers_lite.training.checkpoint import ENCODER_FORMAT, CheckpointError, load_checkpoint, load_image_encoder
 from refers_lite.config import get_config
-from refers_lite.data.gpu_augment import StudyAugment
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.loading.gpu_augment import StudyAugment
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 from refers_lite.training.runtime import seed_everything
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from refers_lite.baselines.pixels import pixel_features, pixel_logistic_regression
-from refers_lite.data.domain_dataset import DomainImages
+from refers_lite.data.loading.domain_dataset import DomainImages
 from test_finetune import CLASSES, _domain
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from fixtures_real import (COVID_ROWS, NIH_ABSENT, VINDR_IDS, make_covid, make_mimic, make_nih, make_shenzhen,
                            make_vindr, write_corrupt, write_png)
-from refers_lite.data.image_cache import ImageCache
-from refers_lite.data.label_ratios import read_split_files
-from refers_lite.data.real_datasets import (COVID_T1_CLASSES, COVID_T2_CLASSES, NIH_CLASSES, SHENZHEN_CLASSES,
+from refers_lite.data.loading.image_cache import ImageCache
+from refers_lite.data.loading.label_ratios import read_split_files
+from refers_lite.data.real.real_datasets import (COVID_T1_CLASSES, COVID_T2_CLASSES, NIH_CLASSES, SHENZHEN_CLASSES,
                                             VINDR_CLASSES, ImageReadError, RealDatasetError, open_real_dataset,
                                             prepare_real_domain, read_covid, read_mimic_images, read_nih,
                                             read_shenzhen, read_vindr)
@@ -289,7 +289,7 @@ def test_prepare_with_workers_and_limit(tmp_path):
 
 
 def test_prepared_domain_reads_as_a_fine_tuning_domain(tmp_path):
-    domain_dataset = pytest.importorskip("refers_lite.data.domain_dataset")
+    domain_dataset = pytest.importorskip("refers_lite.data.loading.domain_dataset")
     root = make_covid(tmp_path / "covid")
     prepare_real_domain("covid_t2", root, tmp_path / "out", progress=False)
     assert domain_dataset.read_domain(tmp_path / "out")["classes"] == ["Viral"]

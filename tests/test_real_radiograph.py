@@ -10,7 +10,7 @@ from PIL import Image
 
 from fixtures_real import picture, write_corrupt, write_dicom, write_png
 from refers_lite.data.assets import AssetMissingError
-from refers_lite.data.real_radiograph import (ImageReadError, Placement, letterbox, load_real_radiograph, read_dicom,
+from refers_lite.data.real.real_radiograph import (ImageReadError, Placement, letterbox, load_real_radiograph, read_dicom,
                                               read_image, real_radiograph_path)
 
 
@@ -135,7 +135,7 @@ def test_missing_asset_falls_back_to_pydicom_data_and_never_downloads(tmp_path, 
 def test_float_tiff_with_nan_pixels_and_a_decompression_bomb(tmp_path):
     """Issue 18 (#8, #13): a NaN pixel no longer turns a float TIFF black (it is shown black, with a warning naming
     the file); a header claiming 40000 x 40000 pixels is an ImageReadError naming the file, not PIL's own error."""
-    from refers_lite.data.real_radiograph import read_image
+    from refers_lite.data.real.real_radiograph import read_image
     a = np.linspace(0, 1000, 64 * 48, dtype=np.float32).reshape(64, 48)  # (H, W) a smooth ramp
     a[5, 7] = np.nan
     path = tmp_path / "ramp.tif"

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from refers_lite.cli import main
-from refers_lite.data.corpus import ReportCorpus
-from refers_lite.data.records import ImageRef, StudyRecord
-from refers_lite.data.report_dataset import ReportStudies, label_counts, prepare_reports
-from refers_lite.data.report_tokenizer import ANON, BOS, EOS, ReportTokenizer
-from refers_lite.data.structured_labels import LABELS
+from refers_lite.data.reports.corpus import ReportCorpus
+from refers_lite.data.reports.records import ImageRef, StudyRecord
+from refers_lite.data.reports.report_dataset import ReportStudies, label_counts, prepare_reports
+from refers_lite.data.reports.report_tokenizer import ANON, BOS, EOS, ReportTokenizer
+from refers_lite.data.reports.structured_labels import LABELS
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from refers_lite.data.corpus import ReportCorpus  # noqa: E402
-from refers_lite.data.side_swap import swap_sides  # noqa: E402
-from refers_lite.data.report_figures import (cleaning_examples, plot_label_frequencies, plot_token_lengths,  # noqa: E402
+from refers_lite.data.reports.corpus import ReportCorpus  # noqa: E402
+from refers_lite.data.reports.side_swap import swap_sides  # noqa: E402
+from refers_lite.data.reports.report_figures import (cleaning_examples, plot_label_frequencies, plot_token_lengths,  # noqa: E402
                                              plot_views_per_study)
 
 

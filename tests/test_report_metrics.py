@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from refers_lite.config import get_config
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.models import REFERS
 from refers_lite.evaluation.report_metrics import (bleu, clinical_f1, decoding_name, generate_reports, report_quality,
                                                    rouge_l, words)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from refers_lite.config import get_config
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
 from refers_lite.evaluation.joint_space import JointSpace
 from refers_lite.models import REFERS
 from refers_lite.evaluation.retrieval import expected_ranks, random_recall, recall_at_k, retrieval

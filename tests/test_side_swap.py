@@ -1,11 +1,11 @@
-"""Left/right swapping for horizontally flipped studies (refers_lite.data.side_swap)."""
+"""Left/right swapping for horizontally flipped studies (refers_lite.data.reports.side_swap)."""
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refers_lite.data.side_swap import has_side_words, swap_sides
+from refers_lite.data.reports.side_swap import has_side_words, swap_sides
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The built source domain as pre-training studies (refers_lite.data.source_studies)."""
+"""The built source domain as pre-training studies (refers_lite.data.loading.source_studies)."""
 import pickle
 import shutil
 
@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from refers_lite.data.image_cache import ImageCache
-from refers_lite.data.report_tokenizer import BOS, EOS, ReportTokenizer
-from refers_lite.data.source_studies import SourceStudies, write_placeholder_source
-from refers_lite.data.splits import SPLITS
-from refers_lite.data.studies import MultiViewStudies
+from refers_lite.data.loading.image_cache import ImageCache
+from refers_lite.data.reports.report_tokenizer import BOS, EOS, ReportTokenizer
+from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.reports.splits import SPLITS
+from refers_lite.data.loading.studies import MultiViewStudies
 
 SIZE = 64
 N = 8

@@ -1,8 +1,8 @@
-"""Train/validation/test splits (refers_lite.data.splits)."""
+"""Train/validation/test splits (refers_lite.data.reports.splits)."""
 import pytest
 
-from refers_lite.data.records import StudyRecord
-from refers_lite.data.splits import SPLITS, make_splits, read_splits, write_splits
+from refers_lite.data.reports.records import StudyRecord
+from refers_lite.data.reports.splits import SPLITS, make_splits, read_splits, write_splits
 
 
 def _ids(n):

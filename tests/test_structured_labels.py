@@ -1,4 +1,4 @@
-"""MeSH tags and free text -> structured labels (refers_lite.data.structured_labels)."""
+"""MeSH tags and free text -> structured labels (refers_lite.data.reports.structured_labels)."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refers_lite.data.structured_labels import (
+from refers_lite.data.reports.structured_labels import (
     LABELS,
     MeshTag,
     label_agreement,
@@ -172,7 +172,7 @@ def _iu_reports_tgz() -> Path | None:
 
 
 def _read_iu_for_test(path: Path) -> tuple[list[list[str]], list[str]]:
-    """TEST-ONLY reader (the library's parser lives in refers_lite.data.iu_xray).
+    """TEST-ONLY reader (the library's parser lives in refers_lite.data.reports.iu_xray).
 
     Returns, per report, the MeSH <major> tags and FINDINGS + IMPRESSION text.
     """

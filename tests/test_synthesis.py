@@ -8,14 +8,14 @@ import torch
 from refers_lite.data.assets import AssetMissingError
 
 try:
-    from refers_lite.data.anatomy import load_base_anatomy, make_patient, sample_patient_params
+    from refers_lite.data.synthesis.anatomy import load_base_anatomy, make_patient, sample_patient_params
     BASE = load_base_anatomy()
 except AssetMissingError as e:  # pragma: no cover - CI fetches the assets first
     pytest.skip(f"chest CT asset missing: {e}", allow_module_level=True)
 
-from refers_lite.data.drr import render
-from refers_lite.data.findings.base import box_from_projection, crop_lesion
-from refers_lite.data.synthesis import (ACQUISITIONS, Box, ImageItem, PatientRenderer, _affine, _MEMO,
+from refers_lite.data.synthesis.drr import render
+from refers_lite.data.synthesis.findings.base import box_from_projection, crop_lesion
+from refers_lite.data.synthesis.render import (ACQUISITIONS, Box, ImageItem, PatientRenderer, _affine, _MEMO,
                                         _transform_box, _warp, flip_radiograph, render_item)
 
 

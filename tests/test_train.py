@@ -149,7 +149,7 @@ def test_resume_from_a_checkpoint_older_than_the_kill(tmp_path):
 
 
 def _toy(cfg):
-    from refers_lite.data.toy import build_toy_datasets
+    from refers_lite.data.loading.toy import build_toy_datasets
     train, val, _ = build_toy_datasets(cfg)
     return train, val
 
@@ -251,7 +251,7 @@ def test_any_plain_dataset_of_studies_trains(tmp_path):
 def test_pretraining_on_a_source_domain_folder_augments_flips_and_resumes_exactly(tmp_path):
     """data.source="source": uint8 films from the image cache, augmented on the device, flipped with the
     report's sides swapped; a killed run resumes to the same weights (the augmentation RNG is saved too)."""
-    from refers_lite.data.source_studies import write_placeholder_source
+    from refers_lite.data.loading.source_studies import write_placeholder_source
     root = write_placeholder_source(tmp_path / "source", n_studies=40, image_size=48, seed=0)
     cfg = get_config("smoke", {"data": {"source": "source", "root": str(root), "hflip_prob": 0.5},
                                "model": {"vocab_size": 512}, "train": {"max_steps": 6, "ckpt_every": 2}})

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from refers_lite.config import get_config
-from refers_lite.data.domain_dataset import DomainImages
-from refers_lite.data.structured_labels import LABEL_INDEX, labels_from_text
-from refers_lite.data.target_domains import TARGET_DOMAINS
+from refers_lite.data.loading.domain_dataset import DomainImages
+from refers_lite.data.reports.structured_labels import LABEL_INDEX, labels_from_text
+from refers_lite.data.synthesis.target_domains import TARGET_DOMAINS
 from refers_lite.evaluation.joint_space import JointSpace
 from refers_lite.models import REFERS
 from refers_lite.evaluation.zero_shot import (PROMPTS, normalize_name, prompt_pair, zero_shot_domain,

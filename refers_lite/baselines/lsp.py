@@ -25,8 +25,8 @@ from torch.utils.data import Dataset
 
 from ..training.checkpoint import save_image_encoder
 from ..config import get_config
-from ..data.source_studies import SourceStudies
-from ..data.structured_labels import LABELS
+from ..data.loading.source_studies import SourceStudies
+from ..data.reports.structured_labels import LABELS
 from ..training.finetune import FinetuneConfig, Finetuner, LinearHead, get_finetune_config, load_finetune_checkpoint
 from ..training.runtime import seed_everything
 

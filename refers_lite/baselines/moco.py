@@ -23,7 +23,7 @@ What is computed
     * InfoNCE with temperature 0.2: logits ``[q.k+, q.queue]`` / T, (B, 1 + K), label 0 (the
       positive first); the queue used is the one before this batch's keys are pushed.
     * Two views of every radiograph, augmented independently on the device:
-      :class:`~refers_lite.data.gpu_augment.StudyAugment` called twice (each call draws new crop
+      :class:`~refers_lite.data.loading.gpu_augment.StudyAugment` called twice (each call draws new crop
       positions, rotations, brightness and contrast from the run's generator) with the run
       config's ``data`` parameters (REFERS' crop 224 / 256, +-10 degrees, brightness and contrast
       0.2), then a random horizontal flip per view (p = 0.5; an image-only method has no report
@@ -96,17 +96,17 @@ METHOD = "moco_v2"
 class SourceRadiographs(Dataset):
     """Every radiograph of one split of a built source domain, one item per image: uint8 (1, S, S).
 
-    Built on :class:`~refers_lite.data.source_studies.SourceStudies`, which checks the folder
+    Built on :class:`~refers_lite.data.loading.source_studies.SourceStudies`, which checks the folder
     (``studies.csv``, the cache, every image id) once; of its internals this reads exactly two:
     ``_items`` (the cache item of every image of the split, study by study, views in order) and
-    ``cache`` (the memory-mapped :class:`~refers_lite.data.image_cache.ImageCache`). The reports
+    ``cache`` (the memory-mapped :class:`~refers_lite.data.loading.image_cache.ImageCache`). The reports
     are not used: the studies are opened with a one-word report tokenizer, so no tokenizer file is
     needed. ``batch(indices)`` reads many images with one cache call.
     """
 
     def __init__(self, root, split: str | None = "train", verify: bool | str = "auto", renders: int = 1):
-        from ..data.report_tokenizer import ReportTokenizer
-        from ..data.source_studies import SourceStudies
+        from ..data.reports.report_tokenizer import ReportTokenizer
+        from ..data.loading.source_studies import SourceStudies
 
         studies = SourceStudies(root, split, report_tokenizer=ReportTokenizer.train(["image"]), max_report_len=2,
                                 verify=verify, renders=renders)  # every film of the renders served

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.domain_dataset import DomainImages
+from ..data.loading.domain_dataset import DomainImages
 from ..evaluation.metrics import mean_auc, per_class_auc
 
 

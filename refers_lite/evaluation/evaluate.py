@@ -243,7 +243,7 @@ class Evaluation:
 def _report_tokenizer(cfg, source: Path):
     """The report tokenizer pre-training used (next to its data root) if it can be found, else the one next to
     the evaluation's source folder; checked against the model's vocabulary."""
-    from ..data.source_studies import _resolve_tokenizer
+    from ..data.loading.source_studies import _resolve_tokenizer
     tok = None
     if cfg.data.source == "source" and Path(cfg.data.root).is_dir():
         try:

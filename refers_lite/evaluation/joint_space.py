@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.studies import MultiViewStudies, StudyCollator
+from ..data.loading.studies import MultiViewStudies, StudyCollator
 
 __all__ = ["JointSpace", "SINGLE_VIEW_MODES", "domain_images"]
 

@@ -153,7 +153,7 @@ def linear_probe(encoder, domain: str | Path, ratios: Sequence[float] = (0.01, 0
 
     Features are taken once per split (the 100 % training subset is the whole training split);
     the ratio subsets index into them."""
-    from ..data.domain_dataset import DomainImages
+    from ..data.loading.domain_dataset import DomainImages
     if isinstance(encoder, (str, Path)):
         from ..training.checkpoint import load_image_encoder
         encoder = load_image_encoder(encoder)

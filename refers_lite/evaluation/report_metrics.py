@@ -84,7 +84,7 @@ def clinical_f1(references: Sequence[str], hypotheses: Sequence[str]) -> pd.Data
     ``true_positive``, ``precision`` (NaN where never predicted), ``recall`` (NaN without support),
     ``f1`` (NaN where neither)), then ``macro`` (mean precision / recall / F1 over the labels with
     support, ``normal`` included) and ``micro`` (from the summed counts)."""
-    from ..data.structured_labels import LABELS, labels_from_texts
+    from ..data.reports.structured_labels import LABELS, labels_from_texts
     references, hypotheses = _pairs(references, hypotheses)
     y = labels_from_texts(references).astype(bool)  # (N, L)
     p = labels_from_texts(hypotheses).astype(bool)  # (N, L)
@@ -118,7 +118,7 @@ def generate_reports(model, cfg, source, beams: Sequence[int] = (1, 3), split: s
     source-domain folder or a ``SourceStudies``. Columns: ``study_id``, ``real`` (the full text),
     ``reference`` (the text the model was trained to write: the report cut to ``max_report_len``
     tokens), then ``greedy`` / ``beamK`` per entry of ``beams``. ``max_studies``: the first that many."""
-    from ..data.source_studies import SourceStudies
+    from ..data.loading.source_studies import SourceStudies
     from .joint_space import JointSpace
     if model.decoder is None:
         raise RuntimeError("this model was built without the report transformer (loss.use_generation=false): "

@@ -160,7 +160,7 @@ def retrieval(space, source: str | Path, split: str = "test", ks: Sequence[int] 
 
     ``space``: a :class:`~refers_lite.evaluation.joint_space.JointSpace`; ``source``: a source-domain folder
     (or a ``SourceStudies``); ``seed`` fixes which views of a study with more than V are used."""
-    from ..data.source_studies import SourceStudies
+    from ..data.loading.source_studies import SourceStudies
     ds = source if isinstance(source, SourceStudies) else SourceStudies(source, split, report_tokenizer=report_tokenizer)
     if len(ds) < 2:
         raise ValueError(f"{ds!r}: retrieval needs at least 2 studies")

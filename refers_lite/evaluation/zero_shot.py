@@ -168,7 +168,7 @@ def zero_shot_domain(space, domain: str | Path, split: str = "test",
 
     ``space``: a :class:`~refers_lite.evaluation.joint_space.JointSpace` (or anything with ``embed_images(uint8
     (N, 1, S, S)) -> (N, D)``, ``embed_texts(list[str]) -> (M, D)`` and ``temperature``)."""
-    from ..data.domain_dataset import DomainImages
+    from ..data.loading.domain_dataset import DomainImages
     from .joint_space import domain_images
     ds = DomainImages(domain, split, uint8=True)
     images, labels = domain_images(ds)  # (N, 1, S, S) uint8, (N, C)

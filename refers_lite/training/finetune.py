@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from ..config import AugmentConfig, ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
-from ..data.domain_dataset import DomainImages
-from ..files import atomic_write
+from ..data.loading.domain_dataset import DomainImages
+from ..files import atomic_write, sha256_file
 from ..evaluation.metrics import mean_auc, per_class_auc
 from .runtime import resolve_device, resolve_precision, seed_everything, takes_weight_decay, warmup_cosine
 
@@ -387,12 +387,12 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
     ``scratch_model``: for ``"scratch"``, overrides of the profile's model section (see :func:`build_encoder`).
 
     With ``reuse``, a folder that already holds ``result.json`` of the same run is read, not re-run: the same
-    settings, ratio and seed, the same domain *data* (:func:`~refers_lite.data.domain_dataset.domain_digest`) and
+    settings, ratio and seed, the same domain *data* (:func:`~refers_lite.data.loading.domain_dataset.domain_digest`) and
     the same encoder *file contents* (its sha256), not merely the same paths. While another process writes
     ``out_dir`` this raises :class:`~refers_lite.training.run_lock.RunFolderBusy`. A folder holding another run's
     results (a fine-tuning of other settings, data or encoder; a pre-training) is refused
     (:class:`~refers_lite.training.run_lock.RunFolderOwned`) unless ``overwrite``."""
-    from ..data.domain_dataset import domain_digest
+    from ..data.loading.domain_dataset import domain_digest
     from .run_lock import RunFolderOwned, claim_run_folder, run_lock
     cfg = cfg or get_finetune_config(profile)
     out_dir = Path(out_dir)
@@ -437,10 +437,9 @@ def encoder_sha256(path: str | Path) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _file_sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    from ..data.assets import sha256_file
     return sha256_file(path)
 
 
 def _num_classes(domain: str | Path) -> int:
-    from ..data.domain_dataset import read_domain
+    from ..data.loading.domain_dataset import read_domain
     return len(read_domain(domain)["classes"])

@@ -89,7 +89,7 @@ def source_probe(encoder, root: str | Path, image_size: int, split: str = "test"
 
     Findings with fewer than 10 positive images in the training subset are left out. Returns
     ``{"mean AUC", "findings", "per finding"}`` on ``split``."""
-    from ..data.source_studies import SourceStudies
+    from ..data.loading.source_studies import SourceStudies
     sets = {s: SourceStudies(root, s) for s in ("train", "validation", split)}
     names, _ = sets["train"].rendered_findings()
     data = {}

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from .checkpoint import TRAIN_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
 from ..files import atomic_write
 from ..config import Config, ConfigError
-from ..data.studies import MultiViewStudies, ResumableSampler, StudyCollator
+from ..data.loading.studies import MultiViewStudies, ResumableSampler, StudyCollator
 from .distributed import barrier, gather_objects, is_main_process, mean_over_ranks, rank, world_size
 from ..models.refers import REFERS
 from ..viz.plots import truncate_metrics
@@ -519,7 +519,7 @@ def pretrain(cfg: Config, out_dir: str | Path, train_set: Dataset | None = None,
 def _pretrain(cfg: Config, out_dir: Path, train_set: Dataset | None, val_set: Dataset | None, resume: bool,
               progress: bool, stop_after: int | None) -> PretrainResult:
     if (train_set is None or val_set is None) and cfg.data.source == "source":
-        from ..data.source_studies import SourceStudies
+        from ..data.loading.source_studies import SourceStudies
         train_set = SourceStudies(cfg.data.root, "train", max_report_len=cfg.model.max_report_len,
                                   renders=cfg.data.renders)  # validation: each study's first render only
         val_set = SourceStudies(cfg.data.root, "validation", max_report_len=cfg.model.max_report_len,
@@ -528,7 +528,7 @@ def _pretrain(cfg: Config, out_dir: Path, train_set: Dataset | None, val_set: Da
             raise ValueError(f"the report vocabulary has {train_set.report_tokenizer.vocab_size} tokens > "
                              f"model.vocab_size={cfg.model.vocab_size}")
     if train_set is None or val_set is None:
-        from ..data.toy import build_toy_datasets
+        from ..data.loading.toy import build_toy_datasets
         train_set, val_set, tok = build_toy_datasets(cfg)
         if tok.vocab_size > cfg.model.vocab_size:
             raise ValueError(f"report vocabulary has {tok.vocab_size} tokens > model.vocab_size={cfg.model.vocab_size}")

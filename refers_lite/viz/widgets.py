@@ -43,9 +43,9 @@ def decode_upload(name: str, content: bytes, size: int) -> np.ndarray:
     """An uploaded file -> (size, size) uint8 image (letterboxed as the real datasets are).
 
     DICOM is recognised by its ``.dcm`` / ``.dicom`` name or by the ``DICM`` marker at byte 128;
-    anything else goes to PIL.  Raises :class:`~refers_lite.data.real_radiograph.ImageReadError`
+    anything else goes to PIL.  Raises :class:`~refers_lite.data.real.real_radiograph.ImageReadError`
     (or ``ValueError``) naming the file and the problem."""
-    from ..data.real_radiograph import DICOM_SUFFIXES, ImageReadError, letterbox, read_image
+    from ..data.real.real_radiograph import DICOM_SUFFIXES, ImageReadError, letterbox, read_image
     if not content:
         raise ImageReadError(name, "the file is empty")
     suffix = Path(name).suffix.lower()
@@ -142,7 +142,7 @@ class CamExplorer:
             self._quiet = old
 
     def _domain(self):
-        from ..data.domain_dataset import DomainImages
+        from ..data.loading.domain_dataset import DomainImages
         k = (self.dataset.value, self.split.value)
         if k not in self._domains:
             self._domains[k] = DomainImages(self.datasets[k[0]], k[1], uint8=True)

@@ -2,7 +2,7 @@
 
 Each domain mirrors a dataset of the paper (its classes, its label co-occurrence where a real
 table exists, its box positions) and has its own acquisition style (:data:`ACQUISITIONS` in
-:mod:`refers_lite.data.synthesis`), a domain shift from the IU-like source:
+:mod:`refers_lite.data.synthesis.render`), a domain shift from the IU-like source:
 
 * ``nih``: the 14 ChestX-ray14 labels.  Each image copies the labels and the view position (PA /
   AP) of a row drawn from the real ``Data_Entry_2017_v2020.csv.gz`` (112,120 rows, shipped in
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .synthesis import FindingRequest, ImageItem
+from .render import FindingRequest, ImageItem
 
 __all__ = ["TARGET_DOMAINS", "TargetPlan", "plan_target_items", "NIH_FINDINGS", "VINDR_FINDINGS", "COVID_MIX"]
 

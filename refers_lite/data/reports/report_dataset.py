@@ -3,7 +3,7 @@
 :class:`ReportStudies` is what the data path consumes for each study: its image references with
 views, its cleaned report text, the report's token ids in the report transformer's vocabulary,
 and its structured labels (from the MeSH tags where a study has them, IU X-ray; otherwise from
-the report text by :func:`~refers_lite.data.structured_labels.labels_from_text`, MIMIC-CXR).
+the report text by :func:`~refers_lite.data.reports.structured_labels.labels_from_text`, MIMIC-CXR).
 Pixels come from an image source (the radiographs rendered from a CT, or a user's MIMIC-CXR-JPG)
 that pairs these references with images.
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import Config
-from .report_tokenizer import ReportTokenizer
+from ...config import Config
+from ..reports.report_tokenizer import ReportTokenizer
 
 FINDINGS = ("cardiomegaly", "effusion_left", "effusion_right", "nodule_left", "nodule_right",
             "pneumothorax_left", "pneumothorax_right")

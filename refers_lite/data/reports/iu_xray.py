@@ -4,12 +4,12 @@
 ``ecgen-radiology/N.xml`` (Demner-Fushman et al., JAMIA 2016; licence CC BY-NC-ND 4.0: the files are
 read from the installed package at run time and never copied). :func:`load_iu_reports` reads the
 archive in memory with :mod:`tarfile` and parses each file with :mod:`xml.etree.ElementTree` into a
-:class:`~refers_lite.data.records.StudyRecord` (``source="iu"``):
+:class:`~refers_lite.data.reports.records.StudyRecord` (``source="iu"``):
 
 * ``study_id``: the file stem (``"1000"`` for ``ecgen-radiology/1000.xml``);
 * ``findings`` / ``impression``: the ``AbstractText`` elements labelled ``FINDINGS`` / ``IMPRESSION``
   (absent or empty -> ``""``), the only two sections the paper keeps (Methods);
-* ``images``: one :class:`~refers_lite.data.records.ImageRef` per ``parentImage`` (attribute ``id``);
+* ``images``: one :class:`~refers_lite.data.reports.records.ImageRef` per ``parentImage`` (attribute ``id``);
 * ``mesh``: the raw ``<MeSH><major>`` strings, e.g. ``"Pulmonary Atelectasis/base/left"``.
 
 Bad input never crashes the parse: each problem is logged (naming the member file) and counted in

@@ -1,21 +1,21 @@
 """The built source domain as pre-training studies: uint8 views from the image cache, report ids.
 
-``refers-lite data build`` writes the source domain (``refers_lite.data.domain_build.build_source``)::
+``refers-lite data build`` writes the source domain (``refers_lite.data.synthesis.domain_build.build_source``)::
 
-    <root>/cache/        uint8 S x S radiographs (refers_lite.data.image_cache), one row per image
+    <root>/cache/        uint8 S x S radiographs (refers_lite.data.loading.image_cache), one row per image
                          with image_id, view, study_id, ...
     <root>/studies.csv   study_id, split, patient, image_ids (";"-joined), views (";"-joined),
                          findings, unrendered, text
 
 :class:`SourceStudies` serves one split of it in the item format of the pre-training loop
-(:mod:`refers_lite.data.studies`), except that the pixels stay uint8::
+(:mod:`refers_lite.data.loading.studies`), except that the pixels stay uint8::
 
     {"images": uint8 tensor (n_views, 1, S, S), "report_ids": [BOS, ..., EOS], "text": str, "study_id": str}
 
 Why uint8: a study is read with one :meth:`ImageCache.images` call (a copy out of the page cache,
 no decoding), a DataLoader worker moves a quarter of the bytes of float32, and the crop, rotation
 and brightness / contrast are done on whole batches on the device
-(:mod:`refers_lite.data.gpu_augment`), where the conversion to float happens too.
+(:mod:`refers_lite.data.loading.gpu_augment`), where the conversion to float happens too.
 
 Everything that can be wrong with the files is checked once, in ``__init__``, and named with its
 file: a missing ``studies.csv`` or column, an unknown split, a study without images or text, an
@@ -39,9 +39,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .image_cache import ImageCache, build_cache
-from .report_tokenizer import ReportTokenizer
-from .source_domain import render_image_id
-from .splits import SPLITS, make_splits
+from ..reports.report_tokenizer import ReportTokenizer
+from ..synthesis.source_domain import render_image_id
+from ..reports.splits import SPLITS, make_splits
 
 __all__ = ["SourceStudies", "write_placeholder_source", "STUDIES_FILE", "CACHE_DIR", "TOKENIZER_FILE",
            "REQUIRED_COLUMNS"]
@@ -96,7 +96,7 @@ class SourceStudies(Dataset):
     ``verify``: check the cache shards' sha256 on opening: ``"auto"`` (default) those whose size or modification
     time changed since they last matched (:meth:`ImageCache.open`), ``True`` all, ``False`` none.
     ``renders``: how many of each study's renderings to serve (a domain built with ``source_renders`` > 1 has
-    several films per report, see :func:`~refers_lite.data.source_domain.plan_source_items`). Item ``i`` is study
+    several films per report, see :func:`~refers_lite.data.synthesis.source_domain.plan_source_items`). Item ``i`` is study
     ``i % n_studies`` in render ``i // n_studies``, so ``len`` is ``n_studies * renders`` and an epoch pairs every
     report with each of its first ``renders`` films once.
     Items: ``{"images": (n_views, 1, S, S) uint8 tensor (its own memory), "report_ids": list[int],
@@ -182,7 +182,7 @@ class SourceStudies(Dataset):
     def structured_labels(self) -> np.ndarray:
         """(n_studies, len(LABELS)) 0/1: the ``labels`` column of studies.csv (from the MeSH tags), or, for a
         folder without one, the labels the report-text extractor finds (``structured_labels.labels_from_texts``)."""
-        from .structured_labels import LABEL_INDEX, LABELS, labels_from_texts
+        from ..reports.structured_labels import LABEL_INDEX, LABELS, labels_from_texts
         if self._label_names is None:
             return labels_from_texts(self.texts).astype(np.float32)
         out = np.zeros((self.n_studies, len(LABELS)), np.float32)
@@ -298,7 +298,7 @@ def write_placeholder_source(root, n_studies: int = 64, views_per_study: tuple[i
     PLACEHOLDER DATA FOR TESTS AND BENCHMARKS, NOT RADIOGRAPHS: the images are blurred random noise
     over a vertical grey gradient, the reports are drawn from a few plausible sentences unrelated to
     the pixels. The same arguments give the same bytes. ``renders`` > 1 adds that many films per study (other
-    placeholder images under :func:`~refers_lite.data.source_domain.render_image_id`), as a built domain has.
+    placeholder images under :func:`~refers_lite.data.synthesis.source_domain.render_image_id`), as a built domain has.
     """
     lo, hi = views_per_study
     if not 1 <= lo <= hi:
@@ -330,7 +330,7 @@ def write_placeholder_source(root, n_studies: int = 64, views_per_study: tuple[i
     df = pd.DataFrame(rows, columns=list(ALL_COLUMNS))
     if renders > 1:
         df.insert(df.columns.get_loc("text"), "renders", renders)
-    from .structured_labels import LABELS, labels_from_texts
+    from ..reports.structured_labels import LABELS, labels_from_texts
     y = labels_from_texts(df["text"].tolist())  # (n, len(LABELS)): what the text says, as real studies' MeSH would
     df["labels"] = [";".join(LABELS[j] for j in np.flatnonzero(row)) for row in y]
     df.to_csv(root / STUDIES_FILE, index=False)

@@ -30,7 +30,7 @@ def contact_sheet(findings: Sequence[str] | None = None, patient: int = 1000, se
 
     from .anatomy import load_base_anatomy, make_patient
     from .findings import FINDINGS, make_finding
-    from .synthesis import ACQUISITIONS, PatientRenderer
+    from .render import ACQUISITIONS, PatientRenderer
 
     names = ["normal", *sorted(FINDINGS)] if findings is None else list(findings)
     pr = PatientRenderer(make_patient(load_base_anatomy(), patient), size)
@@ -62,7 +62,7 @@ def domain_samples(domain_dir, n: int = 8, seed: int = 0):
 
     import matplotlib.pyplot as plt
 
-    from .image_cache import ImageCache
+    from ..loading.image_cache import ImageCache
 
     cache = ImageCache.open(Path(domain_dir) / "cache", verify=False)
     pick = np.random.default_rng(seed).choice(len(cache), size=min(n, len(cache)), replace=False)

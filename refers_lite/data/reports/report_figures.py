@@ -3,7 +3,7 @@ study, and reports before and after cleaning and after a left/right swap.
 
 Every function takes the corpus (or its kept reports) and returns a matplotlib figure or plain
 rows, so a notebook decides how to show them. IU X-ray text is CC BY-NC-ND 4.0: where report text
-is shown, :data:`~refers_lite.data.iu_xray.ATTRIBUTION` goes with it (``cleaning_examples`` returns it).
+is shown, :data:`~refers_lite.data.reports.iu_xray.ATTRIBUTION` goes with it (``cleaning_examples`` returns it).
 """
 from __future__ import annotations
 

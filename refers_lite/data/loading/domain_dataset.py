@@ -4,10 +4,10 @@ A domain directory, as the domain builders write it::
 
     <root>/domain.json   {"name", "task": "multilabel" | "binary" | "multiclass", "classes": [...],
                           "image_size", "source", "attribution"}
-    <root>/cache/        an image cache (refers_lite.data.image_cache) whose index has "image_id" and
+    <root>/cache/        an image cache (refers_lite.data.loading.image_cache) whose index has "image_id" and
                          one 0/1 column per class in domain.json["classes"]
     <root>/boxes.csv     image_id,label,x0,y0,x1,y1 in pixels of the stored image (may hold only the header)
-    <root>/splits/       split.csv and train_{1,10,100}pct_seed{0,1,2}.txt (refers_lite.data.label_ratios)
+    <root>/splits/       split.csv and train_{1,10,100}pct_seed{0,1,2}.txt (refers_lite.data.loading.label_ratios)
 
 :class:`DomainImages` serves one split: ``"train"`` at a label ratio and seed (the ratio file),
 ``"validation"`` or ``"test"`` whole. Items are dicts with the image as a (1, H, W) float tensor in
@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from .image_cache import ImageCache
 from .label_ratios import ratio_filename, read_split_files
-from .splits import SPLITS
+from ..reports.splits import SPLITS
 
 __all__ = ["DomainImages", "read_domain", "TASKS", "REQUIRED_KEYS"]
 

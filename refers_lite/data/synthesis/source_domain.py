@@ -20,9 +20,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .records import StudyRecord
-from .structured_labels import parse_mesh
-from .synthesis import FindingRequest, ImageItem
+from ..reports.records import StudyRecord
+from ..reports.structured_labels import parse_mesh
+from .render import FindingRequest, ImageItem
 
 __all__ = ["MESH_FINDINGS", "SourceStudy", "mesh_to_requests", "plan_source_items", "render_image_id"]
 

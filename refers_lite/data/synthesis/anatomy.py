@@ -1,7 +1,7 @@
 """Many patients from one chest CT: the attenuation volume, its organs, and smooth 3D deformations.
 
 An :class:`Anatomy` is what the radiograph synthesis works on: attenuation ``mu`` (X, Y, Z) per mm
-in the L-A-S patient frame of :mod:`refers_lite.data.drr` (origin at the centre of the volume box),
+in the L-A-S patient frame of :mod:`refers_lite.data.synthesis.drr` (origin at the centre of the volume box),
 and per-organ *occupancy* volumes in [0, 1] on the same grid (the fraction of each voxel inside
 the organ, from average-pooling the full-resolution TotalSegmentator masks).
 
@@ -11,7 +11,7 @@ the organ, from average-pooling the full-resolution TotalSegmentator masks).
   (soft-tissue, bone and lung density).  Volume and organs are resampled with one
   ``grid_sample`` call, so organs stay registered to the attenuation.
 
-Findings (:mod:`refers_lite.data.findings`) are :class:`Lesion` objects: a change of attenuation
+Findings (:mod:`refers_lite.data.synthesis.findings`) are :class:`Lesion` objects: a change of attenuation
 ``delta_mu`` on a crop of the anatomy grid.  Line integrals are linear in attenuation, so a lesion's
 projection (:meth:`Lesion.project`) adds to the patient's projection exactly: one base render per
 patient and view, plus one small render per lesion, instead of a full render per radiograph.
@@ -201,8 +201,8 @@ class Anatomy:
 def base_anatomy(ct=None, target_spacing_mm: float = 2.0, bone_boost: float = 0.5) -> Anatomy:
     """The real CT as an :class:`Anatomy`, average-pooled to about ``target_spacing_mm``.
 
-    ``ct``: a :class:`refers_lite.data.chest_ct.ChestCT` (default: :func:`load_chest_ct`).
-    ``bone_boost``: see :func:`refers_lite.data.drr.hu_to_mu` (bone absorbs more at radiograph
+    ``ct``: a :class:`refers_lite.data.synthesis.chest_ct.ChestCT` (default: :func:`load_chest_ct`).
+    ``bone_boost``: see :func:`refers_lite.data.synthesis.drr.hu_to_mu` (bone absorbs more at radiograph
     energies than at CT energies).
     """
     import re
@@ -332,7 +332,7 @@ def load_base_anatomy(target_spacing_mm: float = 2.0, cache_dir: str | Path | No
     """:func:`base_anatomy` of the fetched CT, cached on disk next to the assets (about 13 s the first
     time, well under a second afterwards) and in memory.  The cache file name holds the CT's pinned
     sha256 and the parameters, so a different CT or spacing never reads a stale cache."""
-    from .assets import ASSETS, DEFAULT_DEST, asset_path
+    from ..assets import ASSETS, DEFAULT_DEST, asset_path
 
     ct_file = asset_path("chest_ct", DEFAULT_DEST)
     folder = Path(cache_dir) if cache_dir is not None else ct_file.parent / "derived"
@@ -345,7 +345,7 @@ def load_base_anatomy(target_spacing_mm: float = 2.0, cache_dir: str | Path | No
     anat = None
     if path.exists():
         try:
-            from ..training.checkpoint import safe_torch_load  # weights only; a refusal never suggests otherwise
+            from ...training.checkpoint import safe_torch_load  # weights only; a refusal never suggests otherwise
             d = safe_torch_load(path)
             anat = Anatomy(d["mu"], tuple(d["spacing_mm"]), dict(d["organs"]), params={"patient": "base"})
         except Exception as e:  # a truncated or foreign file: rebuild, never read garbage
@@ -353,7 +353,7 @@ def load_base_anatomy(target_spacing_mm: float = 2.0, cache_dir: str | Path | No
             anat = None
     if anat is None:
         anat = base_anatomy(target_spacing_mm=target_spacing_mm)
-        from ..files import atomic_save
+        from ...files import atomic_save
         atomic_save(path, lambda f: torch.save({"mu": anat.mu, "spacing_mm": list(anat.spacing_mm),
                                                 "organs": anat.organs}, f))
     _BASE_MEMO[key] = anat

@@ -74,7 +74,7 @@ def read_splits(path: str | Path, id_column: str = "study_id") -> dict[str, list
     """Read a file written by :func:`write_splits`; a bad file raises ValueError naming it and the line.
 
     ``id_column``: the header's first column ("study_id" here; "image_id" for the target domains'
-    ``split.csv`` of :mod:`refers_lite.data.label_ratios`).
+    ``split.csv`` of :mod:`refers_lite.data.loading.label_ratios`).
     """
     path = Path(path)
     noun = id_column.removesuffix("_id")

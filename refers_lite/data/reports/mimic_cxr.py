@@ -1,4 +1,4 @@
-"""MIMIC-CXR on the user's disk -> :class:`~refers_lite.data.records.StudyRecord` (``source="mimic"``).
+"""MIMIC-CXR on the user's disk -> :class:`~refers_lite.data.reports.records.StudyRecord` (``source="mimic"``).
 
 MIMIC-CXR needs a credentialed PhysioNet account, so nothing here downloads anything: point the
 functions at your own copy, in the official layouts.

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..files import atomic_write
+from ...files import atomic_write, sha256_file
 
 __all__ = ["CacheCorruptError", "ImageCache", "build_cache", "FORMAT_VERSION"]
 
@@ -68,14 +68,6 @@ class CacheCorruptError(RuntimeError):
 
 def _shard_name(s: int, ext: str) -> str:
     return f"shard_{s:05d}.{ext}"
-
-
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -229,7 +221,7 @@ def _shard_is_done(root: Path, s: int, start: int, count: int, image_size: int, 
         return False
     if upath.stat().st_size != count * image_size * image_size:
         return False  # truncated: no need to hash
-    return _sha256_file(upath) == meta.get("sha256")
+    return sha256_file(upath) == meta.get("sha256")
 
 
 def _owned_files(root: Path) -> list[Path]:
@@ -457,7 +449,7 @@ class ImageCache:
             st = upath.stat()
             stamp = [st.st_size, st.st_mtime_ns, sh.get("sha256")]
             if verify and checked.get(upath.name) != stamp:
-                sha = _sha256_file(upath)
+                sha = sha256_file(upath)
                 if sha != sh.get("sha256"):
                     raise CacheCorruptError(f"{upath}: sha256 {sha} does not match the manifest's {sh.get('sha256')}: "
                                             f"the file is corrupt; rebuild with build_cache(...)")
@@ -488,7 +480,7 @@ class ImageCache:
                 raise CacheCorruptError(f"{upath}: {upath.stat().st_size:,} bytes, expected "
                                         f"{sh['count'] * self.image_size ** 2:,}: truncated; "
                                         f"rebuild with build_cache(...)")
-            sha = _sha256_file(upath)
+            sha = sha256_file(upath)
             if sha != sh["sha256"]:
                 raise CacheCorruptError(f"{upath}: sha256 {sha} does not match the manifest's {sh['sha256']}: "
                                         f"the file is corrupt; rebuild with build_cache(...)")

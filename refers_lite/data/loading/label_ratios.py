@@ -28,8 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..files import write_if_changed
-from .splits import SPLITS, read_splits
+from ...files import write_if_changed
+from ..reports.splits import SPLITS, read_splits
 
 __all__ = ["SPLIT_FRACTIONS", "RATIOS", "SEEDS", "split_items", "ratio_subsets", "ratio_filename",
            "write_split_files", "read_split_files"]

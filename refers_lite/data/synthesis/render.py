@@ -1,18 +1,18 @@
 """Radiograph synthesis: a patient, its lesions and an acquisition style -> a uint8 film with boxes.
 
-For each patient (:mod:`refers_lite.data.anatomy`) and view, the line integrals of the anatomy are
+For each patient (:mod:`refers_lite.data.synthesis.anatomy`) and view, the line integrals of the anatomy are
 rendered once (:class:`PatientRenderer` caches them); each radiograph adds the projections of its
 lesions (exact: line integrals are linear in attenuation), then applies the acquisition:
 
 1. in-plane detector rotation and shift (``rotation_deg``, ``shift_px``), boxes transformed alike;
 2. Beer-Lambert exposure, detector blur, quantum noise, log and percentile window, gamma
-   (:func:`refers_lite.data.drr.to_radiograph`);
+   (:func:`refers_lite.data.synthesis.drr.to_radiograph`);
 3. collimation: unexposed borders are clear film (bright), and always cover the cranial and caudal
    edges of the CT volume, which a real film would not show as a cut;
 4. uint8.
 
 A finding's box, in each view, is where its own line integrals reach 15 % of their peak
-(:func:`refers_lite.data.findings.base.box_from_projection`): where the finding changes the image.
+(:func:`refers_lite.data.synthesis.findings.base.box_from_projection`): where the finding changes the image.
 
 An :class:`Acquisition` is a domain's style (ranges); :meth:`Acquisition.sample` draws one
 radiograph's concrete settings from a seeded generator.
@@ -236,8 +236,8 @@ _SWAP = {"left": "right", "right": "left"}
 
 def flip_radiograph(image: np.ndarray, boxes: Sequence[Box], text: str | None = None):
     """Mirror a film left-right: boxes mirrored and their sides swapped, and the report's left/right
-    words swapped (:func:`refers_lite.data.side_swap.swap_sides`) so image and text still agree."""
-    from .side_swap import swap_sides
+    words swapped (:func:`refers_lite.data.reports.side_swap.swap_sides`) so image and text still agree."""
+    from ..reports.side_swap import swap_sides
 
     if image.ndim != 2:
         raise ValueError(f"image must be (H, W), got shape {image.shape}")
@@ -251,7 +251,7 @@ def flip_radiograph(image: np.ndarray, boxes: Sequence[Box], text: str | None = 
 
 @dataclass(frozen=True)
 class FindingRequest:
-    """A finding to render: name (see ``refers_lite.data.findings.FINDINGS``), side, zone, severity
+    """A finding to render: name (see ``refers_lite.data.synthesis.findings.FINDINGS``), side, zone, severity
     (None = the finding chooses)."""
 
     finding: str
@@ -266,7 +266,7 @@ class ImageItem:
     ``lesion_seed`` and ``requests``, hence the same 3D lesions), which view and acquisition."""
 
     image_id: str
-    patient: int  # seed of :func:`refers_lite.data.anatomy.make_patient`
+    patient: int  # seed of :func:`refers_lite.data.synthesis.anatomy.make_patient`
     view: str  # "frontal" | "pa" | "ap" | "lateral"
     lesion_seed: int
     requests: tuple[FindingRequest, ...] = ()
@@ -318,7 +318,7 @@ def render_item(item: ImageItem, size: int = 256) -> Radiograph:
 
 def render_item_shard(indices: Sequence[int], items: Sequence[ImageItem], extra: Sequence[dict] | None = None,
                       size: int = 256) -> list[tuple[np.ndarray, dict]]:
-    """``render_shard`` for :func:`refers_lite.data.image_cache.build_cache`: (image, metadata) per index.
+    """``render_shard`` for :func:`refers_lite.data.loading.image_cache.build_cache`: (image, metadata) per index.
 
     Metadata: image_id, view (rendered: pa / ap / lateral), patient, findings (';'-joined rendered
     finding names), boxes (JSON list of [label, x0, y0, x1, y1, side]) plus ``extra[i]``.

@@ -3,7 +3,7 @@
 ``FINDINGS`` maps a finding name to its :class:`~.base.FindingSpec`; each module of this package
 (pleura, parenchyma, focal, mediastinum, devices) lists its own in ``SPECS``.
 
-    from refers_lite.data.findings import FINDINGS, make_finding
+    from refers_lite.data.synthesis.findings import FINDINGS, make_finding
     lesions = make_finding("pleural_effusion", anatomy, np.random.default_rng(0), side="left", severity="mild")
 """
 from __future__ import annotations

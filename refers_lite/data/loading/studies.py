@@ -8,10 +8,10 @@ The pre-training loop accepts any ``torch.utils.data.Dataset`` whose items are d
 * optionally ``"study_id"``.
 
 :class:`MultiViewStudies` wraps such a dataset and draws the model's V views per study
-(:func:`~refers_lite.data.views.sample_views`) with a generator seeded by (seed, epoch, index),
+(:func:`~refers_lite.data.loading.views.sample_views`) with a generator seeded by (seed, epoch, index),
 so that a batch depends only on its position in the run: the property exact resume needs. The
 same generator decides the paper's horizontal flip: the study's images are mirrored and 'left'
-and 'right' are swapped in its report (:func:`~refers_lite.data.side_swap.swap_sides`), which is
+and 'right' are swapped in its report (:func:`~refers_lite.data.reports.side_swap.swap_sides`), which is
 then re-encoded for the report transformer.
 :class:`ResumableSampler` yields those (index, epoch) keys from any position, shards them across
 ranks, and :class:`StudyCollator` pads and tokenises.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .side_swap import swap_sides
+from ..reports.side_swap import swap_sides
 from .views import sample_views
 
 

@@ -18,7 +18,7 @@ study gets its own parameters):
 Why it is fast: crop, rotation and resize of an image are one affine map of its coordinates, so
 the whole batch is resampled by ONE ``F.affine_grid`` + ``F.grid_sample`` call with a (N, 2, 3)
 matrix per image. There is no per-image Python loop, no PIL, no decode: the data loader only
-copies uint8 pixels out of the memory-mapped cache (``refers_lite.data.source_studies``), and the
+copies uint8 pixels out of the memory-mapped cache (``refers_lite.data.loading.source_studies``), and the
 conversion to float happens here, on the device, after the transfer of a quarter of the bytes.
 
 Coordinates are ``grid_sample``'s normalised ones with ``align_corners=False``: x (columns) and y

@@ -17,7 +17,7 @@ collections' sizes.  At ``smoke`` every domain uses the same single patient (so 
 takes seconds); otherwise each domain has its own pool of patients.  Every domain is a folder under ``--out`` (default ``data/synthetic``)::
 
     <domain>/domain.json   name, kind (source / target), task, classes, sizes, provenance
-    <domain>/cache/        uint8 256 x 256 images (refers_lite.data.image_cache)
+    <domain>/cache/        uint8 256 x 256 images (refers_lite.data.loading.image_cache)
     <domain>/boxes.csv     image_id,label,x0,y0,x1,y1,side
     <domain>/splits/       split.csv + train_{1,10,100}pct_seed{0,1,2}.txt  (targets)
     source/studies.csv     study_id, split, patient, image_ids, views, findings, unrendered, labels, renders, text
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..files import write_if_changed
-from .synthesis import render_item_shard
+from ...files import write_if_changed
+from .render import render_item_shard
 
 __all__ = ["BUILD_PROFILES", "BuildPlan", "build_domains", "build_source", "build_target"]
 
@@ -96,7 +96,7 @@ BUILD_PROFILES["gpu"] = BUILD_PROFILES["demo"]  # the same films: gpu changes th
 
 def _fingerprint(kind: str, name: str, n: int, seed: int, image_size: int) -> dict:
     from .anatomy import _BASE_VERSION
-    from .assets import ASSETS
+    from ..assets import ASSETS
 
     return {"kind": kind, "domain": name, "n": n, "seed": seed, "image_size": image_size,
             "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": _BASE_VERSION, "synthesis_version": 5}
@@ -138,7 +138,7 @@ def _check_findings(needed: set[str], what: str) -> None:
 
     missing = sorted(needed - set(FINDINGS))
     if missing:
-        raise RuntimeError(f"{what}: findings {missing} have no 3D model (refers_lite.data.findings); cannot render")
+        raise RuntimeError(f"{what}: findings {missing} have no 3D model (refers_lite.data.synthesis.findings); cannot render")
 
 
 def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, workers: int = 2,
@@ -147,11 +147,11 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
 
     ``renders``: how many times every study is rendered (other patients, lesion draws and acquisitions); the
     films of render 0 are the same whatever ``renders`` is (their shard size and patients do not change)."""
-    from .corpus import ReportCorpus
-    from .image_cache import build_cache
-    from .iu_xray import ATTRIBUTION
+    from ..reports.corpus import ReportCorpus
+    from ..loading.image_cache import build_cache
+    from ..reports.iu_xray import ATTRIBUTION
     from .source_domain import plan_source_items
-    from .splits import make_splits
+    from ..reports.splits import make_splits
 
     t0 = time.perf_counter()
     corpus = ReportCorpus.from_iu(require_images=False)
@@ -178,8 +178,8 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
                         progress=progress)
     reused = cache.rendered == 0  # every shard verified and kept (a damaged one is rendered again, and counted)
     n_boxes = _write_boxes(cache, out / "boxes.csv")
-    from .report_dataset import structured_labels
-    from .structured_labels import LABELS
+    from ..reports.report_dataset import structured_labels
+    from ..reports.structured_labels import LABELS
     y = structured_labels(kept)  # (n, len(LABELS)): from the MeSH tags (human-assigned), text where none
     labels_of = {r.study_id: ";".join(LABELS[j] for j in np.flatnonzero(row)) for r, row in zip(kept, y)}
     studies_csv = pd.DataFrame([{"study_id": s.study_id, "split": split_of.get(s.study_id, "train"), "patient": s.patient,
@@ -201,8 +201,8 @@ def build_source(out: Path, n_studies: int | None = None, *, seed: int = 0, work
 def build_target(name: str, out: Path, n: int, *, seed: int = 0, workers: int = 2, image_size: int = IMAGE_SIZE,
                  progress: bool = True, patient_base: int | None = None) -> dict:
     """Render target domain ``name`` with ``n`` images into ``out``; writes splits and ratio files."""
-    from .image_cache import build_cache
-    from .label_ratios import ratio_subsets, split_items, write_split_files
+    from ..loading.image_cache import build_cache
+    from ..loading.label_ratios import ratio_subsets, split_items, write_split_files
     from .target_domains import NIH_FINDINGS, VINDR_FINDINGS, plan_target_items
 
     t0 = time.perf_counter()

@@ -4,8 +4,8 @@ Nothing here downloads anything: each dataset needs an account or a site this co
 contacts. Point ``data_root`` at your copy, laid out as its release ships it. The tables are
 parsed by torchxrayvision 1.5.7's dataset classes (``NIH_Dataset``, ``VinDr_Dataset``,
 ``NLMTB_Dataset``, ``COVID19_Dataset``; their labels are used as they define them), MIMIC-CXR by
-:mod:`refers_lite.data.mimic_cxr`; every image file is read and resized by
-:mod:`refers_lite.data.real_radiograph` (the path is the one the torchxrayvision class would open).
+:mod:`refers_lite.data.reports.mimic_cxr`; every image file is read and resized by
+:mod:`refers_lite.data.real.real_radiograph` (the path is the one the torchxrayvision class would open).
 
 =========  ====================================================================================
 name       ``data_root`` layout (file names as released; ``.csv`` or ``.csv.gz``)
@@ -57,7 +57,7 @@ Bad input:
   NIH ships in 12 archives), warned about and counted in ``skipped["missing_file"]``; none present
   at all is an error;
 * an image file that **exists but cannot be decoded** (corrupt, truncated) stops
-  :func:`prepare_real_domain` with :class:`~refers_lite.data.real_radiograph.ImageReadError` naming
+  :func:`prepare_real_domain` with :class:`~refers_lite.data.real.real_radiograph.ImageReadError` naming
   the file: a broken download should be fixed, not silently shrink the dataset. Images already
   rendered are kept (the cache resumes).
 
@@ -93,6 +93,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from ...files import sha256_file
 from .real_radiograph import ImageReadError, Placement, letterbox, read_image
 
 __all__ = [
@@ -546,12 +547,12 @@ def read_mimic_images(data_root: str | Path, *, reports_root: str | Path | None 
                       ) -> RealDataset:
     """Every image of every MIMIC-CXR study with a usable report.
 
-    Studies and their images come from :func:`refers_lite.data.mimic_cxr.load_mimic_reports`.
+    Studies and their images come from :func:`refers_lite.data.reports.mimic_cxr.load_mimic_reports`.
 
     ``metadata_csv`` / ``split_csv`` default to ``mimic-cxr-2.0.0-metadata.csv(.gz)`` / ``-split.csv(.gz)``
     in ``data_root`` (the split is optional: without it the index's ``split`` column is empty).
     """
-    from .mimic_cxr import load_mimic_reports
+    from ..reports.mimic_cxr import load_mimic_reports
 
     root = _need_dir(Path(data_root), "MIMIC-CXR-JPG root", _MIMIC)
     metadata_csv = Path(metadata_csv) if metadata_csv else _find(
@@ -565,7 +566,7 @@ def read_mimic_images(data_root: str | Path, *, reports_root: str | Path | None 
     records, skipped = load_mimic_reports(reports_root, metadata_csv, split_csv)
     split_of = {}
     if split_csv is not None:
-        from .mimic_cxr import mimic_official_splits
+        from ..reports.mimic_cxr import mimic_official_splits
 
         split_of = mimic_official_splits(split_csv)
     items = [RealItem(ref.image_id, str(root / ref.path), (), (), r.subject_id, ref.view, None,
@@ -644,10 +645,6 @@ def render_items(table_csv: str, image_size: int, label_columns: tuple[str, ...]
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _write_boxes(ds: RealDataset, index: pd.DataFrame, path: Path, image_size: int) -> int:
     """``boxes.csv`` in pixels of the stored square image; returns the number of boxes written."""
     n = 0
@@ -665,7 +662,7 @@ def _write_boxes(ds: RealDataset, index: pd.DataFrame, path: Path, image_size: i
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
-    from ..files import atomic_write
+    from ...files import atomic_write
     atomic_write(path, json.dumps(obj, indent=1) + "\n")
 
 
@@ -682,7 +679,7 @@ def prepare_real_domain(name: str, data_root: str | Path, out_dir: str | Path, *
     covers the item table (ids, paths, labels) and the image size, not the image bytes: after
     replacing image files in place under the same names, delete ``<out>/cache`` to re-render.
     """
-    from .image_cache import build_cache
+    from ..loading.image_cache import build_cache
 
     kwargs = {"reports_root": reports_root} if name == "mimic" else {}
     if reports_root is not None and name != "mimic":
@@ -695,7 +692,7 @@ def prepare_real_domain(name: str, data_root: str | Path, out_dir: str | Path, *
     out.mkdir(parents=True, exist_ok=True)
     table = out / "source_files.csv"
     _write_table(ds, table)
-    fingerprint = {"kind": "real_dataset", "dataset": name, "table_sha256": _sha256(table), "image_size": image_size,
+    fingerprint = {"kind": "real_dataset", "dataset": name, "table_sha256": sha256_file(table), "image_size": image_size,
                    "resize": "letterbox: aspect-preserving, bilinear, zero padding", "version": 1}
     render = functools.partial(render_items, str(table.resolve()), image_size, tuple(ds.classes))
     cache = build_cache(out / "cache", len(ds), render, fingerprint=fingerprint, image_size=image_size,
@@ -709,7 +706,7 @@ def prepare_real_domain(name: str, data_root: str | Path, out_dir: str | Path, *
         _atomic_json(out / "dataset.json", {"name": name, "kind": "pretraining images", "image_size": image_size,
                                             "source": ds.source, "attribution": ds.attribution})
     else:
-        from .label_ratios import ratio_subsets, split_items, write_split_files
+        from ..loading.label_ratios import ratio_subsets, split_items, write_split_files
 
         n_boxes = _write_boxes(ds, cache.index, out / "boxes.csv", image_size)
         ids = [it.image_id for it in ds.items]

@@ -1,7 +1,7 @@
 """A real radiograph file (DICOM, PNG, JPEG) -> our image format: uint8 ``(S, S)``, dense = bright.
 
 Everything that turns one file on disk into the square image the models see lives here; the
-dataset readers (:mod:`refers_lite.data.real_datasets`) use it for every image, and
+dataset readers (:mod:`refers_lite.data.real.real_datasets`) use it for every image, and
 :func:`load_real_radiograph` applies it to the one real chest radiograph that can be had offline:
 ``RG1_UNCR.dcm`` from the PyPI package ``pydicom-data==1.0.0`` (MIT), an adult PA chest film
 (CR, Philips, 1955 x 1841 pixels, 15 bits stored, MONOCHROME1). No findings are known for it.
@@ -261,7 +261,7 @@ class RealRadiograph:
 def real_radiograph_path(dest: str | Path = "assets") -> Path:
     """``RG1_UNCR.dcm``: the pinned asset under ``dest`` (sha256-checked), else the installed
     ``pydicom-data`` copy; raises AssetMissingError telling how to fetch it. Never downloads."""
-    from .assets import AssetMissingError, asset_path
+    from ..assets import AssetMissingError, asset_path
 
     try:
         return asset_path(ASSET_NAME, dest, verify=True)

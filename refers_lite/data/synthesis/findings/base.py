@@ -1,7 +1,7 @@
 """Shared pieces of the 3D findings: the finding signature, lung zones, cropping, boxes.
 
 Every finding is a function ``make(anatomy, rng, *, side=None, zone=None, severity="moderate") ->
-list[Lesion]`` (see :mod:`refers_lite.data.anatomy`): it changes attenuation where the finding
+list[Lesion]`` (see :mod:`refers_lite.data.synthesis.anatomy`): it changes attenuation where the finding
 is, guided by the patient's organ occupancy, and draws everything random from ``rng`` (a
 ``numpy.random.Generator``) so that a seed reproduces it.  ``side=None`` / ``zone=None`` let the
 finding choose (typical sides/zones of that finding); an impossible request raises ValueError.

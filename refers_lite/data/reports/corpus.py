@@ -2,10 +2,10 @@
 
 Methods (REFERS): only the FINDINGS and IMPRESSION sections are kept, and reports with fewer than
 three tokens are dropped. :meth:`ReportCorpus.from_records` applies, in order, to each record's
-``raw_text`` (FINDINGS then IMPRESSION) cleaned by :func:`~refers_lite.data.cleaning.clean_report`:
+``raw_text`` (FINDINGS then IMPRESSION) cleaned by :func:`~refers_lite.data.reports.cleaning.clean_report`:
 
 * ``no_text``: nothing left after cleaning;
-* ``too_short``: fewer than ``min_tokens`` (default :data:`~refers_lite.data.cleaning.MIN_TOKENS` = 3)
+* ``too_short``: fewer than ``min_tokens`` (default :data:`~refers_lite.data.reports.cleaning.MIN_TOKENS` = 3)
   lower-case ``[a-z0-9]+`` tokens (``[ANON]`` counts as one, as the ``XXXX`` it replaces would);
 * ``no_images``: only with ``require_images=True`` (image-report pre-training needs >= 1 radiograph;
   text-only uses, such as training the report tokenizer, keep reports without images).
@@ -68,7 +68,7 @@ class ReportCorpus:
 
     @classmethod
     def from_iu(cls, require_images: bool = False, path=None) -> "ReportCorpus":
-        """The IU X-ray corpus (:func:`~refers_lite.data.iu_xray.load_iu_reports`)."""
+        """The IU X-ray corpus (:func:`~refers_lite.data.reports.iu_xray.load_iu_reports`)."""
         from .iu_xray import load_iu_reports
         return cls.from_records(load_iu_reports(path)[0], require_images=require_images)
 
