@@ -12,13 +12,13 @@ from refers_lite.evaluation.cam import (CAM_METHODS, MAP_METHODS, CamModel, atte
                                         localization_table, overlay, place_in_image, plot_cam_grid, pointing_hit,
                                         random_maps, summarise_localization, tokens_to_grid)
 from refers_lite.data.loading.gpu_augment import StudyAugment
-from refers_lite.training.finetune import LinearHead
+from refers_lite.models.classifier import RadiographClassifier
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 
 
 def _tiny(agg_mode="concat", depth=2, size=32, patch=8, seed=0, classes=3):
     torch.manual_seed(seed)
-    return LinearHead(RadiographTransformer(image_size=size, patch_size=patch, width=16, depth=depth, heads=2,
+    return RadiographClassifier(RadiographTransformer(image_size=size, patch_size=patch, width=16, depth=depth, heads=2,
                                             agg_mode=agg_mode), classes).eval()
 
 

@@ -14,7 +14,7 @@ from fixtures_real import picture, write_corrupt, write_dicom
 from refers_lite.evaluation.cam import CamModel, best_iou, boxes_from_map
 from refers_lite.data.loading.image_cache import build_cache
 from refers_lite.data.loading.label_ratios import ratio_subsets, split_items, write_split_files
-from refers_lite.training.finetune import LinearHead
+from refers_lite.models.classifier import RadiographClassifier
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 from refers_lite.viz.widgets import CamExplorer, decode_upload
 
@@ -57,7 +57,7 @@ def domain(tmp_path_factory):
 @pytest.fixture
 def explorer(domain):
     torch.manual_seed(0)
-    model = LinearHead(RadiographTransformer(image_size=32, patch_size=4, width=16, depth=2, heads=2), 2)
+    model = RadiographClassifier(RadiographTransformer(image_size=32, patch_size=4, width=16, depth=2, heads=2), 2)
     # EigenCAM: never all zero, even for this untrained model (Grad-CAM of a random model often is)
     return CamExplorer(CamModel(model, CLASSES), {"toy": domain}, image_size=SIZE, method="eigencam")
 

@@ -25,7 +25,7 @@ def run(tmp_path_factory):
 
 def test_export_then_strict_load_round_trip(run, tmp_path):
     enc_path = export_image_encoder(run / "best.pt", tmp_path / "encoder.pt")
-    clf = RadiographClassifier.from_pretrained(enc_path, num_classes=14).eval()
+    clf = RadiographClassifier.from_pretrained(enc_path, num_outputs=14).eval()
     ckpt = load_checkpoint(run / "best.pt")
     trained = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
     got = clf.encoder.state_dict()
@@ -187,12 +187,13 @@ class _Images(torch.utils.data.Dataset):  # 8 random 16 x 16 radiographs, one bi
 
 
 def _finetuner(out_dir: Path):
-    from refers_lite.training.finetune import Finetuner, LinearHead, get_finetune_config
+    from refers_lite.models.classifier import RadiographClassifier
+    from refers_lite.training.finetune import Finetuner, get_finetune_config
     from refers_lite.models.radiograph_transformer import RadiographTransformer
     torch.manual_seed(0)
     enc = RadiographTransformer(image_size=16, patch_size=8, width=16, depth=1, heads=2)
     cfg = get_finetune_config("smoke", {"min_steps": 2, "batch_size": 4})
-    return Finetuner(cfg, LinearHead(enc, 1), _Images(), _Images(), _Images(), 0, out_dir, progress=False)
+    return Finetuner(cfg, RadiographClassifier(enc, 1), _Images(), _Images(), _Images(), 0, out_dir, progress=False)
 
 
 def test_finetuning_saves_a_plain_best_pt_and_refuses_one_that_would_run_code(tmp_path, monkeypatch, capsys):
@@ -228,3 +229,32 @@ def test_lsp_refuses_a_best_pt_that_would_run_code(tmp_path, monkeypatch, capsys
         lsp.pretrain_lsp("vit", "smoke", tmp_path / "source", tmp_path / "lsp", progress=False)
     _assert_refused(e, path, marker, capsys)
     assert not (tmp_path / "lsp" / "encoder.pt").exists()
+
+
+def _pickled_globals(path: Path) -> set[str]:
+    """Every ``module.name`` the pickle of a torch zip checkpoint (``<name>/data.pkl``) would import to load."""
+    import pickletools
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        [pkl] = [n for n in z.namelist() if n.endswith("/data.pkl")]
+        stream = z.read(pkl)
+    found, strings = set(), []
+    for op, arg, _ in pickletools.genops(stream):
+        if op.name in ("GLOBAL", "INST"):
+            found.add(arg.replace(" ", "."))
+        elif op.name == "STACK_GLOBAL":
+            found.add(".".join(strings[-2:]))
+        elif isinstance(arg, str):
+            strings.append(arg)
+    return found
+
+
+def test_no_checkpoint_names_a_module_of_the_package_so_a_new_layout_loads_old_ones(run, tmp_path):
+    """Issue 17: checkpoints hold tensors and plain data only, so moving modules (training/, data/reports/...)
+    cannot break loading a checkpoint written before the move: no pickle names anything under ``refers_lite``."""
+    export_image_encoder(run / "best.pt", tmp_path / "encoder.pt")
+    _finetuner(tmp_path / "ft").fit()
+    for p in [run / "best.pt", run / "last.pt", tmp_path / "encoder.pt", tmp_path / "ft" / "best.pt"]:
+        names = _pickled_globals(p)
+        assert any(n.startswith("torch.") for n in names)  # the scan sees torch's rebuild functions
+        assert not [n for n in names if n.startswith("refers_lite")], f"{p.name} pickles {sorted(names)}"

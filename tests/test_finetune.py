@@ -10,7 +10,8 @@ from refers_lite.config import ConfigError, get_config
 from refers_lite.data.loading.image_cache import build_cache
 from refers_lite.data.loading.label_ratios import ratio_subsets, split_items, write_split_files
 from refers_lite.training.run_lock import RunFolderOwned
-from refers_lite.training.finetune import (LinearHead, _loss, _probabilities, build_encoder, finetune,
+from refers_lite.models.classifier import RadiographClassifier
+from refers_lite.training.finetune import (_loss, _probabilities, build_encoder, finetune,
                                            get_finetune_config)
 from refers_lite.models.radiograph_transformer import RadiographTransformer
 
@@ -128,7 +129,7 @@ def test_a_result_is_reused_only_for_the_same_data_and_encoder_contents(domain, 
 def test_label_ratio_files_are_used_as_written(domain, tmp_path):
     from refers_lite.training.finetune import Finetuner
     ids = (domain / "splits" / "train_10pct_seed2.txt").read_text().split()
-    model = LinearHead(build_encoder("scratch", "smoke"), 2)
+    model = RadiographClassifier(build_encoder("scratch", "smoke"), 2)
     ft = Finetuner.for_domain(get_finetune_config("smoke"), model, domain, 0.1, 2, tmp_path, progress=False)
     assert ft.train_set.image_ids == ids
 
@@ -203,24 +204,24 @@ def test_a_batchnorm_head_sees_standardised_features_whatever_their_scale():
     outs = []
     for scale, shift in ((1.0, 0.0), (1e-2, 5.0)):  # small variations on a large common part
         torch.manual_seed(0)
-        outs.append(LinearHead(_Fixed(scale, shift), 3, norm="batchnorm").train()(x))
+        outs.append(RadiographClassifier(_Fixed(scale, shift), 3, norm="batchnorm").train()(x))
     assert torch.allclose(outs[0], outs[1], atol=2e-2)  # the head sees the same standardised features
     torch.manual_seed(0)
-    plain = LinearHead(_Fixed(1e-2, 5.0), 3).train()(x)
+    plain = RadiographClassifier(_Fixed(1e-2, 5.0), 3).train()(x)
     assert plain.std(0).max() < 0.05 < outs[1].std(0).max()  # without it the logits barely vary
     with pytest.raises(ValueError, match="norm"):
-        LinearHead(_Fixed(), 3, norm="layer")
+        RadiographClassifier(_Fixed(), 3, norm="layer")
     with pytest.raises(ConfigError, match="head_norm"):
         get_finetune_config("smoke", {"head_norm": "layer"})
 
 
 def test_the_encoder_learning_rate_scale_and_freezing():
     from refers_lite.training.finetune import _param_groups
-    model = LinearHead(_Fixed(), 2)
+    model = RadiographClassifier(_Fixed(), 2)
     groups = _param_groups(model, 1e-4, lr=0.1, encoder_lr_scale=0.1)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     assert lr_of[id(model.encoder.w)] == pytest.approx(0.01) and lr_of[id(model.head.weight)] == pytest.approx(0.1)
-    frozen = LinearHead(_Fixed(), 2)
+    frozen = RadiographClassifier(_Fixed(), 2)
     groups = _param_groups(frozen, 1e-4, lr=0.1, encoder_lr_scale=0.0)
     assert not frozen.encoder.w.requires_grad and all(id(frozen.encoder.w) != id(p) for g in groups for p in g["params"])
     with pytest.raises(ConfigError, match="encoder_lr_scale"):
@@ -236,7 +237,7 @@ def test_lp_ft_head_starts_as_the_probe_and_is_never_below_it_on_validation(doma
     cfg = get_finetune_config("smoke", {"head_init": "probe", "min_steps": 6, "epochs": 2, "batch_size": 16,
                                         "lr": 3e-2})
     torch.manual_seed(0)
-    model = LinearHead(build_encoder("scratch", "smoke"), 2)
+    model = RadiographClassifier(build_encoder("scratch", "smoke"), 2)
     ft = Finetuner.for_domain(cfg, model, domain, 1.0, 0, tmp_path / "run", progress=False)
     ft.init_head_from_probe()
     X = extract_features(model.encoder, ft.train_set, ft.augment)
@@ -263,7 +264,7 @@ def test_the_head_runs_in_fp32_under_bf16_autocast():
 
         def forward(self, x):
             return 1.0 + 1e-3 * x.flatten(1)[:, :8], None
-    model = LinearHead(Features(), 1)
+    model = RadiographClassifier(Features(), 1)
     with torch.no_grad():
         model.head.weight.copy_(torch.randn(1, 8) * 1e3)
         model.head.bias.fill_(-float(model.head.weight.sum()))

@@ -27,7 +27,8 @@ from ..training.checkpoint import save_image_encoder
 from ..config import get_config
 from ..data.loading.source_studies import SourceStudies
 from ..data.reports.structured_labels import LABELS
-from ..training.finetune import FinetuneConfig, Finetuner, LinearHead, get_finetune_config, load_finetune_checkpoint
+from ..models.classifier import RadiographClassifier
+from ..training.finetune import FinetuneConfig, Finetuner, get_finetune_config, load_finetune_checkpoint
 from ..training.runtime import seed_everything
 
 
@@ -101,7 +102,7 @@ def _train_lsp(arch, profile, source_root, out_dir: Path, encoder_path: Path, cf
             for split in ("train", "validation", "test")]  # training: the films REFERS is given
     seed_everything(seed)
     encoder, arch_name = build_encoder_for(arch, profile)
-    model = LinearHead(encoder, len(LABELS))
+    model = RadiographClassifier(encoder, len(LABELS))
     Finetuner(cfg, model, *sets, seed, out_dir / "run", progress=progress,
               run_info={"method": f"lsp_{arch}", "arch": arch_name, "source": str(source_root)}).fit()
     best = load_finetune_checkpoint(out_dir / "run" / "best.pt")

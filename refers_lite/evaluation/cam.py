@@ -13,7 +13,7 @@ Maps
     the stored image (:meth:`CamModel.maps`).
 
 Where Grad-CAM looks, and the reshape it needs
-    The classifier (``LinearHead``, :mod:`refers_lite.training.finetune`) reads only the **aggregation
+    The classifier (``RadiographClassifier``, :mod:`refers_lite.models.classifier`) reads only the **aggregation
     embedding**: token 0 of the final layer.  The final layer's *patch* tokens never reach it, so
     their gradient is exactly zero and a CAM there is blank.  The last place where patch tokens
     still feed the prediction is the input of the last block, i.e. right after the **recurrent
@@ -200,7 +200,7 @@ def place_in_image(maps: torch.Tensor | np.ndarray, image_size: int, crop_fracti
 class CamModel:
     """A fine-tuned classifier (images -> logits), its classes and its evaluation transform.
 
-    ``model``: ``LinearHead`` (or any module with ``.encoder`` = the radiograph transformer and
+    ``model``: ``RadiographClassifier`` (or any module with ``.encoder`` = the radiograph transformer and
     ``.image_size``); ``crop_fraction``: the fine-tuning's (its ``FinetuneConfig.crop_fraction``)."""
 
     model: nn.Module
@@ -221,7 +221,8 @@ class CamModel:
     def from_run(cls, run_dir: str | Path, encoder: str | Path | None = None, device: str = "cpu") -> "CamModel":
         """A fine-tuning run folder (``finetune(...)``: ``best.pt`` + ``config.json``).  The encoder
         file named in ``config.json`` (or ``encoder``) gives the architecture; ``best.pt`` the weights."""
-        from ..training.finetune import LinearHead, build_encoder, load_finetune_checkpoint
+        from ..models.classifier import RadiographClassifier
+        from ..training.finetune import build_encoder, load_finetune_checkpoint
         run_dir = Path(run_dir)
         path = run_dir / "best.pt"
         if not path.is_file():
@@ -234,7 +235,7 @@ class CamModel:
                 encoder = json.loads((run_dir / "config.json").read_text()).get("encoder")
         if encoder is None:
             raise ValueError(f"{path}: the run does not name its encoder; pass encoder=")
-        model = LinearHead(build_encoder(encoder, ft.get("profile", "smoke")), len(ckpt["classes"]),
+        model = RadiographClassifier(build_encoder(encoder, ft.get("profile", "smoke")), len(ckpt["classes"]),
                            ft.get("head_norm", "none"))
         model.load_state_dict(ckpt["model"])
         return cls(model.to(device), list(ckpt["classes"]), ckpt.get("task", "multilabel"),

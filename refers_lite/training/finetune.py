@@ -43,12 +43,12 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from ..config import AugmentConfig, ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
 from ..data.loading.domain_dataset import DomainImages
 from ..files import atomic_write, sha256_file
+from ..models.classifier import HEAD_NORMS, RadiographClassifier
 from ..evaluation.metrics import mean_auc, per_class_auc
 from .runtime import resolve_device, resolve_precision, seed_everything, takes_weight_decay, warmup_cosine
 
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
 OPTIMIZERS = ("sgd", "adam")
-HEAD_NORMS = ("none", "batchnorm")
 HEAD_INITS = ("random", "probe")
 
 
@@ -137,26 +137,6 @@ def build_encoder(encoder: str | Path, profile: str = "smoke", scratch_model: Ma
         return RadiographTransformer.from_config(get_config(profile, {"model": dict(scratch_model or {})}).model)
     from .checkpoint import load_image_encoder
     return load_image_encoder(encoder)
-
-
-class LinearHead(nn.Module):
-    """An encoder whose forward gives (aggregation embedding (B, D), ...) plus a linear layer: logits (B, K)."""
-
-    def __init__(self, encoder: nn.Module, num_outputs: int, norm: str = "none"):
-        super().__init__()
-        if norm not in HEAD_NORMS:
-            raise ValueError(f"norm must be one of {HEAD_NORMS}, got {norm!r}")
-        self.encoder = encoder
-        self.norm = nn.BatchNorm1d(encoder.width, affine=False, eps=1e-6) if norm == "batchnorm" else nn.Identity()
-        self.head = nn.Linear(encoder.width, num_outputs)
-        self.image_size = encoder.image_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
-        agg, _ = self.encoder(x)  # (B, D)
-        # the head in fp32 even under bf16 / fp16 autocast: it is tiny, and a head started from a linear probe
-        # (head_init=probe) holds large weights whose products nearly cancel, which bf16's 8 bits destroy
-        with torch.autocast(device_type=agg.device.type, enabled=False):
-            return self.head(self.norm(agg.float()))
 
 
 def _loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -422,7 +402,7 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
         claim_run_folder(out_dir, "fine-tuning", {"finetune": cfg.to_dict(), **info, "ratio": ratio, "seed": seed},
                          overwrite=overwrite)
         seed_everything(seed)  # the head's initialisation depends on the run's seed
-        model = LinearHead(build_encoder(encoder, cfg.profile, scratch_model), _num_classes(domain), cfg.head_norm)
+        model = RadiographClassifier(build_encoder(encoder, cfg.profile, scratch_model), _num_classes(domain), cfg.head_norm)
         return Finetuner.for_domain(cfg, model, domain, ratio, seed, out_dir, progress=progress, run_info=info).fit()
 
 
