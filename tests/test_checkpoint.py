@@ -223,8 +223,7 @@ def test_lsp_refuses_a_best_pt_that_would_run_code(tmp_path, monkeypatch, capsys
             torch.save(_finetune_payload(marker), path)
 
     monkeypatch.setattr(lsp, "Finetuner", Trained)
-    monkeypatch.setattr(lsp, "SourceStudies", lambda root, split, renders=1: None)
-    monkeypatch.setattr(lsp, "SourceImages", lambda studies: None)
+    monkeypatch.setattr(lsp, "SourceRadiographs", lambda root, split, renders=1: None)
     with pytest.raises(CheckpointError) as e:
         lsp.pretrain_lsp("vit", "smoke", tmp_path / "source", tmp_path / "lsp", progress=False)
     _assert_refused(e, path, marker, capsys)

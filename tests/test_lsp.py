@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from refers_lite.baselines.lsp import SourceImages, pretrain_lsp
+from refers_lite.baselines.lsp import pretrain_lsp
 from refers_lite.training.checkpoint import load_image_encoder
-from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
+from refers_lite.data.loading.source_studies import (TOKENIZER_FILE, SourceRadiographs, SourceStudies,
+                                                     write_placeholder_source)
 from refers_lite.data.reports.structured_labels import LABELS
 from refers_lite.training.finetune import finetune, get_finetune_config
 from refers_lite.models.conv_encoder import ConvEncoder
@@ -22,7 +23,7 @@ def test_every_radiograph_carries_its_studys_structured_labels(source, tmp_path,
     if renders > 1:  # every film of every render served, each with its study's labels
         source = write_placeholder_source(tmp_path / "source", n_studies=30, image_size=40, seed=1, renders=renders)
     studies = SourceStudies(source, "train", renders=renders)
-    images = SourceImages(studies)
+    images = SourceRadiographs(source, "train", renders=renders)
     assert len(images) == studies.n_images and images.classes == list(LABELS)
     y = studies.structured_labels()
     assert len(y) == studies.n_studies and len(studies) == renders * studies.n_studies
@@ -61,3 +62,16 @@ def test_conv_encoder_shapes():
     assert pooled.shape == (2, enc.width) and tokens.shape == (2, 4, enc.width)
     with pytest.raises(ValueError, match="expects images"):
         enc(torch.rand(2, 3, 64, 64))
+
+
+def test_radiographs_need_no_report_tokenizer(tmp_path):
+    """Issue 17: one per-image source dataset for LSP and MoCo; it reads films and labels, never the reports'
+    token ids, so a folder without a report tokenizer opens (SourceStudies refuses it)."""
+    root = write_placeholder_source(tmp_path / "source", n_studies=12, image_size=16, seed=0)
+    (root / TOKENIZER_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="report tokenizer"):
+        SourceStudies(root, "train")
+    images = SourceRadiographs(root, "train")
+    studies = SourceStudies(root, "train", report_tokenizer=False)
+    assert "report_ids" not in studies[0] and len(images) == studies.n_images
+    assert images.labels_matrix().shape == (len(images), len(LABELS))

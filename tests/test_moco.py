@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from refers_lite.baselines import pretrain_moco
 from refers_lite.baselines import moco as moco_mod
-from refers_lite.baselines.moco import MoCo, MoCoPretrainer, SourceRadiographs, build_optimizer
+from refers_lite.data.loading.source_studies import SourceRadiographs
+from refers_lite.baselines.moco import MoCo, MoCoPretrainer, build_optimizer
 from refers_lite.training.checkpoint import ENCODER_FORMAT, CheckpointError, load_checkpoint, load_image_encoder
 from refers_lite.config import get_config
 from refers_lite.data.loading.gpu_augment import StudyAugment
@@ -35,9 +36,9 @@ def test_radiographs_are_every_image_of_the_split(source):
     studies = SourceStudies(source, "train")
     flat = torch.cat([studies[i]["images"] for i in range(len(studies))])  # (n_images, 1, S, S)
     assert len(images) == len(flat) == studies.n_images
-    assert images[0].shape == (1, 48, 48) and images[0].dtype == torch.uint8
+    assert images[0]["image"].shape == (1, 48, 48) and images[0]["image"].dtype == torch.uint8
     assert torch.equal(images.batch(range(len(images))), flat)
-    assert torch.equal(images[-1], flat[-1])
+    assert torch.equal(images[-1]["image"], flat[-1]) and images[-1]["index"] == len(images) - 1
 
 
 def test_radiographs_of_every_render_served(tmp_path):

@@ -19,44 +19,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from ..training.checkpoint import save_image_encoder
 from ..config import get_config
-from ..data.loading.source_studies import SourceStudies
+from ..data.loading.source_studies import SourceRadiographs
 from ..data.reports.structured_labels import LABELS
 from ..models.classifier import RadiographClassifier
 from ..training.finetune import FinetuneConfig, Finetuner, get_finetune_config, load_finetune_checkpoint
 from ..training.runtime import seed_everything
-
-
-class SourceImages(Dataset):
-    """Every radiograph of a source-domain split with its study's structured labels (multi-label)."""
-
-    task = "multilabel"
-    classes = list(LABELS)
-
-    def __init__(self, studies: SourceStudies):
-        self.studies = studies
-        self.name = f"source {studies.split or 'all'} (structured labels)"
-        self._items, study = studies.image_items()  # (n_images,), (n_images,)
-        self._labels = studies.structured_labels()[study]  # (n_images, len(LABELS))
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"SourceImages({self.name}: {len(self):,} radiographs, {len(self.classes)} labels)"
-
-    def __getitem__(self, i: int) -> dict:
-        pixels = self.studies.cache.image(int(self._items[i]))  # (S, S) uint8
-        return {"image": torch.from_numpy(pixels.copy())[None], "labels": torch.from_numpy(self._labels[i].copy()),
-                "index": i}
-
-    def labels_matrix(self) -> np.ndarray:
-        return self._labels.copy()
 
 
 def build_encoder_for(arch: str, profile: str):
@@ -98,7 +68,7 @@ def pretrain_lsp(arch: str, profile: str, source_root: str | Path, out_dir: str 
 
 def _train_lsp(arch, profile, source_root, out_dir: Path, encoder_path: Path, cfg: FinetuneConfig, seed: int,
                progress: bool, renders: int) -> Path:
-    sets = [SourceImages(SourceStudies(source_root, split, renders=renders if split == "train" else 1))
+    sets = [SourceRadiographs(source_root, split, renders=renders if split == "train" else 1)
             for split in ("train", "validation", "test")]  # training: the films REFERS is given
     seed_everything(seed)
     encoder, arch_name = build_encoder_for(arch, profile)

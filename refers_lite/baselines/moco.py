@@ -71,78 +71,23 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..training.checkpoint import (ENCODER_FORMAT, CheckpointError, load_checkpoint, load_state_dict_strict,
                                    save_checkpoint, save_image_encoder)
 from ..config import Config, ModelConfig, get_config
+from ..data.loading.source_studies import SourceRadiographs
 from ..files import atomic_write
 from ..models.radiograph_transformer import RadiographTransformer
 from ..viz.plots import truncate_metrics
 from ..training.runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
                                 set_rng_state, takes_weight_decay, warmup_cosine)
 
-__all__ = ["SourceRadiographs", "MoCo", "MoCoOutput", "MoCoPretrainer", "build_optimizer", "pretrain_moco", "MOCO_TRAIN_FORMAT",
+__all__ = ["MoCo", "MoCoOutput", "MoCoPretrainer", "build_optimizer", "pretrain_moco", "MOCO_TRAIN_FORMAT",
            "METHOD"]
 
 MOCO_TRAIN_FORMAT = "refers_lite.moco_pretrain.v1"
 METHOD = "moco_v2"
-
-
-# -- data --------------------------------------------------------------------------------------
-
-
-class SourceRadiographs(Dataset):
-    """Every radiograph of one split of a built source domain, one item per image: uint8 (1, S, S).
-
-    Built on :class:`~refers_lite.data.loading.source_studies.SourceStudies`, which checks the folder
-    (``studies.csv``, the cache, every image id) once; of its internals this reads exactly two:
-    ``_items`` (the cache item of every image of the split, study by study, views in order) and
-    ``cache`` (the memory-mapped :class:`~refers_lite.data.loading.image_cache.ImageCache`). The reports
-    are not used: the studies are opened with a one-word report tokenizer, so no tokenizer file is
-    needed. ``batch(indices)`` reads many images with one cache call.
-    """
-
-    def __init__(self, root, split: str | None = "train", verify: bool | str = "auto", renders: int = 1):
-        from ..data.reports.report_tokenizer import ReportTokenizer
-        from ..data.loading.source_studies import SourceStudies
-
-        studies = SourceStudies(root, split, report_tokenizer=ReportTokenizer.train(["image"]), max_report_len=2,
-                                verify=verify, renders=renders)  # every film of the renders served
-        self.root, self.split = Path(root), split
-        self.cache = studies.cache
-        self.items = np.asarray(studies._items, dtype=np.int64)  # (n_images,) cache items
-        self.n_studies = studies.n_studies
-        if len(self.items) == 0:
-            raise ValueError(f"{self.root}: the {split or 'whole'} split has no radiographs")
-
-    @property
-    def image_size(self) -> int:
-        return self.cache.image_size
-
-    @property
-    def fingerprint(self) -> dict:
-        """What identifies these images: the cache's build fingerprint, the split and the count."""
-        return {"cache": self.cache.fingerprint, "split": self.split, "n_images": len(self)}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __repr__(self) -> str:
-        return (f"SourceRadiographs({self.split or 'all'}: {len(self):,} radiographs of {self.n_studies:,} studies, "
-                f"{self.image_size}x{self.image_size} uint8, root='{self.root}')")
-
-    def __getitem__(self, i) -> torch.Tensor:
-        i = int(i)
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"radiograph {i} out of range for {len(self)}")
-        return self.batch([i % len(self)])[0]  # (1, S, S)
-
-    def batch(self, indices) -> torch.Tensor:
-        """Images ``indices`` -> uint8 (B, 1, S, S), a copy."""
-        pixels = self.cache.images(self.items[np.asarray(indices, dtype=np.int64)])  # (B, S, S)
-        return torch.from_numpy(pixels).unsqueeze(1)  # (B, 1, S, S)
 
 
 # -- the model ---------------------------------------------------------------------------------

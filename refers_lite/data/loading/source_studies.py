@@ -43,7 +43,7 @@ from ..reports.report_tokenizer import ReportTokenizer
 from ..synthesis.source_domain import render_image_id
 from ..reports.splits import SPLITS, make_splits
 
-__all__ = ["SourceStudies", "write_placeholder_source", "STUDIES_FILE", "CACHE_DIR", "TOKENIZER_FILE",
+__all__ = ["SourceStudies", "SourceRadiographs", "write_placeholder_source", "STUDIES_FILE", "CACHE_DIR", "TOKENIZER_FILE",
            "REQUIRED_COLUMNS"]
 
 STUDIES_FILE = "studies.csv"
@@ -92,7 +92,8 @@ class SourceStudies(Dataset):
     ``root``: the folder ``build_source`` wrote (``studies.csv`` + ``cache/``).
     ``report_tokenizer``: a :class:`ReportTokenizer`, a path to its JSON, or None to use
     ``root/report_tokenizer.json`` if present, else ``root/../../iu_xray/report_tokenizer.json``
-    (the layout ``data/synthetic/source`` next to ``data/iu_xray``).
+    (the layout ``data/synthetic/source`` next to ``data/iu_xray``); False: the films only, no report is
+    tokenised (items then have no ``report_ids``; :class:`SourceRadiographs` opens the folder so).
     ``verify``: check the cache shards' sha256 on opening: ``"auto"`` (default) those whose size or modification
     time changed since they last matched (:meth:`ImageCache.open`), ``True`` all, ``False`` none.
     ``renders``: how many of each study's renderings to serve (a domain built with ``source_renders`` > 1 has
@@ -165,14 +166,14 @@ class SourceStudies(Dataset):
                     items.append(item_of[rid])
                 offsets.append(len(items))
 
-        tok = _resolve_tokenizer(self.root, report_tokenizer)
+        tok = None if report_tokenizer is False else _resolve_tokenizer(self.root, report_tokenizer)
         self.report_tokenizer = tok  # also re-encodes side-swapped reports of flipped studies (MultiViewStudies)
         self.study_ids: list[str] = df["study_id"].tolist()
         self.texts: list[str] = df["text"].tolist()
         self._label_names: list[str] | None = df["labels"].tolist() if "labels" in df.columns else None
         self._findings: list[str] | None = df["findings"].tolist() if "findings" in df.columns else None
         self.max_report_len = int(max_report_len)
-        reports = [tok.encode(t, self.max_report_len) for t in self.texts]
+        reports = [tok.encode(t, self.max_report_len) if tok is not None else [] for t in self.texts]
         # flat arrays + offsets: a study's slices are [off[i], off[i + 1]); cheap to pickle into workers
         self._items = np.asarray(items, dtype=np.int64)  # (n_images,) cache items, study by study, render by render
         self._item_offsets = np.asarray(offsets, dtype=np.int64)  # (n_studies * renders + 1,)
@@ -242,9 +243,70 @@ class SourceStudies(Dataset):
         items = self._items[self._item_offsets[i]:self._item_offsets[i + 1]]  # (n_views,) of render i // n_studies
         pixels = self.cache.images(items)  # (n_views, S, S) uint8, a fresh copy (not the memory map)
         i %= self.n_studies  # the study: its report and ids
-        report = self._report_ids[self._report_offsets[i]:self._report_offsets[i + 1]]
-        return {"images": torch.from_numpy(pixels).unsqueeze(1),  # (n_views, 1, S, S)
-                "report_ids": report.tolist(), "text": self.texts[i], "study_id": self.study_ids[i]}
+        out = {"images": torch.from_numpy(pixels).unsqueeze(1),  # (n_views, 1, S, S)
+               "text": self.texts[i], "study_id": self.study_ids[i]}
+        if self.report_tokenizer is not None:
+            out["report_ids"] = self._report_ids[self._report_offsets[i]:self._report_offsets[i + 1]].tolist()
+        return out
+
+
+class SourceRadiographs(Dataset):
+    """Every radiograph of one split of a built source domain, one item per film, with its study's structured
+    labels: the image-only view of :class:`SourceStudies` that label-supervised (LSP) and self-supervised (MoCo)
+    pre-training read, over the same films REFERS is given (every render served).
+
+    Items: ``{"image": (1, S, S) uint8, "labels": (len(LABELS),) float32 0/1, "index": i}`` (the fine-tuning loop's
+    format, ``task`` multilabel); ``batch(indices)`` reads many films with one cache call: (B, 1, S, S) uint8.
+    No report tokenizer is needed; the labels are read on first use.
+    """
+
+    task = "multilabel"
+
+    def __init__(self, root, split: str | None = "train", verify: bool | str = "auto", renders: int = 1):
+        from ..reports.structured_labels import LABELS
+        self._studies = SourceStudies(root, split, report_tokenizer=False, verify=verify, renders=renders)
+        self.root, self.split, self.cache = self._studies.root, split, self._studies.cache
+        self.n_studies = self._studies.n_studies
+        self.classes = list(LABELS)
+        self.name = f"source {split or 'all'} (structured labels)"
+        self.items, self._study = self._studies.image_items()  # (n_images,) cache items, (n_images,) their study
+        if len(self.items) == 0:
+            raise ValueError(f"{self.root}: the {split or 'whole'} split has no radiographs")
+
+    @functools.cached_property
+    def _labels(self) -> np.ndarray:  # (n_images, len(LABELS))
+        return self._studies.structured_labels()[self._study]
+
+    def labels_matrix(self) -> np.ndarray:
+        return self._labels.copy()
+
+    @property
+    def image_size(self) -> int:
+        return self.cache.image_size
+
+    @property
+    def fingerprint(self) -> dict:
+        """What identifies these images: the cache's build fingerprint, the split and the count."""
+        return {"cache": self.cache.fingerprint, "split": self.split, "n_images": len(self)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return (f"SourceRadiographs({self.split or 'all'}: {len(self):,} radiographs of {self.n_studies:,} studies, "
+                f"{self.image_size}x{self.image_size} uint8, root='{self.root}')")
+
+    def __getitem__(self, i) -> dict:
+        i = operator.index(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"radiograph {i} out of range for {len(self)}")
+        i %= len(self)
+        return {"image": self.batch([i])[0], "labels": torch.from_numpy(self._labels[i].copy()), "index": i}
+
+    def batch(self, indices) -> torch.Tensor:
+        """Images ``indices`` -> uint8 (B, 1, S, S), a copy."""
+        pixels = self.cache.images(self.items[np.asarray(indices, dtype=np.int64)])  # (B, S, S)
+        return torch.from_numpy(pixels).unsqueeze(1)  # (B, 1, S, S)
 
 
 # ---------------------------------------------------------------------------------------------
