@@ -162,3 +162,20 @@ def test_refers_with_a_resnet_trains_both_tasks_and_exports_an_encoder_that_fine
     assert pooled.shape == (2, cfg.model.width) and tokens.shape[-1] == cfg.model.width
     model, _ = load_refers(res.last_checkpoint)  # strict: every key of the ResNet REFERS
     assert torch.equal(model.encoder.proj.weight, enc.proj.weight)
+
+
+def test_every_part_is_built_from_its_config_section():
+    """Issue 17: each model class takes its config section (``X.from_config(cfg.model)``), not a long positional
+    list; REFERS assembles its parts through them."""
+    from refers_lite.models.report_transformer import ReportTransformer
+    from refers_lite.models.view_fusion import ViewFusion
+    cfg = get_config("smoke", {"model": {"fusion_hidden": 24, "decoder_depth": 2}})
+    m = cfg.model
+    fusion = ViewFusion.from_config(m)
+    assert (fusion.dim, fusion.num_views, fusion.mlp[0].out_features) == (m.width, m.num_views, 24)
+    dec = ReportTransformer.from_config(m)
+    assert (dec.vocab_size, dec.max_len, len(dec.decoder.layers)) == (m.vocab_size, m.max_report_len, 2)
+    assert dec.memory_proj.in_features == m.width
+    model = REFERS.from_config(cfg)
+    assert model.fusion.mlp[0].out_features == 24 and len(model.decoder.decoder.layers) == 2
+    assert model.text_encoder.proj.out_features == model.fusion.out_dim == m.num_views * m.width

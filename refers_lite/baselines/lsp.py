@@ -38,7 +38,7 @@ def build_encoder_for(arch: str, profile: str):
     if arch == "convnet":
         from ..models.conv_encoder import CONVNET_OF_PROFILE, ConvEncoder
         name = CONVNET_OF_PROFILE[profile]
-        return ConvEncoder(name, m.image_size, m.in_chans), name
+        return ConvEncoder.from_config(m, arch=name), name
     raise ValueError(f"arch must be 'vit' or 'convnet', got {arch!r}")
 
 

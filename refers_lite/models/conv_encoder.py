@@ -12,6 +12,8 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..config import ModelConfig
+
 CONVNET_OF_PROFILE = {"smoke": "resnet18", "demo": "resnet18", "gpu": "resnet18", "paper": "resnet50"}
 
 
@@ -33,6 +35,11 @@ class ConvEncoder(nn.Module):
         self.grad_checkpointing = False  # accepted for REFERS.set_grad_checkpointing; a ResNet is not recomputed
         self._channels_last = False
 
+
+    @classmethod
+    def from_config(cls, m: ModelConfig, arch: str | None = None, out_width: int | None = None) -> "ConvEncoder":
+        """The ResNet ``arch`` (default ``m.encoder``) at the config's image size and channels."""
+        return cls(arch or m.encoder, m.image_size, m.in_chans, out_width)
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"{self.arch} expects images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")

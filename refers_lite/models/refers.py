@@ -51,19 +51,13 @@ class REFERS(nn.Module):
         if model.encoder == "vit":
             self.encoder = RadiographTransformer.from_config(model)
         else:  # Table 3: a ResNet instead of the radiograph transformer, its features mapped to the model width
-            self.encoder = ConvEncoder(model.encoder, model.image_size, model.in_chans, out_width=model.width)
-        self.fusion = ViewFusion(model.width, model.num_views, model.fusion_hidden)
+            self.encoder = ConvEncoder.from_config(model, out_width=model.width)
+        self.fusion = ViewFusion.from_config(model)
         # an option (model.study_projection): a head on v^k for Task 2 alone; None = the paper (Eq. 2 on v^k)
         self.study_projection = StudyProjection(self.fusion.out_dim, model.study_projection) \
             if model.study_projection != "none" and loss.use_consistency else None
-        self.decoder = ReportTransformer(model.vocab_size, model.width, model.decoder_width, model.decoder_depth,
-                                         model.decoder_heads, model.decoder_ffn, model.max_report_len,
-                                         model.decoder_dropout, model.pad_id, model.bos_id, model.eos_id) \
-            if loss.use_generation else None
-        self.text_encoder = TextEncoder(model.text_encoder, self.fusion.out_dim, model.text_pooling,
-                                        model.text_freeze_layers, model.random_text_width, model.random_text_depth,
-                                        model.random_text_heads) \
-            if loss.use_consistency else None
+        self.decoder = ReportTransformer.from_config(model) if loss.use_generation else None
+        self.text_encoder = TextEncoder.from_config(model, self.fusion.out_dim) if loss.use_consistency else None
         self.criterion = REFERSLoss(loss, model.pad_id)
 
     @classmethod

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import ModelConfig
+
 
 class ReportTransformer(nn.Module):
     def __init__(self, vocab_size: int, memory_dim: int, width: int = 512, depth: int = 3, heads: int = 8,
@@ -35,6 +37,12 @@ class ReportTransformer(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, depth, norm=nn.LayerNorm(width))
         self.drop = nn.Dropout(dropout)
 
+
+    @classmethod
+    def from_config(cls, m: ModelConfig) -> "ReportTransformer":
+        """The report decoder of a model config; its memory is the radiograph transformer's width."""
+        return cls(m.vocab_size, m.width, m.decoder_width, m.decoder_depth, m.decoder_heads, m.decoder_ffn,
+                   m.max_report_len, m.decoder_dropout, m.pad_id, m.bos_id, m.eos_id)
     def forward(self, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
         """tokens (B, T) ids, memory (B, M, memory_dim), memory_mask (B, M) True = keep -> logits (B, T, vocab)."""

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
 
+from ..config import ModelConfig
+
 OFFLINE_DEFAULT = "minilm"
 
 
@@ -88,6 +90,12 @@ class TextEncoder(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_weights_key", None))
         self.freeze_layers(freeze_layers)
 
+
+    @classmethod
+    def from_config(cls, m: ModelConfig, out_dim: int) -> "TextEncoder":
+        """The report encoder of a model config, projecting into a joint space of ``out_dim`` (that of v^k)."""
+        return cls(m.text_encoder, out_dim, m.text_pooling, m.text_freeze_layers, m.random_text_width,
+                   m.random_text_depth, m.random_text_heads)
     def freeze_layers(self, k: int) -> None:
         """Freeze the embeddings and the first ``k`` transformer layers (k=0: train everything)."""
         layers = self._layers()

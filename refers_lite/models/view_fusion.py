@@ -18,12 +18,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..config import ModelConfig
+
 
 class ViewFusion(nn.Module):
     def __init__(self, dim: int, num_views: int = 3, hidden: int = 512):
         super().__init__()
         self.dim, self.num_views = dim, num_views
         self.mlp = nn.Sequential(nn.Linear(num_views * dim, hidden), nn.ReLU(), nn.Linear(hidden, num_views))
+
+    @classmethod
+    def from_config(cls, m: ModelConfig) -> "ViewFusion":
+        return cls(m.width, m.num_views, m.fusion_hidden)
 
     @property
     def out_dim(self) -> int:

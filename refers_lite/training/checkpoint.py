@@ -160,7 +160,6 @@ def load_image_encoder(path: str | Path):
     else:
         from ..models.conv_encoder import ConvEncoder
         projected = "proj.weight" in ckpt["state_dict"]  # REFERS's ResNet maps its features to the model width
-        enc = ConvEncoder(arch, cfg.model.image_size, cfg.model.in_chans,
-                          out_width=cfg.model.width if projected else None)
+        enc = ConvEncoder.from_config(cfg.model, arch=arch, out_width=cfg.model.width if projected else None)
     load_state_dict_strict(enc, ckpt["state_dict"], str(path))
     return enc
