@@ -100,11 +100,11 @@ def bf16_matmuls(on: bool):
 def count_flops(trainer: Pretrainer, batch: dict) -> float:
     """FLOPs of one forward + backward (matmuls, convolutions, attention), counted by PyTorch."""
     from torch.utils.flop_counter import FlopCounterMode
-    from refers_lite.training.pretrain import _model_inputs
+    from refers_lite.training.pretrain import model_inputs
     b = trainer.prepare(dict(batch), train=True)
     counter = FlopCounterMode(display=False)
     with counter, trainer.precision.autocast(trainer.device):
-        out = trainer.module(**_model_inputs(b))
+        out = trainer.module(**model_inputs(b))
         out.losses.total.backward()
     trainer.opt.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from refers_lite.config import deep_update, get_config
-from refers_lite.data.loading.source_studies import SourceStudies, _resolve_tokenizer
+from refers_lite.data.loading.source_studies import SourceStudies, resolve_report_tokenizer
 from refers_lite.training.learning_checks import consistency_chance
 from refers_lite.training.pretrain import Pretrainer
 
@@ -36,7 +36,7 @@ VARIANTS = {
 
 
 def run(name: str, root: Path, steps: int, out: Path) -> dict:
-    vocab = _resolve_tokenizer(root, None).vocab_size
+    vocab = resolve_report_tokenizer(root, None).vocab_size
     base = {"data": {"source": "source", "root": str(root)}, "model": {"vocab_size": max(vocab, 1972)},
             "train": {"max_steps": steps, "warmup_steps": max(1, steps // 10), "log_every": 10,
                       "val_every": max(1, steps // 3)}}

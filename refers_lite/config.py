@@ -125,10 +125,10 @@ class AugmentConfig:
     contrast: float = 0.2
 
     def check_augment(self, prefix: str = "") -> None:
-        _check(0 <= self.hflip_prob <= 1, f"{prefix}hflip_prob must be in [0, 1], got {self.hflip_prob}")
-        _check(0 < self.crop_fraction <= 1, f"{prefix}crop_fraction must be in (0, 1], got {self.crop_fraction}")
-        _check(0 <= self.max_rotation_deg <= 180, f"{prefix}max_rotation_deg must be in [0, 180]")
-        _check(0 <= self.brightness < 1 and 0 <= self.contrast < 1,
+        require(0 <= self.hflip_prob <= 1, f"{prefix}hflip_prob must be in [0, 1], got {self.hflip_prob}")
+        require(0 < self.crop_fraction <= 1, f"{prefix}crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        require(0 <= self.max_rotation_deg <= 180, f"{prefix}max_rotation_deg must be in [0, 180]")
+        require(0 <= self.brightness < 1 and 0 <= self.contrast < 1,
                f"{prefix}brightness and {prefix}contrast must be in [0, 1)")
 
     def augmenter(self, out_size: int):
@@ -162,7 +162,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
-        cfg = _from_dict(cls, d, "")
+        cfg = from_dict(cls, d, "")
         cfg.validate()
         return cfg
 
@@ -185,69 +185,70 @@ class Config:
     # -- validation -------------------------------------------------------------------------
     def validate(self) -> None:
         m, t, lo = self.model, self.train, self.loss
-        _check(m.agg_mode in AGG_MODES, f"model.agg_mode must be one of {AGG_MODES}, got {m.agg_mode!r}")
+        require(m.agg_mode in AGG_MODES, f"model.agg_mode must be one of {AGG_MODES}, got {m.agg_mode!r}")
         if m.encoder != "vit":
             from .models.conv_encoder import is_convnet
-            _check(is_convnet(m.encoder), f"model.encoder must be 'vit' or a timm ResNet name (e.g. resnet18), "
+            require(is_convnet(m.encoder), f"model.encoder must be 'vit' or a timm ResNet name (e.g. resnet18), "
                                           f"got {m.encoder!r}")
-        _check(m.stem in STEMS, f"model.stem must be one of {STEMS}, got {m.stem!r}")
-        _check(m.stem == "patch" or (m.patch_size >= 2 and m.patch_size & (m.patch_size - 1) == 0),
+        require(m.stem in STEMS, f"model.stem must be one of {STEMS}, got {m.stem!r}")
+        require(m.stem == "patch" or (m.patch_size >= 2 and m.patch_size & (m.patch_size - 1) == 0),
                f"model.stem=conv needs a power-of-two model.patch_size >= 2, got {m.patch_size}")
-        _check(m.study_projection in STUDY_PROJECTIONS,
+        require(m.study_projection in STUDY_PROJECTIONS,
                f"model.study_projection must be one of {STUDY_PROJECTIONS}, got {m.study_projection!r}")
-        _check(m.act in ACTIVATIONS, f"model.act must be one of {ACTIVATIONS}, got {m.act!r}")
-        _check(m.text_pooling in POOLINGS, f"model.text_pooling must be one of {POOLINGS}, got {m.text_pooling!r}")
+        require(m.act in ACTIVATIONS, f"model.act must be one of {ACTIVATIONS}, got {m.act!r}")
+        require(m.text_pooling in POOLINGS, f"model.text_pooling must be one of {POOLINGS}, got {m.text_pooling!r}")
         for name in ("image_size", "patch_size", "width", "heads", "decoder_width", "decoder_heads", "decoder_ffn",
                      "random_text_width", "random_text_heads", "random_text_depth", "text_max_len"):
-            _check(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
-        _check(m.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {m.mlp_ratio}")
-        _check(m.image_size % m.patch_size == 0,
+            require(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
+        require(m.mlp_ratio > 0, f"model.mlp_ratio must be > 0, got {m.mlp_ratio}")
+        require(m.image_size % m.patch_size == 0,
                f"model.image_size ({m.image_size}) must be a multiple of model.patch_size ({m.patch_size})")
-        _check(m.width % m.heads == 0, f"model.width ({m.width}) must be divisible by model.heads ({m.heads})")
-        _check(m.decoder_width % m.decoder_heads == 0,
+        require(m.width % m.heads == 0, f"model.width ({m.width}) must be divisible by model.heads ({m.heads})")
+        require(m.decoder_width % m.decoder_heads == 0,
                f"model.decoder_width ({m.decoder_width}) must be divisible by model.decoder_heads ({m.decoder_heads})")
         for name in ("depth", "num_views", "decoder_depth", "vocab_size", "max_report_len", "fusion_hidden"):
-            _check(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
-        _check(0 <= m.decoder_dropout < 1 and 0 <= m.drop_path < 1, "dropout rates must be in [0, 1)")
-        _check(m.random_text_width % m.random_text_heads == 0,
+            require(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
+        require(0 <= m.decoder_dropout < 1 and 0 <= m.drop_path < 1, "dropout rates must be in [0, 1)")
+        require(m.random_text_width % m.random_text_heads == 0,
                "model.random_text_width must be divisible by model.random_text_heads")
-        _check(m.text_freeze_layers >= 0, "model.text_freeze_layers must be >= 0")
+        require(m.text_freeze_layers >= 0, "model.text_freeze_layers must be >= 0")
         ids = (m.pad_id, m.bos_id, m.eos_id)
-        _check(len(set(ids)) == 3 and all(0 <= i < m.vocab_size for i in ids),
+        require(len(set(ids)) == 3 and all(0 <= i < m.vocab_size for i in ids),
                f"model.pad_id/bos_id/eos_id must be distinct ids below vocab_size, got {ids}")
-        _check(lo.temperature > 0, f"loss.temperature must be > 0, got {lo.temperature}")
-        _check(lo.use_generation or lo.use_consistency,
+        require(lo.temperature > 0, f"loss.temperature must be > 0, got {lo.temperature}")
+        require(lo.use_generation or lo.use_consistency,
                "at least one of loss.use_generation / loss.use_consistency must be on")
-        _check(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
-        _check(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
-        _check(t.batch_size >= 1, "train.batch_size must be >= 1")
-        _check(t.max_steps >= 1, "train.max_steps must be >= 1")
-        _check(0 <= t.warmup_steps <= t.max_steps, "train.warmup_steps must be in [0, max_steps]")
-        _check(t.lr_vision > 0 and t.lr_text > 0, "learning rates must be > 0")
-        _check(0 <= t.momentum < 1, "train.momentum must be in [0, 1)")
-        _check(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
-        _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
-        _check(t.val_every >= 0, f"train.val_every must be >= 0 (0: once per epoch), got {t.val_every}")
-        _check(t.num_workers >= 0, f"train.num_workers must be >= 0 (0: load in the main process), got {t.num_workers}")
+        require(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
+        require(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
+        require(t.batch_size >= 1, "train.batch_size must be >= 1")
+        require(t.max_steps >= 1, "train.max_steps must be >= 1")
+        require(0 <= t.warmup_steps <= t.max_steps, "train.warmup_steps must be in [0, max_steps]")
+        require(t.lr_vision > 0 and t.lr_text > 0, "learning rates must be > 0")
+        require(0 <= t.momentum < 1, "train.momentum must be in [0, 1)")
+        require(t.ckpt_every >= 1 and t.log_every >= 1, "train.ckpt_every and train.log_every must be >= 1")
+        require(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+        require(t.val_every >= 0, f"train.val_every must be >= 0 (0: once per epoch), got {t.val_every}")
+        require(t.num_workers >= 0, f"train.num_workers must be >= 0 (0: load in the main process), got {t.num_workers}")
         for key in ("lr_vision", "lr_text"):
-            _check(math.isfinite(getattr(t, key)), f"train.{key} must be a finite number, got {getattr(t, key)}")
-        _check(t.grad_clip >= 0 and math.isfinite(t.grad_clip), f"train.grad_clip must be >= 0, got {t.grad_clip}")
-        _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
+            require(math.isfinite(getattr(t, key)), f"train.{key} must be a finite number, got {getattr(t, key)}")
+        require(t.grad_clip >= 0 and math.isfinite(t.grad_clip), f"train.grad_clip must be >= 0, got {t.grad_clip}")
+        require(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
                f"train.device must be auto, cpu, mps, cuda or cuda:N, got {t.device!r}")
         d = self.data
-        _check(d.source in DATA_SOURCES, f"data.source must be one of {DATA_SOURCES}, got {d.source!r}")
-        _check(0 < d.val_fraction < 1, "data.val_fraction must be in (0, 1)")
+        require(d.source in DATA_SOURCES, f"data.source must be one of {DATA_SOURCES}, got {d.source!r}")
+        require(0 < d.val_fraction < 1, "data.val_fraction must be in (0, 1)")
         d.check_augment("data.")
-        _check(self.data.num_studies >= 2, "data.num_studies must be >= 2")
-        _check(d.renders >= 1, f"data.renders must be >= 1, got {d.renders}")
+        require(self.data.num_studies >= 2, "data.num_studies must be >= 2")
+        require(d.renders >= 1, f"data.renders must be >= 1, got {d.renders}")
 
 
-def _check(ok: bool, msg: str) -> None:
+def require(ok: bool, msg: str) -> None:
+    """Raise :class:`ConfigError` with ``msg`` unless ``ok``: the one check every config section's validation uses."""
     if not ok:
         raise ConfigError(msg)
 
 
-def _from_dict(cls, d: Mapping[str, Any], prefix: str):
+def from_dict(cls, d: Mapping[str, Any], prefix: str):
     if not isinstance(d, Mapping):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -260,7 +261,7 @@ def _from_dict(cls, d: Mapping[str, Any], prefix: str):
         f = fields[name]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
-            kwargs[name] = _from_dict(type(default), value, f"{prefix}{name}.")
+            kwargs[name] = from_dict(type(default), value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, default, f"{prefix}{name}")
     return cls(**kwargs)

@@ -152,9 +152,9 @@ class Grid:
         """The profile's REFERS config on the source domain (its augmentation: the paper's, flips included, at
         ``paper``; none at ``demo``), a decoder vocabulary at least as large as the report tokenizer's, then the
         method's variant."""
-        from .data.loading.source_studies import _resolve_tokenizer
+        from .data.loading.source_studies import resolve_report_tokenizer
         root = (self.data_root / "source").resolve()  # one cache key however the path is spelled
-        vocab = _resolve_tokenizer(root, None).vocab_size
+        vocab = resolve_report_tokenizer(root, None).vocab_size
         over = {"data": {"source": "source", "root": str(root)},
                 "model": {"vocab_size": max(vocab, get_config(self.profile).model.vocab_size)}}
         deep_update(over, json.loads(json.dumps(self.pretrain_overrides)))

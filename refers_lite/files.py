@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_save", "atomic_write", "write_if_changed", "sha256_file", "TEMP_PREFIX", "TEMP_SUFFIX"]
+__all__ = ["atomic_save", "atomic_write", "write_if_changed", "sha256_file", "require_csv_columns", "TEMP_PREFIX", "TEMP_SUFFIX"]
 
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # a temp file: .<target name>.<random>.tmp, beside the target
 
@@ -65,3 +65,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def require_csv_columns(path: str | Path, required, what: str) -> list[str]:
+    """The header of the (possibly gzipped) CSV ``path``; ValueError naming ``what``, the file and the missing
+    columns when one of ``required`` is absent, or when the file cannot be read as CSV."""
+    import pandas as pd
+    try:
+        header = pd.read_csv(path, nrows=0)
+    except Exception as e:  # gzip / parser errors: name the file
+        raise ValueError(f"{what} {path} could not be read as CSV: {e}") from e
+    missing = [c for c in required if c not in header.columns]
+    if missing:
+        raise ValueError(f"{what} {path} lacks column(s) {missing}; has {list(header.columns)}")
+    return list(header.columns)

@@ -79,6 +79,7 @@ from ..config import Config, ModelConfig, get_config
 from ..data.loading.source_studies import SourceRadiographs
 from ..files import atomic_write
 from ..models.radiograph_transformer import RadiographTransformer
+from ..training.run_lock import RunFiles
 from ..viz.plots import truncate_metrics
 from ..training.runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
                                 set_rng_state, takes_weight_decay, warmup_cosine)
@@ -219,7 +220,7 @@ def build_optimizer(model: MoCo, lr: float, momentum: float = 0.9, weight_decay:
                            lr=lr, momentum=momentum, **kw)
 
 
-class MoCoPretrainer:
+class MoCoPretrainer(RunFiles):
     """One MoCo run in ``out_dir``; :func:`pretrain_moco` is the usual entry point.
 
     ``settings`` (JSON-able) is what decides the result: ``last.pt`` written under other settings is
@@ -264,15 +265,6 @@ class MoCoPretrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
         self.step = 0
         self._order: tuple[int, torch.Tensor] | None = None
-
-    # -- paths
-    @property
-    def last_path(self) -> Path:
-        return self.out_dir / "last.pt"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.out_dir / "metrics.jsonl"
 
     # -- data order and views
     def batch_indices(self, step: int) -> torch.Tensor:

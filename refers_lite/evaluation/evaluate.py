@@ -243,14 +243,14 @@ class Evaluation:
 def _report_tokenizer(cfg, source: Path):
     """The report tokenizer pre-training used (next to its data root) if it can be found, else the one next to
     the evaluation's source folder; checked against the model's vocabulary."""
-    from ..data.loading.source_studies import _resolve_tokenizer
+    from ..data.loading.source_studies import resolve_report_tokenizer
     tok = None
     if cfg.data.source == "source" and Path(cfg.data.root).is_dir():
         try:
-            tok = _resolve_tokenizer(Path(cfg.data.root), None)
+            tok = resolve_report_tokenizer(Path(cfg.data.root), None)
         except FileNotFoundError:
             tok = None
-    tok = tok or _resolve_tokenizer(source, None)
+    tok = tok or resolve_report_tokenizer(source, None)
     if tok.vocab_size > cfg.model.vocab_size:
         raise ValueError(f"the report tokenizer of {source} has {tok.vocab_size} tokens, more than the model's "
                          f"vocabulary ({cfg.model.vocab_size}): this run was not pre-trained on these reports")

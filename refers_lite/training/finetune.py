@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from ..config import AugmentConfig, ConfigError, _check, _from_dict, deep_update, get_config, parse_overrides
+from ..config import AugmentConfig, ConfigError, require, from_dict, deep_update, get_config, parse_overrides
 from ..data.loading.domain_dataset import DomainImages
 from ..files import atomic_write, sha256_file
 from ..models.classifier import HEAD_NORMS, RadiographClassifier
@@ -79,18 +79,18 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
     head_init: str = "random"
 
     def validate(self) -> None:
-        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        _check(self.lr > 0 and self.batch_size >= 1 and self.epochs >= 1 and self.min_steps >= 1,
+        require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        require(self.lr > 0 and self.batch_size >= 1 and self.epochs >= 1 and self.min_steps >= 1,
                "lr, batch_size, epochs and min_steps must be positive")
-        _check(self.max_steps == 0 or self.max_steps >= self.min_steps, "max_steps must be 0 (no cap) or >= min_steps")
-        _check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
+        require(self.max_steps == 0 or self.max_steps >= self.min_steps, "max_steps must be 0 (no cap) or >= min_steps")
+        require(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
         self.check_augment()
-        _check(self.head_norm in HEAD_NORMS, f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
-        _check(self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
-        _check(self.head_init == "random" or self.head_norm == "none",
+        require(self.head_norm in HEAD_NORMS, f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
+        require(self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
+        require(self.head_init == "random" or self.head_norm == "none",
                "head_init=probe starts the plain linear head; it needs head_norm=none")
-        _check(0 <= self.encoder_lr_scale <= 1, f"encoder_lr_scale must be in [0, 1], got {self.encoder_lr_scale}")
-        _check(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
+        require(0 <= self.encoder_lr_scale <= 1, f"encoder_lr_scale must be in [0, 1], got {self.encoder_lr_scale}")
+        require(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
                f"auto, fp32, bf16, fp16")
 
     def to_dict(self) -> dict:
@@ -118,7 +118,7 @@ def get_finetune_config(profile: str = "smoke", overrides: Mapping[str, Any] | S
         if not isinstance(overrides, Mapping):
             overrides = {k: v for sec in parse_overrides([f"ft.{o}" for o in overrides]).values() for k, v in sec.items()}
         deep_update(d, dict(overrides))
-    cfg = _from_dict(FinetuneConfig, d, "")
+    cfg = from_dict(FinetuneConfig, d, "")
     cfg.validate()
     return cfg
 

@@ -44,6 +44,7 @@ from ..config import Config, ConfigError
 from ..data.loading.studies import MultiViewStudies, ResumableSampler, StudyCollator
 from .distributed import barrier, gather_objects, is_main_process, mean_over_ranks, rank, world_size
 from ..models.refers import REFERS
+from .run_lock import RunFiles
 from ..viz.plots import truncate_metrics
 from .runtime import (RESUMABLE_CHANGES, resolve_device, resolve_precision, rng_state, seed_everything,
                       set_rng_state, takes_weight_decay, warmup_cosine)
@@ -116,11 +117,11 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _model_inputs(batch: dict) -> dict:
+def model_inputs(batch: dict) -> dict:
     return {k: batch.get(k) for k in ("images", "view_mask", "report_ids", "text_ids", "text_mask")}
 
 
-class Pretrainer:
+class Pretrainer(RunFiles):
     """One pre-training run in ``out_dir``: train, validate, checkpoint, resume."""
 
     def __init__(self, cfg: Config, train_set: Dataset, val_set: Dataset, out_dir: str | Path,
@@ -172,19 +173,7 @@ class Pretrainer:
         self.nonfinite_streak = 0
         self.skipped_steps = 0
 
-    # -- paths and logging
-    @property
-    def last_path(self) -> Path:
-        return self.out_dir / "last.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.out_dir / "best.pt"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.out_dir / "metrics.jsonl"
-
+    # -- logging
     def log(self, record: dict) -> None:
         if is_main_process():
             with open(self.metrics_path, "a") as f:
@@ -250,7 +239,7 @@ class Pretrainer:
         self.model.train()
         batch = self.prepare(to_device(batch, self.device), train=True)
         with self.precision.autocast(self.device):
-            out = self.model(**_model_inputs(batch), gather=world_size() > 1)
+            out = self.model(**model_inputs(batch), gather=world_size() > 1)
         loss = out.losses.total
         self.opt.zero_grad(set_to_none=True)
         stats = mean_over_ranks(out.losses.as_floats())  # the global batch's losses
@@ -315,7 +304,7 @@ class Pretrainer:
                 continue  # a contrastive loss over one study is 0 and meaningless
             batch = self.prepare(to_device(batch, self.device), train=False)
             with self.precision.autocast(self.device):
-                out = self.module(**_model_inputs(batch))
+                out = self.module(**model_inputs(batch))
             b = batch["images"].shape[0]
             for k, v in out.losses.as_floats().items():
                 totals[k] = totals.get(k, 0.0) + v * b

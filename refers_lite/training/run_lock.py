@@ -27,9 +27,28 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["run_lock", "RunFolderBusy", "RunFolderOwned", "claim_run_folder", "run_owner"]
+__all__ = ["run_lock", "RunFiles", "RunFolderBusy", "RunFolderOwned", "claim_run_folder", "run_owner"]
 
 _HELD: dict[tuple[int, Path], int] = {}  # (thread, folder) locks held by this process, and how many times
+
+
+class RunFiles:
+    """The files of a training run folder ``self.out_dir`` (pre-training, MoCo): ``last.pt`` (resume), ``best.pt``
+    (the kept checkpoint, where the trainer keeps one) and ``metrics.jsonl`` (one JSON record per logged step)."""
+
+    out_dir: Path
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
 
 
 class RunFolderBusy(RuntimeError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import operator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .image_cache import ImageCache
+from .image_cache import ImageCache, checked_index
 from .label_ratios import ratio_filename, read_split_files
 from ..reports.splits import SPLITS
 
@@ -192,10 +191,7 @@ class DomainImages(Dataset):
                 f"classes, root='{self.root}')")
 
     def __getitem__(self, i) -> dict:
-        i = operator.index(i)
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        i %= len(self)
+        i = checked_index(i, len(self), "image")
         pixels = self.cache.image(int(self._items[i]))  # (H, W) uint8, read-only view
         if self.uint8:
             return {"image": torch.from_numpy(pixels.copy())[None], "labels": torch.from_numpy(self._labels[i].copy()),

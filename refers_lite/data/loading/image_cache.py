@@ -44,9 +44,18 @@ from tqdm.auto import tqdm
 
 from ...files import atomic_write, sha256_file
 
-__all__ = ["CacheCorruptError", "ImageCache", "build_cache", "FORMAT_VERSION"]
+__all__ = ["CacheCorruptError", "ImageCache", "build_cache", "checked_index", "FORMAT_VERSION"]
 
 log = logging.getLogger(__name__)
+
+
+def checked_index(i, n: int, what: str) -> int:
+    """Index ``i`` (an int or a 0-d integer tensor / array; negative counts from the end) of ``n`` ``what``s as
+    0 <= i < n, else IndexError: the one index rule of the cache and the datasets over it."""
+    i = operator.index(i)
+    if not -n <= i < n:
+        raise IndexError(f"{what} {i} out of range for {n}")
+    return i % n
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -501,10 +510,7 @@ class ImageCache:
         return mm
 
     def _check_item(self, i) -> int:
-        i = operator.index(i)
-        if not -self.n_items <= i < self.n_items:
-            raise IndexError(f"item {i} out of range for {self!r}")
-        return i % self.n_items if i < 0 else i
+        return checked_index(i, self.n_items, f"item of {self!r}:")
 
     def image(self, i: int) -> np.ndarray:
         """Item ``i`` as a read-only (H, W) uint8 view into the shard's memory map."""

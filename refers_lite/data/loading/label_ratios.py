@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from ...files import write_if_changed
-from ..reports.splits import SPLITS, read_splits
+from ..reports.splits import SPLITS, check_fractions, read_splits
 
 __all__ = ["SPLIT_FRACTIONS", "RATIOS", "SEEDS", "split_items", "ratio_subsets", "ratio_filename",
            "write_split_files", "read_split_files"]
@@ -72,14 +72,6 @@ def _check_labels(labels, n: int, binary_negative: bool = True) -> np.ndarray:
     return y
 
 
-def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    if len(fractions) != 3 or any(not np.isfinite(f) or f < 0 for f in fractions):
-        raise ValueError(f"fractions must be three non-negative numbers (train, validation, test), got {fractions}")
-    if abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"fractions must sum to 1, got {fractions} (sum {sum(fractions)})")
-    return tuple(float(f) for f in fractions)  # type: ignore[return-value]
-
-
 def _check_ratios(ratios: Sequence[float]) -> list[float]:
     ratios = [float(r) for r in ratios]
     if not ratios or any(not (0 < r <= 1) for r in ratios):
@@ -100,7 +92,7 @@ def split_items(ids: Sequence[str], labels: np.ndarray | None = None, fractions=
     ``groups``: one group id per item (e.g. the patient); a group never straddles two splits.
     """
     ids = _check_ids(ids)
-    fr = _check_fractions(fractions)
+    fr = check_fractions(fractions)
     n = len(ids)
     y = np.zeros((n, 0), dtype=np.int64) if labels is None else _check_labels(labels, n)  # (N, C)
     if groups is None:

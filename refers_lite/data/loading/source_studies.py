@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .image_cache import ImageCache, build_cache
+from .image_cache import ImageCache, build_cache, checked_index
 from ..reports.report_tokenizer import ReportTokenizer
 from ..synthesis.source_domain import render_image_id
 from ..reports.splits import SPLITS, make_splits
@@ -53,7 +52,7 @@ REQUIRED_COLUMNS = ("study_id", "split", "image_ids", "views", "text")  # what t
 ALL_COLUMNS = ("study_id", "split", "patient", "image_ids", "views", "findings", "unrendered", "labels", "text")
 
 
-def _resolve_tokenizer(root: Path, report_tokenizer) -> ReportTokenizer:
+def resolve_report_tokenizer(root: Path, report_tokenizer) -> ReportTokenizer:
     """A ReportTokenizer as given, loaded from a path, or found next to the data (see SourceStudies)."""
     if isinstance(report_tokenizer, ReportTokenizer):
         return report_tokenizer
@@ -166,7 +165,7 @@ class SourceStudies(Dataset):
                     items.append(item_of[rid])
                 offsets.append(len(items))
 
-        tok = None if report_tokenizer is False else _resolve_tokenizer(self.root, report_tokenizer)
+        tok = None if report_tokenizer is False else resolve_report_tokenizer(self.root, report_tokenizer)
         self.report_tokenizer = tok  # also re-encodes side-swapped reports of flipped studies (MultiViewStudies)
         self.study_ids: list[str] = df["study_id"].tolist()
         self.texts: list[str] = df["text"].tolist()
@@ -236,10 +235,7 @@ class SourceStudies(Dataset):
                 f"of {self.image_size}x{self.image_size} uint8, root='{self.root}')")
 
     def __getitem__(self, i) -> dict:
-        i = operator.index(i)
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"study {i} out of range for {len(self)} studies")
-        i %= len(self)
+        i = checked_index(i, len(self), "study")
         items = self._items[self._item_offsets[i]:self._item_offsets[i + 1]]  # (n_views,) of render i // n_studies
         pixels = self.cache.images(items)  # (n_views, S, S) uint8, a fresh copy (not the memory map)
         i %= self.n_studies  # the study: its report and ids
@@ -297,10 +293,7 @@ class SourceRadiographs(Dataset):
                 f"{self.image_size}x{self.image_size} uint8, root='{self.root}')")
 
     def __getitem__(self, i) -> dict:
-        i = operator.index(i)
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"radiograph {i} out of range for {len(self)}")
-        i %= len(self)
+        i = checked_index(i, len(self), "radiograph")
         return {"image": self.batch([i])[0], "labels": torch.from_numpy(self._labels[i].copy()), "index": i}
 
     def batch(self, indices) -> torch.Tensor:

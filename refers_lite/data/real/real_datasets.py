@@ -93,7 +93,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ...files import sha256_file
+from ...files import require_csv_columns, sha256_file
 from .real_radiograph import ImageReadError, Placement, letterbox, read_image
 
 __all__ = [
@@ -310,13 +310,7 @@ def _need_dir(path: Path, what: str, info: _Info) -> Path:
 
 
 def _need_columns(path: Path, required: Sequence[str], info: _Info) -> None:
-    try:
-        header = pd.read_csv(path, nrows=0)
-    except Exception as e:  # gzip / parser errors: name the file
-        raise ValueError(f"{info.title}: {path} could not be read as CSV: {e}") from e
-    missing = [c for c in required if c not in header.columns]
-    if missing:
-        raise ValueError(f"{info.title}: {path} lacks column(s) {missing}; has {list(header.columns)}")
+    require_csv_columns(path, required, f"{info.title}: the table")
 
 
 @contextmanager

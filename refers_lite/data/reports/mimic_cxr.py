@@ -75,6 +75,7 @@ from typing import Collection, Iterable
 
 import pandas as pd
 
+from ...files import require_csv_columns
 from .records import ImageRef, StudyRecord
 
 __all__ = [
@@ -229,14 +230,7 @@ def _read_csv(path: str | Path, required: Iterable[str], what: str) -> pd.DataFr
     if not path.is_file():
         raise FileNotFoundError(f"MIMIC-CXR {what} file not found: {path}")
     required = list(required)
-    try:
-        header = pd.read_csv(path, nrows=0)
-    except Exception as e:  # gzip / parser errors: name the file
-        raise ValueError(f"MIMIC-CXR {what} file {path} could not be read as CSV: {e}") from e
-    missing = [c for c in required if c not in header.columns]
-    if missing:
-        raise ValueError(f"MIMIC-CXR {what} file {path} lacks column(s) {missing}; "
-                         f"has {list(header.columns)}")
+    require_csv_columns(path, required, f"MIMIC-CXR {what} file")
     df = pd.read_csv(path, usecols=required, dtype=str, keep_default_na=True)
     for col in ("dicom_id", "subject_id", "study_id"):
         if col in required:

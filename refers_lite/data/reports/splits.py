@@ -22,7 +22,8 @@ SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
-def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """(train, validation, test) fractions as floats; non-negative, finite, summing to 1, else ValueError."""
     if len(fractions) != 3 or any(not np.isfinite(f) or f < 0 for f in fractions):
         raise ValueError(f"fractions must be three non-negative numbers (train, validation, test), got {fractions}")
     if abs(sum(fractions) - 1.0) > 1e-6:
@@ -36,7 +37,7 @@ def make_splits(records: Iterable[StudyRecord | str], fractions: Sequence[float]
 
     ``records``: StudyRecords (grouped by ``subject_id`` where set) or bare study ids.
     """
-    _, f_val, f_test = _check_fractions(fractions)
+    _, f_val, f_test = check_fractions(fractions)
     groups: dict[str, list[str]] = {}
     seen: set[str] = set()
     for r in records:

@@ -337,7 +337,7 @@ def load_base_anatomy(target_spacing_mm: float = 2.0, cache_dir: str | Path | No
     ct_file = asset_path("chest_ct", DEFAULT_DEST)
     folder = Path(cache_dir) if cache_dir is not None else ct_file.parent / "derived"
     tag = hashlib.sha256(f"{ASSETS['chest_ct'].sha256}|{ASSETS['chest_ct_mask'].sha256}|{target_spacing_mm}|"
-                         f"{_BASE_VERSION}".encode()).hexdigest()[:16]
+                         f"{BASE_ANATOMY_VERSION}".encode()).hexdigest()[:16]
     path = folder / f"base_anatomy_{tag}.pt"
     key = str(path.resolve())
     if key in _BASE_MEMO:
@@ -361,7 +361,7 @@ def load_base_anatomy(target_spacing_mm: float = 2.0, cache_dir: str | Path | No
 
 
 _BASE_MEMO: dict[str, Anatomy] = {}
-_BASE_VERSION = 1  # bump when base_anatomy's output changes
+BASE_ANATOMY_VERSION = 1  # bump when base_anatomy's output changes
 
 
 def _dome_level_mm(base: Anatomy) -> float:

@@ -95,11 +95,11 @@ BUILD_PROFILES["gpu"] = BUILD_PROFILES["demo"]  # the same films: gpu changes th
 
 
 def _fingerprint(kind: str, name: str, n: int, seed: int, image_size: int) -> dict:
-    from .anatomy import _BASE_VERSION
+    from .anatomy import BASE_ANATOMY_VERSION
     from ..assets import ASSETS
 
     return {"kind": kind, "domain": name, "n": n, "seed": seed, "image_size": image_size,
-            "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": _BASE_VERSION, "synthesis_version": 5}
+            "ct_sha256": ASSETS["chest_ct"].sha256, "base_version": BASE_ANATOMY_VERSION, "synthesis_version": 5}
 
 
 def _write_boxes(cache, path: Path) -> int:
