@@ -381,3 +381,20 @@ def test_temp_files_of_a_killed_save_are_removed_on_resume(tmp_path):
         p.write_bytes(b"half a file")
     pretrain(cfg, tmp_path, progress=False)
     assert not any(p.exists() for p in stale) and (tmp_path / "best.pt").is_file()
+
+
+def test_resume_says_when_the_augmentation_state_cannot_be_restored(tmp_path):
+    """Issue 17: a last.pt whose augmentation generator state this device cannot take (written on another device
+    type) resumes with fresh augmentation draws and says so, as MoCo's resume does (it used to pass silently)."""
+    cfg = get_config("smoke", {"train": {"max_steps": 2, "ckpt_every": 2}})
+    pretrain(cfg, tmp_path, progress=False)
+    path = tmp_path / "last.pt"
+    ckpt = torch.load(path, weights_only=True)
+    [state] = ckpt["rng"]  # one process
+    assert "augment" in state
+    state["augment"] = torch.zeros(3, dtype=torch.uint8)  # not a CPU generator's state
+    torch.save(ckpt, path)
+    t = Pretrainer(cfg, *_toy(cfg), tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="augmentation generator from another device"):
+        t.resume(path)
+    assert t.step == 2

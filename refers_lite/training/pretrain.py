@@ -222,8 +222,8 @@ class Pretrainer(RunFiles):
         if "augment" in mine:
             try:
                 self.aug_generator.set_state(mine["augment"])
-            except RuntimeError:  # saved on another device type: draw anew
-                pass
+            except RuntimeError:  # saved on another device type: augmentation draws anew, as MoCo's resume says
+                warnings.warn(f"{path}: augmentation generator from another device; drawing anew")
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         self.best_val, self.skipped_steps = ckpt["best_val_loss"], ckpt["skipped_steps"]
         self._truncate_metrics(self.step)
