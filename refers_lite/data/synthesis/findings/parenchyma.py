@@ -233,24 +233,25 @@ def _lobe_anatomy(anatomy: Anatomy, side: str, zone: str) -> dict:
     return anatomy._cache[key]
 
 
-def consolidation(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None, zone: str | None = None,
-                  severity: str = "moderate") -> list[Lesion]:
-    """Segmental airspace consolidation in the lobe of a zone, fluffy margins, air bronchograms."""
+def _airspace_finding(name: str, lobar: bool, anatomy: Anatomy, rng: np.random.Generator, side: str | None,
+                      zone: str | None, severity: str) -> list[Lesion]:
     side = pick(rng, side, _LR, "side")
     zone = pick(rng, zone, _UML, "zone")
     severity_scale(severity, 0, 0, 0)
-    delta, box, lobe = _airspace(anatomy, rng, side, zone, severity, lobar=False)
-    return [crop_lesion("consolidation", delta, side=side, zone=zone, severity=severity, origin=box.origin, lobe=lobe)]
+    delta, box, lobe = _airspace(anatomy, rng, side, zone, severity, lobar=lobar)
+    return [crop_lesion(name, delta, side=side, zone=zone, severity=severity, origin=box.origin, lobe=lobe)]
+
+
+def consolidation(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None, zone: str | None = None,
+                  severity: str = "moderate") -> list[Lesion]:
+    """Segmental airspace consolidation in the lobe of a zone, fluffy margins, air bronchograms."""
+    return _airspace_finding("consolidation", False, anatomy, rng, side, zone, severity)
 
 
 def pneumonia(anatomy: Anatomy, rng: np.random.Generator, *, side: str | None = None, zone: str | None = None,
               severity: str = "moderate") -> list[Lesion]:
     """Lobar pneumonia: dense consolidation of one lobe (bounded by its fissures), air bronchograms."""
-    side = pick(rng, side, _LR, "side")
-    zone = pick(rng, zone, _UML, "zone")
-    severity_scale(severity, 0, 0, 0)
-    delta, box, lobe = _airspace(anatomy, rng, side, zone, severity, lobar=True)
-    return [crop_lesion("pneumonia", delta, side=side, zone=zone, severity=severity, origin=box.origin, lobe=lobe)]
+    return _airspace_finding("pneumonia", True, anatomy, rng, side, zone, severity)
 
 
 # ----------------------------------------------------------------------------- atelectasis
