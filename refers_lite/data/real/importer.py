@@ -291,6 +291,18 @@ def _stat_rows(rows: list[dict], images_dir: Path, skips: _Skips) -> list[dict]:
     return kept
 
 
+def _need_some(rows: list[dict], skips: _Skips, images_dir: Path, out: Path) -> None:
+    """Stop with a clear message (and the skip list written) when no listed image can be read at all."""
+    if rows:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    skips.write(out / SKIPPED_FILE)
+    example = next((r[2] for r in skips.rows if r[0] == "missing_file"), None)
+    raise DataImportError(f"no image to read under {images_dir}: " + ", ".join(f"{k} {v}" for k, v in
+                          sorted(skips.counts.items())) + (f" (e.g. {example!r}; image paths are taken relative to "
+                          f"the images folder)" if example else "") + f"; see {out / SKIPPED_FILE}")
+
+
 def _write_plan(rows: list[dict], columns: list[str], path: Path, shard_size: int) -> tuple[int, ...]:
     """Write the plan CSV; return the byte offset of the first row of every shard."""
     chunks, offsets, pos = [], [], 0
@@ -330,6 +342,9 @@ def _render(rows: list[dict], out: Path, kind: str, label_columns: tuple[str, ..
     """Write the plan and build (or resume, or reuse) the cache of its images; return (cache, input changes)."""
     from ..loading.image_cache import build_cache
 
+    if not rows:
+        raise DataImportError(f"no image file to read: every image listed is missing or was skipped (paths are taken "
+                              f"relative to the images folder; is it the folder the table's paths start from?)")
     out.mkdir(parents=True, exist_ok=True)
     plan = out / PLAN_FILE
     changes = _input_changes(plan, rows)
@@ -540,6 +555,7 @@ def import_studies(images_dir, table, out, *, image_size: int = IMAGE_SIZE, work
     ok_ids = {st["study_id"] for st in usable}
     rows = [r for r in rows if r["study_id"] in ok_ids]
     rows = _stat_rows(rows, images_dir, skips)
+    _need_some(rows, skips, images_dir, out)
     for r in rows:
         studies[r["study_id"]]["image_ids"].append(r["image_id"])
     cache, changes = _render(rows, out, "import_studies", (), image_size=image_size, workers=workers,
@@ -586,6 +602,7 @@ def import_mimic(mimic_root, out, *, reports_root=None, image_size: int = IMAGE_
         rows += [{"image_id": ref.image_id, "study_id": rec.study_id, "patient": st["patient"],
                   "view": "" if ref.view == "unknown" else ref.view, "file": ref.path} for ref in rec.images]
     rows = _stat_rows(rows, root, skips)
+    _need_some(rows, skips, root, Path(out))
     by_id = {s["study_id"]: s for s in studies}
     for r in rows:
         by_id[r["study_id"]]["image_ids"].append(r["image_id"])
@@ -645,6 +662,7 @@ def import_labelled(images_dir, table, out, *, name: str | None = None, classes:
                      "patient": str(r.get("patient_id", "")).strip(), "view": view_from_text(r.get("view", "")),
                      "file": f} | {c: int(v) for c, v in y.items()})
     rows = _stat_rows(rows, images_dir, skips)
+    _need_some(rows, skips, images_dir, out)
     cache, changes = _render(rows, out, "import_labelled", tuple(cls), image_size=image_size, workers=workers,
                              shard_size=shard_size, progress=progress, desc="labelled radiographs")
     views = _usable_images(cache, skips)
@@ -659,6 +677,12 @@ def import_labelled(images_dir, table, out, *, name: str | None = None, classes:
     patients = idx.loc[good, "image_id"].map({r["image_id"]: r["patient"] for r in rows}).tolist()
     groups = [p or f"image:{i}" for p, i in zip(patients, ids)] if any(patients) else None
     splits = split_items(ids, y, seed=seed, groups=groups)
+    empty = [k for k, v in splits.items() if not v]
+    if empty:
+        skips.write(out / SKIPPED_FILE)
+        raise DataImportError(f"{table}: the 70 / 10 / 20 split of {len(ids)} usable images (by "
+                              f"{'patient' if groups else 'image'}) leaves {' and '.join(empty)} empty; fine-tuning "
+                              f"validates and tests on them: add images (or patients)")
     row = {i: k for k, i in enumerate(ids)}
     write_split_files(out / "splits", splits, ratio_subsets(splits["train"], y[[row[i] for i in splits["train"]]]))
     write_if_changed(out / "boxes.csv", "image_id,label,x0,y0,x1,y1\n")
