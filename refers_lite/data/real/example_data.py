@@ -184,14 +184,18 @@ def write_mimic_tree(root, n_images: int = 2000, size: tuple[int, int] = (512, 4
         (folder / f"s{study}.txt").write_text(f"                                 FINAL REPORT\n EXAMINATION:  CHEST (PA "
                                               f"AND LAT)\n\n {report.replace(chr(10), chr(10) + chr(10) + ' ')}\n",
                                               encoding="utf-8")
-        sp = "test" if (s // 2) % 20 == 0 else "validate" if (s // 2) % 20 == 1 else "train"
+        sp = "test" if (s // 2) % 20 == 19 else "validate" if (s // 2) % 20 == 18 else "train"
         for j in range(images_per_study):
             if made == n_images:
                 break
-            if base is None:  # one base picture, varied per image by a shift: generating stays cheap
-                base = np.round(placeholder_picture(size[0] * 2, size[1] * 2, rng) * 255).astype(np.uint8)
-            dy, dx = rng.integers(0, size[0]), rng.integers(0, size[1])
-            picture = base[dy:dy + size[0], dx:dx + size[1]]  # (h, w) uint8
+            h, w = size
+            if base is None:  # one base picture 5/4 the size, with film grain; each image a shifted window of it
+                small = np.round(placeholder_picture(max(8, h // 4), max(8, w // 4), rng) * 255).astype(np.uint8)
+                big = np.asarray(Image.fromarray(small).resize((w * 5 // 4, h * 5 // 4), Image.Resampling.BICUBIC))
+                grain = rng.integers(-6, 7, big.shape, dtype=np.int16)  # so JPEGs are not unrealistically small
+                base = np.clip(big.astype(np.int16) + grain, 0, 255).astype(np.uint8)  # (5h/4, 5w/4)
+            dy, dx = int(rng.integers(0, h // 4 + 1)), int(rng.integers(0, w // 4 + 1))
+            picture = base[dy:dy + h, dx:dx + w]  # (h, w) uint8
             dicom_id = f"{made:08x}-{seed:08x}-{s:08x}-{j:08x}-00000000"
             Image.fromarray(picture).save(_mkdir(folder / f"s{study}") / f"{dicom_id}.jpg", quality=95)
             view = "PA" if j == 0 else "LATERAL"
