@@ -146,7 +146,7 @@ def test_json_lines_table_with_image_lists_and_given_splits(example, tmp_path):
     table = table[(table.report.str.len() > 20) & (table.image != "")]
     lines = []
     for k, (sid, g) in enumerate(table.groupby("study_id", sort=True)):
-        lines.append(json.dumps({"study_id": sid, "images": [f"images/../{p}" if False else p for p in g.image],
+        lines.append(json.dumps({"study_id": sid, "images": list(g.image),
                                  "text": g.report.iloc[0], "split": ["train", "val", "test"][k % 3]}))
     (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
     s = import_studies(example, tmp_path / "t.jsonl", tmp_path / "o", image_size=32, vocab_size=128,

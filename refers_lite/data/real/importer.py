@@ -369,7 +369,8 @@ def _usable_images(cache, skips: _Skips) -> dict[str, str]:
         if int(ok) != 1:
             skips.add("unreadable_image", sid, file, str(err))
             continue
-        views[iid] = str(tv) or str(dv) or "unknown"
+        given = str(tv) if str(tv) != "unknown" else ""  # a table's unrecognised view: the header may know
+        views[iid] = given or str(dv) or "unknown"
     return views
 
 
