@@ -53,8 +53,9 @@ rule), ``no_image`` (a study none of whose images is usable), ``bad_label`` (a l
 MIMIC also the report parser's reasons (``no_report_file``, ``no_findings_or_impression``, ...).
 
 Scale: images are read in ``workers`` processes, a shard of ``shard_size`` images at a time, with a progress bar
-(:func:`~refers_lite.data.loading.image_cache.build_cache`). A worker is handed only its shard's byte offset in
-``import_plan.csv``, so its memory does not grow with the input. A killed import resumes with the same command
+(:func:`~refers_lite.data.loading.image_cache.build_cache`). A worker is handed the shards' byte offsets in
+``import_plan.csv`` (one number per shard) and reads only its shard's lines, so its memory does not grow with the
+input; the importing process holds the tables in memory (a few KiB per image, ``benchmarks/import_rate.py``). A killed import resumes with the same command
 (finished shards are kept, checked by sha256). The cache's fingerprint covers every image file's path, size and
 modification time: a changed, added or removed file is detected (``import_summary.json``'s ``input_changes``)
 and the cache is rendered again.
