@@ -90,14 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="a pre-training checkpoint (best.pt or last.pt)")
     p.add_argument("out", type=Path, help="the encoder file to write (e.g. encoder.pt)")
 
-    p = sub.add_parser("data", help="prepare data: `reports` (the IU X-ray report corpus), `build` (radiographs)",
+    p = sub.add_parser("data", help="prepare data: `reports` (the IU X-ray report corpus), `build` (radiographs), "
+                                    "`import` (your own studies, MIMIC-CXR, or labelled images)",
                        description="reports: parse the Indiana University chest X-ray reports shipped in "
                                    "torchxrayvision, clean them, split them by study, train the report tokenizer on "
                                    "the training split, write it all to --out and print a summary. "
                                    "build: render the source domain (every IU study's views, from the chest CT) and "
                                    "the target domains (NIH-, VinBigData-, Shenzhen- and COVID-like) that --profile "
-                                   "needs, with boxes, splits and label-ratio files, into --out.")
-    p.add_argument("what", choices=["reports", "build"], help="which data")
+                                   "needs, with boxes, splits and label-ratio files, into --out. "
+                                   "import: a folder of images (--images) and a CSV / JSON Lines table of studies "
+                                   "and reports (--table), or MIMIC-CXR (--mimic), -> a source domain in --out that "
+                                   "`pretrain --set data.source=source --set data.root=OUT` reads; with --labelled, "
+                                   "a table of image labels -> a domain that `finetune --dataset OUT` reads. "
+                                   "Unusable rows are skipped, counted and listed in OUT/skipped.csv; re-running "
+                                   "resumes; the input folder is only read.")
+    p.add_argument("what", choices=["reports", "build", "import"], help="which data")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: data/iu_xray for reports, data/synthetic for build)")
     p.add_argument("--profile", choices=PROFILE_NAMES, default="demo",
@@ -110,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build: render every source study N times (default: the profile's; data.renders reads them)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--vocab-size", type=int, default=3000, help="report tokenizer vocabulary (default 3000)")
+    p.add_argument("--images", type=Path, default=None, help="import: the folder the table's image paths are under")
+    p.add_argument("--table", type=Path, default=None,
+                   help="import: CSV (.csv, .csv.gz) or JSON Lines (.jsonl): study_id, image, report "
+                        "[, view, patient_id, split, labels]; with --labelled: image and labels (or 0/1 columns)")
+    p.add_argument("--mimic", type=Path, default=None, metavar="PATH",
+                   help="import: a MIMIC-CXR-JPG root (files/, mimic-cxr-2.0.0-metadata.csv.gz, -split.csv.gz)")
+    p.add_argument("--reports-root", type=Path, default=None,
+                   help="import --mimic: the MIMIC-CXR reports (folder holding files/; default: the --mimic root)")
+    p.add_argument("--labelled", action="store_true",
+                   help="import: a table of labelled images -> a fine-tuning domain (not a pre-training source)")
+    p.add_argument("--name", default=None, help="import --labelled: the domain's name (default: the --out folder's)")
+    p.add_argument("--image-size", type=int, default=256,
+                   help="import: cached image size (default 256, what `data build` caches for every profile)")
+    p.add_argument("--no-progress", action="store_true", help="import: no progress bar")
 
     p = sub.add_parser("finetune", help="fine-tune an encoder on a target domain at a label ratio; prints test AUCs",
                        description="Fine-tune the radiograph transformer (or one from scratch) with a linear head "
@@ -206,6 +227,34 @@ def _data_build(args) -> None:
         raise SystemExit(130)
 
 
+def _data_import(args) -> None:
+    from .data.real import importer
+    if args.out is None:
+        raise ValueError("data import needs --out (the folder to write, e.g. data/mine/source)")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    kw = dict(image_size=args.image_size, workers=args.workers, seed=args.seed, progress=not args.no_progress)
+    if args.mimic is not None:
+        if args.images or args.table or args.labelled:
+            raise ValueError("--mimic imports the MIMIC-CXR layout; leave out --images, --table and --labelled")
+        run = lambda: importer.import_mimic(args.mimic, args.out, reports_root=args.reports_root,  # noqa: E731
+                                            vocab_size=args.vocab_size, **kw)
+    else:
+        if args.images is None or args.table is None:
+            raise ValueError("data import needs --images DIR and --table FILE (or --mimic PATH)")
+        if args.labelled:
+            run = lambda: importer.import_labelled(args.images, args.table, args.out, name=args.name, **kw)  # noqa: E731
+        else:
+            run = lambda: importer.import_studies(args.images, args.table, args.out,  # noqa: E731
+                                                  vocab_size=args.vocab_size, **kw)
+    try:
+        run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cache shards under {args.out} are kept; run the same command to resume",
+              file=sys.stderr)
+        raise SystemExit(130)
+
+
 def _finetune(args) -> None:
     from .training.finetune import finetune, get_finetune_config
     domain = Path(args.dataset) if Path(args.dataset).is_dir() else args.data_root / args.dataset
@@ -278,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             from .training.checkpoint import export_image_encoder
             out = export_image_encoder(args.checkpoint, args.out)
             print(f"wrote the image encoder to {out}")
+        elif args.verb == "data" and args.what == "import":
+            _data_import(args)
         elif args.verb == "data" and args.what == "build":
             _data_build(args)
         elif args.verb == "data":

@@ -140,8 +140,10 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig(AugmentConfig):
-    source: str = "toy"  # "toy": schematic studies with templated reports; "source": the rendered IU domain
-    root: str = "data/synthetic/source"  # the source domain folder (`refers-lite data build`), for source="source"
+    source: str = "toy"  # "toy": schematic studies with templated reports; "source": the source domain folder in root
+    # the source domain folder, for source="source": the rendered IU domain (`refers-lite data build`), or your own
+    # studies or MIMIC-CXR (`refers-lite data import`, book page "Use your own data")
+    root: str = "data/synthetic/source"
     renders: int = 1  # films per report served for pre-training (a domain built with `data build --renders N`)
     num_studies: int = 64  # toy studies
     val_fraction: float = 0.125  # toy studies

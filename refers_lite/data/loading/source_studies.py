@@ -72,8 +72,8 @@ def resolve_report_tokenizer(root: Path, report_tokenizer) -> ReportTokenizer:
 
 def _read_studies(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: not a source domain folder (build one with "
-                                f"`refers-lite data build`)")
+        raise FileNotFoundError(f"{path} does not exist: not a source domain folder (build one with `refers-lite "
+                                f"data build`, or import your own studies with `refers-lite data import`)")
     try:  # every column as text: study ids such as "0012" stay strings, an empty cell stays ""
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:

@@ -283,7 +283,8 @@ def _read_report(path: Path) -> str | None:
 
 def load_mimic_reports(reports_root: str | Path, metadata_csv: str | Path, split_csv: str | Path | None = None,
                        *, splits: Collection[str] | None = None,
-                       fallback_last_paragraph: bool = False) -> tuple[list[StudyRecord], Counter]:
+                       fallback_last_paragraph: bool = False,
+                       skipped_studies: list[tuple[str, str]] | None = None) -> tuple[list[StudyRecord], Counter]:
     """Every study of the metadata that has a usable report, as ``StudyRecord(source="mimic")``.
 
     Records come in the metadata's order of first appearance of each study; a record's images in
@@ -293,7 +294,7 @@ def load_mimic_reports(reports_root: str | Path, metadata_csv: str | Path, split
     ``split_csv``: the official split file; studies it does not list are skipped
     (``not_in_split``). ``splits``: with ``split_csv``, keep only these splits, e.g.
     ``("train", "validate")`` (``excluded_split``). ``fallback_last_paragraph``: see
-    :func:`extract_sections`.
+    :func:`extract_sections`. ``skipped_studies``: a list that gets one ``(study_id, reason)`` per skipped study.
 
     Raises FileNotFoundError naming the path for a missing root, ``files`` folder or CSV, and
     ValueError naming the file and the missing columns for a CSV without a required column.
@@ -324,29 +325,35 @@ def load_mimic_reports(reports_root: str | Path, metadata_csv: str | Path, split
 
     records: list[StudyRecord] = []
     skipped: Counter = Counter()
+
+    def _skip(study: str, reason: str) -> None:
+        skipped[reason] += 1
+        if skipped_studies is not None:
+            skipped_studies.append((study, reason))
+
     for sid, study_rows in rows.items():
         subj = subject_of[sid]
         if split_of is not None:
             if sid not in split_of:
-                skipped["not_in_split"] += 1
+                _skip(sid, "not_in_split")
                 continue
             if splits is not None and split_of[sid] not in splits:
-                skipped["excluded_split"] += 1
+                _skip(sid, "excluded_split")
                 continue
         path = files.parent / report_relpath(subj, sid)  # report_relpath starts with "files/"
         if not path.is_file():
-            skipped["no_report_file"] += 1
+            _skip(sid, "no_report_file")
             continue
         text = _read_report(path)
         if text is None:
-            skipped["unreadable"] += 1
+            _skip(sid, "unreadable")
             continue
         if not text.strip():
-            skipped["empty_report"] += 1
+            _skip(sid, "empty_report")
             continue
         findings, impression = extract_sections(text, fallback_last_paragraph=fallback_last_paragraph)
         if not findings and not impression:
-            skipped["no_findings_or_impression"] += 1
+            _skip(sid, "no_findings_or_impression")
             continue
         refs = [ImageRef(image_id=d, view=view_of(pos), path=image_relpath(subj, sid, d)) for d, pos in study_rows]
         records.append(StudyRecord(study_id=sid, findings=findings, impression=impression, images=refs,
