@@ -209,6 +209,21 @@ def test_every_figure_cell_holds_an_image(site):
     assert not missing, f"cells that draw a figure but hold no image (chapter: cell indices): {missing}"
 
 
+def test_the_architecture_figure_is_drawn_and_referenced(site):
+    """Figure 1 of the paper, drawn by refers_lite.viz.figures.architecture_figure in chapter 04 (an image
+    in that cell's outputs), and the model page links to it."""
+    import json
+
+    nb = HTML.parent.parent / "notebooks" / "04_pretraining.ipynb"
+    cells = [c for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]
+             if c["cell_type"] == "code" and "architecture_figure(" in "".join(c["source"])
+             and not "".join(c["source"]).lstrip().startswith(("import", "from"))]
+    assert cells and any("image/png" in o.get("data", {}) for o in cells[0].get("outputs", [])), \
+        "chapter 04 does not show the architecture figure"
+    assert any(url.endswith("04_pretraining.html") for _, url in parse(site / "book" / "model.html").refs), \
+        "book/model.html does not link to the chapter that draws Figure 1"
+
+
 def test_no_table_is_left_as_raw_text(site):
     """A Markdown table that failed to parse renders as a paragraph of pipes."""
     raw = [f"{p.relative_to(site)}: {m.group(0)[:80]}" for p in pages(site)

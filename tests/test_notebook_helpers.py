@@ -135,3 +135,32 @@ def test_colab_cell_installs_from_the_one_url(nb_path):
         f"{nb_path.name}: the Colab cell must install {nbh.install_requirement()!r} (refers_lite.REPOSITORY_URL)"
     others = re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", nb_path.read_text())
     assert set(others) <= {refers_lite.REPOSITORY_URL}, f"{nb_path.name} names another repository URL: {others}"
+
+
+# -- Figure 1, drawn by code ----------------------------------------------------------------------------
+@pytest.mark.parametrize("views", [1, 3, 4])
+def test_architecture_figure_draws_every_part(views, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")  # the test process only; the library never switches backends
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from refers_lite.viz.figures import architecture_figure
+
+    fig = architecture_figure(num_views=views)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    for part in ("radiograph transformer", "recurrent concatenation", "view fusion", "Task 1: report generation",
+                 "Task 2: study-report consistency", "Eq. 1", "Eq. 2", "BERT"):
+        assert part in texts, part
+    assert texts.count("radiograph\n") + texts.count("radiograph ") >= views
+    fig.savefig(tmp_path / "fig1.png", dpi=50)
+    with Image.open(tmp_path / "fig1.png") as im:
+        assert im.size[0] > 300 and len(set(im.convert("L").getdata())) > 10  # a drawing, not a blank canvas
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        architecture_figure(num_views=0)
+
+
+def test_figures_module_keeps_the_backend():
+    src = (ROOT / "refers_lite" / "viz" / "figures.py").read_text()
+    assert "matplotlib.use(" not in src and "switch_backend" not in src
