@@ -166,6 +166,11 @@ class TestNotebook:
         assert re.search(r"you will learn", head, flags=re.I), \
             f"{nb_path.name}: the chapter opens with what the reader will learn"
 
+    def test_code_lines_fit_a_page(self, nb_path):
+        long = [(i, line[:60]) for i, c in enumerate(code_cells(nb_path)) for line in src(c).splitlines()
+                if len(line) > 100]
+        assert not long, f"{nb_path.name}: code lines over 100 characters (code cell, start): {long}"
+
     def test_has_no_paths_of_this_machine(self, nb_path):
         text = nb_path.read_text()
         assert "/work/" not in text and "/home/" not in text, f"{nb_path.name} names a path of one machine"

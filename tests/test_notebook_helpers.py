@@ -25,8 +25,8 @@ def test_setup_chapter_fetches_missing_assets_builds_missing_domains_and_prepare
         assets.AssetMissingError(name)) if name == "chest_radiograph" else tmp_path / name)
     monkeypatch.setattr(assets, "fetch_assets", lambda dest, names, log: fetched.extend(names) or
                         {n: tmp_path / n for n in names})
-    monkeypatch.setattr(db, "build_domains", lambda profile, out, only, seed, progress: built.append((profile, only,
-                                                                                                      seed)))
+    monkeypatch.setattr(db, "build_domains", lambda profile, out, only, seed, progress, log: built.append(
+        (profile, only, seed)))
     monkeypatch.setattr(rd, "prepare_reports", lambda out, seed: prepared.append((Path(out), seed)))
     data = tmp_path / "data" / "synthetic"
     (data / "source").mkdir(parents=True)
@@ -50,6 +50,17 @@ def test_setup_chapter_does_nothing_when_everything_is_there(tmp_path, monkeypat
     assert ch.data_dir is None
     with pytest.raises(ValueError, match="data_dir"):
         nbh.setup_chapter("demo", None, domains=["source"], assets=False)
+
+
+def test_chapter_log_hides_the_build_machine_paths(tmp_path, capsys):
+    data, runs = tmp_path / "data" / "synthetic", tmp_path / "runs"
+    ch = nbh.Chapter("smoke", data, runs, 0, 0.0, False)
+    assert ch.short(f"reused {runs}/experiments/smoke/pretrain/x") == "reused RUNS_DIR/experiments/smoke/pretrain/x"
+    assert ch.short(f"184 radiographs under {data}") == "184 radiographs under DATA_DIR"
+    assert ch.short(f"files in {data.parent}/iu_xray") == "files in DATA_DIR/../iu_xray"
+    ch.log(f"under {data}/nih")
+    assert capsys.readouterr().out == "under DATA_DIR/nih\n"
+    assert nbh.Chapter("smoke", None, None, 0, 0.0, False).short("/a/b") == "/a/b"
 
 
 def test_setup_chapter_seeds_torch():

@@ -41,6 +41,22 @@ class Chapter:
     def elapsed(self) -> float:
         return time.time() - self.t_start
 
+    def short(self, text: object) -> str:
+        """``text`` with the absolute data and runs folders written as ``DATA_DIR`` and ``RUNS_DIR`` (and the
+        data's parent as ``DATA_DIR/..``), so that a page never shows the paths of the machine that built it."""
+        out = str(text)
+        for root, name in ((self.runs_dir, "RUNS_DIR"), (self.data_dir, "DATA_DIR"),
+                           (self.data_dir.parent if self.data_dir is not None else None, "DATA_DIR/..")):
+            if root is not None:
+                for spelling in dict.fromkeys((str(root), str(Path(root).resolve()))):
+                    if spelling not in (".", ""):
+                        out = out.replace(spelling, name)
+        return out
+
+    def log(self, message: object) -> None:
+        """Print ``message`` with the chapter's folders shortened (:meth:`short`): the ``log`` of library calls."""
+        print(self.short(message))
+
 
 def on_colab() -> bool:
     """True inside a Google Colab kernel."""
@@ -83,9 +99,12 @@ def setup_chapter(profile: str, data_dir: str | Path | None = None, runs_dir: st
     import torch
     t_start = time.time()
     torch.manual_seed(seed)
+    data = Path(data_dir) if data_dir is not None else None
+    chapter = Chapter(profile, data, Path(runs_dir) if runs_dir is not None else None, seed, t_start, on_colab())
+    if log is print:
+        log = chapter.log
     if assets:
         ensure_assets(log=log)
-    data = Path(data_dir) if data_dir is not None else None
     if domains:
         if data is None:
             raise ValueError("setup_chapter: domains need a data_dir")
@@ -94,13 +113,13 @@ def setup_chapter(profile: str, data_dir: str | Path | None = None, runs_dir: st
             from ..data.synthesis.domain_build import build_domains
             log(f"building the {', '.join(todo)} domain(s) at {profile} (minutes at demo; `make data` does it "
                 f"beforehand)")
-            build_domains(profile, data, only=list(todo), seed=seed, progress=False)
+            build_domains(profile, data, only=list(todo), seed=seed, progress=False, log=log)
     if reports:
         if data is None:
             raise ValueError("setup_chapter: reports need a data_dir")
         from ..data.reports.report_dataset import prepare_reports
         prepare_reports(data.parent / "iu_xray", seed=seed)
-    return Chapter(profile, data, Path(runs_dir) if runs_dir is not None else None, seed, t_start, on_colab())
+    return chapter
 
 
 def record_run(chapter: Chapter, packages: Sequence[str] = (), show: bool = True) -> str:
