@@ -284,3 +284,27 @@ def test_book_js_pins_are_exact():
     for p in fetch_book_js.PACKAGES:
         assert re.fullmatch(r"\d+\.\d+\.\d+", p.version) and re.fullmatch(r"[0-9a-f]{64}", p.sha256)
         assert p.tarball_url.startswith("https://registry.npmjs.org/") and p.members
+
+
+# -- every work cited is in the references -----------------------------------------------------
+CITATION = re.compile(r"\b([A-Z][A-Za-z-]+)(?: et al\.?| & [A-Z][A-Za-z-]+| and [A-Z][A-Za-z-]+),? \(?[A-Za-z ,]*?\d{4}")
+NAMED_WORKS = ("Grad-CAM", "rollout", "MoCo", "CheXzero", "ConVIRT", "CLIP", "ChestX-ray14", "DiffDRR",
+               "TotalSegmentator", "LP-FT", "Early convolutions", "IU X-ray", "VinDr-CXR", "C2L")
+
+
+def _cited_texts():
+    for nb in NOTEBOOKS:
+        for c in json.loads(nb.read_text())["cells"]:
+            if c["cell_type"] == "markdown":
+                yield nb.name, src(c)
+    for page in BOOK_PAGES:
+        if page.name != "references.md":
+            yield page.name, page.read_text()
+
+
+def test_references_hold_every_work_cited():
+    refs = (ROOT / "book" / "references.md").read_text()
+    missing = sorted({f"{where}: {m.group(0)}" for where, text in _cited_texts() for m in CITATION.finditer(text)
+                      if m.group(1) not in refs})
+    assert not missing, "works cited in the book but missing from book/references.md:\n" + "\n".join(missing)
+    assert all(w in refs for w in NAMED_WORKS), [w for w in NAMED_WORKS if w not in refs]
