@@ -123,10 +123,12 @@ benchmark: $(VENV)/.dev
 # Every notebook is executed by papermill into $(SITE)/notebooks (the sources in notebooks/ are
 # never rewritten), each in its own fresh working folder $(WORK)/NAME, with
 #     -p PROFILE $(PROFILE) -p DATA_DIR <absolute $(DATA)/synthetic> -p RUNS_DIR <absolute $(RUNS)>
-# in parallel ($(JOBS) at a time). Before any of them: the data (make data) and the profile's
-# pre-trained REFERS (`pretrained`, trained once into RUNS_DIR/experiments/PROFILE and cached), so
-# that two chapters never train the same run at once. Then Jupyter Book builds the HTML from the
-# executed copies, next to copies of the book sources and the JavaScript it serves itself.
+# in parallel ($(JOBS) at a time); papermill's injected-parameters cell (those absolute paths) is then
+# tagged remove-cell (refers_lite.viz.notebook.hide_injected_parameters), so no page shows them.
+# Before any of them: the data (make data) and the profile's pre-trained REFERS (`pretrained`,
+# trained once into RUNS_DIR/experiments/PROFILE and cached), so that two chapters never train the
+# same run at once. Then Jupyter Book builds the HTML from the executed copies, next to copies of
+# the book sources and the JavaScript it serves itself.
 # A notebook is executed again when it, the library or the parameters change.
 RUNS ?= runs
 SITE ?= $(BUILD)/site
@@ -156,6 +158,7 @@ $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV
 	    -p DATA_DIR $(DATA_DIR) -p RUNS_DIR $(RUNS_DIR) $< $(WORK)/$*.ipynb > $(WORK)/$*.log 2>&1 \
 	  || { tail -n 30 $(WORK)/$*.log; echo "FAILED: notebooks/$*.ipynb at PROFILE=$(PROFILE) (executed copy \
 	       $(WORK)/$*.ipynb, log $(WORK)/$*.log)"; exit 1; }; \
+	$(PY) -c "from refers_lite.viz.notebook import hide_injected_parameters as h; h('$(WORK)/$*.ipynb')"; \
 	mv $(WORK)/$*.ipynb $@; echo "$*: $$(( $$(date +%s) - start )) s" | tee -a $(SITE)/notebook_times.txt
 
 # The long chapters start first, so that the short ones fill the other slot beside them. Chapters that need

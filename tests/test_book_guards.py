@@ -127,9 +127,49 @@ class TestNotebook:
 
     def test_ends_by_recording_the_run(self, nb_path):
         last = src(code_cells(nb_path)[-1])
-        for what in ("PROFILE", "cuda", "__version__", "time"):
-            assert what in last, f"{nb_path.name}: the last code cell records profile, device, library versions " \
-                                 f"and wall time ({what!r} missing)"
+        assert re.search(r"^record_run\(chapter\b", last, flags=re.M), \
+            f"{nb_path.name}: the last code cell records profile, device, versions and wall time with " \
+            f"record_run(chapter) (refers_lite.viz.notebook)"
+        headings = [m.group(1) for c in json.loads(nb_path.read_text())["cells"] if c["cell_type"] == "markdown"
+                    for m in re.finditer(r"^##\s+(.+?)\s*$", src(c), flags=re.M)]
+        assert headings[-4:] == ["Summary", "Exercises", "Further reading", "Record of this run"], \
+            f"{nb_path.name}: a chapter ends with Summary, Exercises, Further reading, then Record of this run; " \
+            f"its last sections are {headings[-4:]}"
+
+    def test_sets_up_with_setup_chapter_in_a_hidden_cell(self, nb_path):
+        cells = code_cells(nb_path)
+        setup = cells[2]
+        assert re.search(r"^chapter = setup_chapter\(PROFILE\b", src(setup), flags=re.M), \
+            f"{nb_path.name}: the third code cell sets the chapter up with setup_chapter(PROFILE, ...)"
+        assert "hide-input" in setup.get("metadata", {}).get("tags", []), \
+            f"{nb_path.name}: the set-up cell is tagged hide-input"
+        assert "remove-input" in cells[1].get("metadata", {}).get("tags", []), \
+            f"{nb_path.name}: the Colab install cell is tagged remove-input"
+        assert not re.search(r"^t_start = |platform\.python_version", "".join(src(c) for c in cells), flags=re.M), \
+            f"{nb_path.name}: the clock and the record belong to setup_chapter / record_run"
+
+    def test_summary_and_exercises_have_their_size(self, nb_path):
+        cells = json.loads(nb_path.read_text())["cells"]
+        text = {}
+        for c in cells:
+            m = re.match(r"##\s+(Summary|Exercises)\s*$", src(c).splitlines()[0]) if c["cell_type"] == "markdown" \
+                and src(c) else None
+            if m:
+                text[m.group(1)] = src(c)
+        bullets = len(re.findall(r"^\* ", text.get("Summary", ""), flags=re.M))
+        exercises = len(re.findall(r"^\d+\. ", text.get("Exercises", ""), flags=re.M))
+        assert 3 <= bullets <= 5, f"{nb_path.name}: the Summary has {bullets} points (3-5)"
+        assert 3 <= exercises <= 6, f"{nb_path.name}: the Exercises section has {exercises} exercises (3-6)"
+
+    def test_opens_with_what_the_reader_will_learn(self, nb_path):
+        head = "".join(src(c) for c in json.loads(nb_path.read_text())["cells"][:3] if c["cell_type"] == "markdown")
+        assert re.search(r"you will learn", head, flags=re.I), \
+            f"{nb_path.name}: the chapter opens with what the reader will learn"
+
+    def test_code_lines_fit_a_page(self, nb_path):
+        long = [(i, line[:60]) for i, c in enumerate(code_cells(nb_path)) for line in src(c).splitlines()
+                if len(line) > 100]
+        assert not long, f"{nb_path.name}: code lines over 100 characters (code cell, start): {long}"
 
     def test_has_no_paths_of_this_machine(self, nb_path):
         text = nb_path.read_text()
@@ -244,3 +284,27 @@ def test_book_js_pins_are_exact():
     for p in fetch_book_js.PACKAGES:
         assert re.fullmatch(r"\d+\.\d+\.\d+", p.version) and re.fullmatch(r"[0-9a-f]{64}", p.sha256)
         assert p.tarball_url.startswith("https://registry.npmjs.org/") and p.members
+
+
+# -- every work cited is in the references -----------------------------------------------------
+CITATION = re.compile(r"\b([A-Z][A-Za-z-]+)(?: et al\.?| & [A-Z][A-Za-z-]+| and [A-Z][A-Za-z-]+),? \(?[A-Za-z ,]*?\d{4}")
+NAMED_WORKS = ("Grad-CAM", "rollout", "MoCo", "CheXzero", "ConVIRT", "CLIP", "ChestX-ray14", "DiffDRR",
+               "TotalSegmentator", "LP-FT", "Early convolutions", "IU X-ray", "VinDr-CXR", "C2L")
+
+
+def _cited_texts():
+    for nb in NOTEBOOKS:
+        for c in json.loads(nb.read_text())["cells"]:
+            if c["cell_type"] == "markdown":
+                yield nb.name, src(c)
+    for page in BOOK_PAGES:
+        if page.name != "references.md":
+            yield page.name, page.read_text()
+
+
+def test_references_hold_every_work_cited():
+    refs = (ROOT / "book" / "references.md").read_text()
+    missing = sorted({f"{where}: {m.group(0)}" for where, text in _cited_texts() for m in CITATION.finditer(text)
+                      if m.group(1) not in refs})
+    assert not missing, "works cited in the book but missing from book/references.md:\n" + "\n".join(missing)
+    assert all(w in refs for w in NAMED_WORKS), [w for w in NAMED_WORKS if w not in refs]

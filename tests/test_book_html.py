@@ -7,7 +7,8 @@ BOOK_HTML (default: the smoke build) and skips when nothing is built.
 
 Every page: no broken local link (href / src of a, img, script, link; #fragments included), every
 image a real, decodable file, every chapter a Colab launch button, no script from the internet
-(MathJax and the widget JavaScript are served by the book). Rendered by chromium: the index and
+(MathJax and the widget JavaScript are served by the book), no table left as raw text, no path of
+the build machine. Every executed chapter: each cell that draws a figure holds an image. Rendered by chromium: the index and
 the CAM chapter (scripts run without an uncaught error, the DOM holds their title and, for CAM,
 the output figures, the screenshot is not blank), a chapter's equations typeset by MathJax, and a
 page's widgets drawn.
@@ -187,6 +188,55 @@ def test_chapters_show_their_outputs(site):
     """Executed chapters, not empty shells: every chapter page holds cell outputs."""
     empty = [ch for ch in toc_chapters() if "cell_output" not in (site / f"{ch}.html").read_text()]
     assert not empty, f"chapters built without outputs (not executed?): {empty}"
+
+
+def executed_chapters() -> list[Path]:
+    """The executed notebooks the book was built from (SITE/notebooks, next to SITE/_build/html)."""
+    return sorted((HTML.parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_every_figure_cell_holds_an_image(site):
+    """A cell that draws a figure (plt.show, display of a figure, a plotting call of refers_lite) must hold
+    an image output: a backend switched to Agg inside the kernel makes figures vanish without an error."""
+    import json
+
+    from refers_lite.viz.notebook import cells_missing_figures
+
+    executed = executed_chapters()
+    assert executed, f"no executed chapters next to {HTML}"
+    missing = {p.stem: cells_missing_figures(json.loads(p.read_text(encoding="utf-8"))) for p in executed}
+    missing = {k: v for k, v in missing.items() if v}
+    assert not missing, f"cells that draw a figure but hold no image (chapter: cell indices): {missing}"
+
+
+def test_the_architecture_figure_is_drawn_and_referenced(site):
+    """Figure 1 of the paper, drawn by refers_lite.viz.figures.architecture_figure in chapter 04 (an image
+    in that cell's outputs), and the model page links to it."""
+    import json
+
+    nb = HTML.parent.parent / "notebooks" / "04_pretraining.ipynb"
+    cells = [c for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]
+             if c["cell_type"] == "code" and "architecture_figure(" in "".join(c["source"])
+             and not "".join(c["source"]).lstrip().startswith(("import", "from"))]
+    assert cells and any("image/png" in o.get("data", {}) for o in cells[0].get("outputs", [])), \
+        "chapter 04 does not show the architecture figure"
+    assert any(url.endswith("04_pretraining.html") for _, url in parse(site / "book" / "model.html").refs), \
+        "book/model.html does not link to the chapter that draws Figure 1"
+
+
+def test_no_table_is_left_as_raw_text(site):
+    """A Markdown table that failed to parse renders as a paragraph of pipes."""
+    raw = [f"{p.relative_to(site)}: {m.group(0)[:80]}" for p in pages(site)
+           for m in re.finditer(r"<p>\s*\|[^<]*\|\s*-{3}", p.read_text(encoding="utf-8", errors="replace"))]
+    assert not raw, "tables rendered as raw text:\n" + "\n".join(raw)
+
+
+def test_no_page_shows_a_path_of_the_build_machine(site):
+    """The book is built inside the repository (make test: _build/smoke), so any absolute path of the build
+    machine that a page shows contains the repository's own path."""
+    here = str(ROOT) + "/"
+    shown = [str(p.relative_to(site)) for p in pages(site) if here in p.read_text(encoding="utf-8", errors="replace")]
+    assert not shown, f"pages that show a path under {here}: {shown}"
 
 
 def test_widgets_load_their_javascript_locally(site):
