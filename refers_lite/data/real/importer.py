@@ -55,7 +55,7 @@ MIMIC also the report parser's reasons (``no_report_file``, ``no_findings_or_imp
 Scale: images are read in ``workers`` processes, a shard of ``shard_size`` images at a time, with a progress bar
 (:func:`~refers_lite.data.loading.image_cache.build_cache`). A worker is handed the shards' byte offsets in
 ``import_plan.csv`` (one number per shard) and reads only its shard's lines, so its memory does not grow with the
-input; the importing process holds the tables in memory (a few KiB per image, ``benchmarks/import_rate.py``). A killed import resumes with the same command
+input; the importing process holds the per-image tables in compact columns and writes the plan, skip list and ``studies.csv`` in chunks: it grows by about 0.7 KiB per image (peak of its Python allocations between 1,500 and 6,000 images, ``benchmarks/import_rate.py``; about 290 MiB projected for MIMIC-CXR's 377,110), mostly the cache's index, the report texts and a dict per study. A killed import resumes with the same command
 (finished shards are kept, checked by sha256). The cache's fingerprint covers every image file's path, size and
 modification time: a changed, added or removed file is detected (``import_summary.json``'s ``input_changes``)
 and the cache is rendered again.
