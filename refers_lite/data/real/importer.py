@@ -55,7 +55,7 @@ MIMIC also the report parser's reasons (``no_report_file``, ``no_findings_or_imp
 Scale: images are read in ``workers`` processes, a shard of ``shard_size`` images at a time, with a progress bar
 (:func:`~refers_lite.data.loading.image_cache.build_cache`). A worker is handed the shards' byte offsets in
 ``import_plan.csv`` (one number per shard) and reads only its shard's lines, so its memory does not grow with the
-input; the importing process holds the tables in memory (a few KiB per image, ``benchmarks/import_rate.py``). A killed import resumes with the same command
+input; the importing process holds the per-image tables in compact columns and writes the plan, skip list and ``studies.csv`` in chunks: it grows by about 0.7 KiB per image (peak of its Python allocations between 1,500 and 6,000 images, ``benchmarks/import_rate.py``; about 290 MiB projected for MIMIC-CXR's 377,110), mostly the cache's index, the report texts and a dict per study. A killed import resumes with the same command
 (finished shards are kept, checked by sha256). The cache's fingerprint covers every image file's path, size and
 modification time: a changed, added or removed file is detected (``import_summary.json``'s ``input_changes``)
 and the cache is rendered again.
@@ -69,6 +69,7 @@ import io
 import json
 import os
 import time
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -76,7 +77,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ...files import atomic_write, sha256_file, write_if_changed
+from ...files import atomic_save, atomic_write, sha256_file, write_if_changed
 from .real_radiograph import (DICOM_SUFFIXES, ImageReadError, dicom_to_unit, letterbox, read_dicom_dataset,
                               read_image, unit_to_uint8)
 
@@ -248,21 +249,142 @@ def render_plan_shard(plan_csv: str, offsets: tuple[int, ...], shard_size: int, 
 # ----------------------------------------------------------------------------- plan -> cache
 
 
+class _Texts:
+    """A column of strings kept as one UTF-8 buffer and an offset per string: about ``len + 8`` bytes each where a
+    list of Python ``str`` costs ``len + 57`` (and a dict per row several hundred more)."""
+
+    def __init__(self):
+        self._buf, self._end = bytearray(), array("q")
+
+    def append(self, value: str) -> None:
+        self._buf += value.encode("utf-8", "surrogatepass")
+        self._end.append(len(self._buf))
+
+    def __len__(self) -> int:
+        return len(self._end)
+
+    def __getitem__(self, i: int) -> str:
+        start = self._end[i - 1] if i > 0 else 0
+        return self._buf[start:self._end[i]].decode("utf-8", "surrogatepass")
+
+    def __iter__(self):
+        start, buf = 0, self._buf
+        for end in self._end:
+            yield buf[start:end].decode("utf-8", "surrogatepass")
+            start = end
+
+    def nbytes(self) -> int:
+        return len(self._buf) + 8 * len(self._end)
+
+
+class _Codes:
+    """A column of repeated strings (study, patient, view): a code per row and each distinct value once."""
+
+    def __init__(self):
+        self.values: list[str] = []
+        self._code: dict[str, int] = {}
+        self.codes = array("i")
+
+    def append(self, value: str) -> None:
+        code = self._code.get(value)
+        if code is None:
+            code = self._code[value] = len(self.values)
+            self.values.append(value)
+        self.codes.append(code)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> str:
+        return self.values[self.codes[i]]
+
+    def __iter__(self):
+        values = self.values
+        return (values[k] for k in self.codes)
+
+
+class _Plan:
+    """The images to read, one row each, in compact columns (the plan CSV's columns, module doc): strings in
+    :class:`_Texts` / :class:`_Codes`, sizes and times in int64 arrays, labels in int8 arrays."""
+
+    def __init__(self, label_columns: Sequence[str] = ()):
+        self.image_id, self.file, self.path = _Texts(), _Texts(), _Texts()
+        self.study_id, self.patient, self.view = _Codes(), _Codes(), _Codes()
+        self.size, self.mtime_ns = array("q"), array("q")
+        self.labels = {c: array("b") for c in label_columns}
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def add(self, image_id: str, study_id: str, patient: str, view: str, file: str, labels: dict | None = None,
+            path: str = "", size: int = 0, mtime_ns: int = 0) -> None:
+        self.image_id.append(image_id)
+        self.study_id.append(study_id)
+        self.patient.append(patient)
+        self.view.append(view)
+        self.file.append(file)
+        self.path.append(path)
+        self.size.append(size)
+        self.mtime_ns.append(mtime_ns)
+        for c, col in self.labels.items():
+            col.append(labels[c])
+
+    def row(self, i: int) -> dict:
+        return {"image_id": self.image_id[i], "study_id": self.study_id[i], "patient": self.patient[i],
+                "view": self.view[i], "file": self.file[i], "path": self.path[i], "size": self.size[i],
+                "mtime_ns": self.mtime_ns[i]} | {c: col[i] for c, col in self.labels.items()}
+
+    def rows(self, columns: Sequence[str]):
+        """The rows as lists of the ``columns``' values, one at a time."""
+        cols = [self.labels[c] if c in self.labels else getattr(self, c) for c in columns]
+        return zip(*(iter(c) for c in cols))
+
+
 class _Skips:
     def __init__(self):
         self.counts: Counter = Counter()
-        self.rows: list[tuple[str, str, str, str]] = []
+        self._reason, self._study, self._image, self._detail = _Codes(), _Codes(), _Texts(), _Texts()
+
+    @property
+    def rows(self):
+        """(reason, study_id, image, detail) of each skip, in the order they were added."""
+        return zip(self._reason, self._study, self._image, self._detail)
 
     def add(self, reason: str, study_id: str = "", image: str = "", detail: str = "") -> None:
         self.counts[reason] += 1
-        self.rows.append((reason, study_id, image, detail))
+        self._reason.append(reason)
+        self._study.append(study_id)
+        self._image.append(image)
+        self._detail.append(detail)
 
     def write(self, path: Path) -> None:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["reason", "study_id", "image", "detail"])
-        w.writerows(self.rows)
-        atomic_write(path, buf.getvalue())
+        atomic_save(path, lambda f: _write_csv_rows(f, ["reason", "study_id", "image", "detail"], self.rows))
+
+
+def _write_csv_rows(f, header: Sequence[str], rows, offsets_every: int = 0, chunk: int = 4096) -> list[int]:
+    """Write a CSV (``csv.writer``, ``\\n`` line ends) to the binary file ``f``, ``chunk`` rows at a time (memory
+    does not grow with the rows); with ``offsets_every`` = n, return the byte offsets of rows 0, n, 2n, ..."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+
+    def flush() -> int:
+        data = buf.getvalue().encode("utf-8")
+        f.write(data)
+        buf.seek(0)
+        buf.truncate()
+        return len(data)
+
+    w.writerow(header)
+    pos, offsets = flush(), []
+    for i, r in enumerate(rows):
+        if offsets_every and i % offsets_every == 0:
+            pos += flush()
+            offsets.append(pos)
+        elif i % chunk == 0:
+            pos += flush()
+        w.writerow(r)
+    flush()
+    return offsets
 
 
 def _resolve(images_dir: Path, file: str) -> Path:
@@ -270,31 +392,42 @@ def _resolve(images_dir: Path, file: str) -> Path:
     return p if p.is_absolute() else images_dir / p
 
 
-def _stat_rows(rows: list[dict], images_dir: Path, skips: _Skips) -> list[dict]:
-    """Rows whose file exists (others skipped as missing_file), with size and modification time filled in."""
-    kept, seen = [], set()
-    for r in rows:
-        path = _resolve(images_dir, r["file"])
-        key = os.path.normpath(str(path))
-        if key in seen:
-            skips.add("duplicate_image", r["study_id"], r["file"], "listed earlier in the table")
+def _stat_rows(pending: _Plan, images_dir: Path, skips: _Skips, keep=None) -> _Plan:
+    """The rows of ``pending`` (those whose study is in ``keep``, if given) whose file exists (others skipped as
+    missing_file; a file listed again as duplicate_image), with path, size and modification time filled in."""
+    sel = np.arange(len(pending)) if keep is None else \
+        np.flatnonzero(np.isin(np.frombuffer(pending.study_id.codes, np.int32),
+                               [k for k, v in enumerate(pending.study_id.values) if v in keep]))
+    keys = np.fromiter((hash(os.path.normpath(str(_resolve(images_dir, pending.file[i])))) for i in sel), np.int64,
+                       len(sel))
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    first = first[inverse]  # where each row's file (its normalised path) is first listed
+    del keys, inverse
+    ok = np.zeros(len(sel), bool)
+    kept = _Plan(pending.labels)
+    for j, i in enumerate(sel):
+        file, sid = pending.file[i], pending.study_id[i]
+        if first[j] != j and ok[first[j]]:
+            skips.add("duplicate_image", sid, file, "listed earlier in the table")
             continue
+        path = _resolve(images_dir, file)
         try:
             st = path.stat()
         except OSError:
-            skips.add("missing_file", r["study_id"], r["file"], f"no such file: {path}")
+            skips.add("missing_file", sid, file, f"no such file: {path}")
             continue
         if not path.is_file():
-            skips.add("missing_file", r["study_id"], r["file"], f"not a file: {path}")
+            skips.add("missing_file", sid, file, f"not a file: {path}")
             continue
-        seen.add(key)
-        kept.append(r | {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        ok[j] = True
+        kept.add(pending.image_id[i], sid, pending.patient[i], pending.view[i], file,
+                 {c: col[i] for c, col in pending.labels.items()}, str(path.resolve()), st.st_size, st.st_mtime_ns)
     return kept
 
 
-def _need_some(rows: list[dict], skips: _Skips, images_dir: Path, out: Path) -> None:
+def _need_some(rows: _Plan, skips: _Skips, images_dir: Path, out: Path) -> None:
     """Stop with a clear message (and the skip list written) when no listed image can be read at all."""
-    if rows:
+    if len(rows):
         return
     out.mkdir(parents=True, exist_ok=True)
     skips.write(out / SKIPPED_FILE)
@@ -304,46 +437,47 @@ def _need_some(rows: list[dict], skips: _Skips, images_dir: Path, out: Path) -> 
                           f"the images folder)" if example else "") + f"; see {out / SKIPPED_FILE}")
 
 
-def _write_plan(rows: list[dict], columns: list[str], path: Path, shard_size: int) -> tuple[int, ...]:
-    """Write the plan CSV; return the byte offset of the first row of every shard."""
-    chunks, offsets, pos = [], [], 0
-    header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow(columns)
-    head = header.getvalue().encode("utf-8")
-    chunks.append(head)
-    pos = len(head)
-    for i, r in enumerate(rows):
-        if i % shard_size == 0:
-            offsets.append(pos)
-        line = io.StringIO()
-        csv.writer(line, lineterminator="\n").writerow([r[c] for c in columns])
-        b = line.getvalue().encode("utf-8")
-        chunks.append(b)
-        pos += len(b)
-    atomic_write(path, b"".join(chunks))
+def _write_plan(plan: _Plan, columns: list[str], path: Path, shard_size: int) -> tuple[int, ...]:
+    """Write the plan CSV a chunk at a time; return the byte offset of the first row of every shard."""
+    offsets: list[int] = []
+    atomic_save(path, lambda f: offsets.extend(_write_csv_rows(f, columns, plan.rows(columns),
+                                                               offsets_every=shard_size)))
     return tuple(offsets)
 
 
-def _input_changes(old_plan: Path, rows: list[dict]) -> dict | None:
-    """Compare the previous import's plan (if any) with this one: files added, removed, changed (size or time)."""
+def _stamps(paths, sizes, mtimes) -> pd.DataFrame:
+    """(hash of the path, hash of its size and time) per file, one row per path (the last one listed wins)."""
+    n = len(paths) if hasattr(paths, "__len__") else -1
+    key = np.fromiter((hash(p) for p in paths), np.int64, n)
+    stamp = np.fromiter((hash((str(a), str(b))) for a, b in zip(sizes, mtimes)), np.int64, n)
+    return pd.DataFrame({"key": key, "stamp": stamp}).drop_duplicates("key", keep="last")
+
+
+def _input_changes(old_plan: Path, plan: _Plan) -> dict | None:
+    """Compare the previous import's plan (if any) with this one: files added, removed, changed (size or time).
+    Both are compared as 64-bit hashes of path and of (size, time), read in chunks: memory stays small."""
     if not old_plan.is_file():
         return None
     try:
-        old = pd.read_csv(old_plan, dtype=str, keep_default_na=False, usecols=["path", "size", "mtime_ns"])
+        parts = [_stamps(c["path"].tolist(), c["size"].tolist(), c["mtime_ns"].tolist())
+                 for c in pd.read_csv(old_plan, dtype=str, keep_default_na=False, usecols=["path", "size", "mtime_ns"],
+                                      chunksize=65536)]
     except (ValueError, pd.errors.ParserError, OSError):
         return {"previous_plan": "unreadable"}
-    before = dict(zip(old["path"], zip(old["size"], old["mtime_ns"])))
-    now = {r["path"]: (str(r["size"]), str(r["mtime_ns"])) for r in rows}
-    return {"added": len(set(now) - set(before)), "removed": len(set(before) - set(now)),
-            "changed": sum(1 for p in set(now) & set(before) if now[p] != before[p])}
+    before = pd.concat(parts).drop_duplicates("key", keep="last") if parts else _stamps([], [], [])
+    now = _stamps(plan.path, plan.size, plan.mtime_ns)
+    both = now.merge(before, on="key", suffixes=("", "_old"))
+    return {"added": int((~now["key"].isin(before["key"])).sum()),
+            "removed": int((~before["key"].isin(now["key"])).sum()),
+            "changed": int((both["stamp"] != both["stamp_old"]).sum())}
 
 
-def _render(rows: list[dict], out: Path, kind: str, label_columns: tuple[str, ...], *, image_size: int,
+def _render(rows: _Plan, out: Path, kind: str, label_columns: tuple[str, ...], *, image_size: int,
             workers: int, shard_size: int, progress: bool, desc: str):
     """Write the plan and build (or resume, or reuse) the cache of its images; return (cache, input changes)."""
     from ..loading.image_cache import build_cache
 
-    if not rows:
+    if not len(rows):
         raise DataImportError(f"no image file to read: every image listed is missing or was skipped (paths are taken "
                               f"relative to the images folder; is it the folder the table's paths start from?)")
     out.mkdir(parents=True, exist_ok=True)
@@ -360,19 +494,18 @@ def _render(rows: list[dict], out: Path, kind: str, label_columns: tuple[str, ..
     return cache, changes
 
 
-def _usable_images(cache, skips: _Skips) -> dict[str, str]:
-    """image_id -> view of every image that was read; unreadable ones are skipped (reason and message)."""
+def _usable_images(cache, skips: _Skips) -> tuple[np.ndarray, pd.Categorical]:
+    """(whether each cached image was read, its view): one entry per cache item, i.e. per plan row; unreadable ones
+    are skipped (reason and message). The view: the table's, else the DICOM header's, else ``unknown``."""
     idx = cache.index
-    views = {}
-    for iid, sid, file, ok, err, tv, dv in zip(idx["image_id"].astype(str), idx["study_id"].astype(str),
-                                               idx["file"].astype(str), idx["ok"], idx["error"].fillna(""),
-                                               idx["view"].fillna(""), idx["dicom_view"].fillna("")):
-        if int(ok) != 1:
-            skips.add("unreadable_image", sid, file, str(err))
-            continue
-        given = str(tv) if str(tv) != "unknown" else ""  # a table's unrecognised view: the header may know
-        views[iid] = given or str(dv) or "unknown"
-    return views
+    ok = idx["ok"].to_numpy().astype(np.int64) == 1
+    for k in np.flatnonzero(~ok):
+        skips.add("unreadable_image", str(idx["study_id"].iat[k]), str(idx["file"].iat[k]),
+                  str("" if pd.isna(idx["error"].iat[k]) else idx["error"].iat[k]))
+    given = idx["view"].fillna("").astype(str)
+    given = given.where(given != "unknown", "")  # a table's unrecognised view: the header may know
+    view = given.where(given != "", idx["dicom_view"].fillna("").astype(str))
+    return ok, pd.Categorical(view.where(view != "", "unknown"))
 
 
 # ----------------------------------------------------------------------------- studies -> source domain
@@ -397,7 +530,35 @@ def _split_fractions(n_groups: int) -> tuple[float, float, float]:
     return 1.0, 0.0, 0.0
 
 
-def _finish_source(out: Path, studies: list[dict], cache, skips: _Skips, changes, *, seed: int, vocab_size: int,
+def _write_studies(path: Path, rows, columns: list[str], chunk: int = 4096) -> None:
+    """``studies.csv`` from an iterator of row dicts, ``chunk`` rows at a time (the bytes ``DataFrame.to_csv`` writes
+    for the whole table); an identical file is left alone (its modification time too), as ``write_if_changed`` does."""
+    import filecmp
+    import itertools
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            first = True
+            while True:
+                part = list(itertools.islice(rows, chunk))
+                if not part and not first:
+                    break
+                pd.DataFrame(part, columns=columns).to_csv(f, index=False, header=first, lineterminator="\n")
+                first = False
+                if not part:
+                    break
+            f.flush()
+            os.fsync(f.fileno())
+        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            tmp.unlink()
+            return
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _finish_source(out: Path, studies: list[dict], plan: _Plan, cache, skips: _Skips, changes, *, seed: int, vocab_size: int,
                    image_size: int, t0: float, origin: str, attribution: str, log) -> dict:
     """Drop unusable images and imageless studies, split, train the tokenizer, write studies.csv and the rest."""
     from ..loading.source_studies import ALL_COLUMNS, STUDIES_FILE, TOKENIZER_FILE
@@ -406,14 +567,24 @@ def _finish_source(out: Path, studies: list[dict], cache, skips: _Skips, changes
     from ..reports.splits import SPLITS, make_splits
     from ..reports.structured_labels import LABELS
 
-    views = _usable_images(cache, skips)
+    usable, views = _usable_images(cache, skips)
+    # each study's usable images, in plan (= cache) order, as item numbers grouped by study
+    row_of = {s["study_id"]: k for k, s in enumerate(studies)}
+    study_of_code = np.array([row_of.get(v, -1) for v in plan.study_id.values], np.int64)
+    del row_of
+    items = np.flatnonzero(usable)
+    study_of_item = study_of_code[np.frombuffer(plan.study_id.codes, np.int32)[items]]
+    order = np.argsort(study_of_item, kind="stable")
+    items, counts = items[order], np.bincount(study_of_item, minlength=len(studies))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    del order, study_of_item
     kept = []
-    for s in studies:
-        ids = [i for i in s["image_ids"] if i in views]
-        if not ids:
+    for k, s in enumerate(studies):
+        if not counts[k]:
             skips.add("no_image", s["study_id"], "", "none of its images is usable")
             continue
-        kept.append(s | {"image_ids": ids})
+        s["items"] = items[starts[k]:starts[k + 1]]
+        kept.append(s)
     if not kept:
         skips.write(out / SKIPPED_FILE)
         raise DataImportError(f"nothing to import: no study has a usable image and report (see {out / SKIPPED_FILE}: "
@@ -433,13 +604,22 @@ def _finish_source(out: Path, studies: list[dict], cache, skips: _Skips, changes
     all_labels = {n for s in kept for n in s["labels"]}
     unknown_labels = sorted(all_labels - label_names)
     write_labels = bool(all_labels) and not unknown_labels
-    rows = [{"study_id": s["study_id"], "split": s["split"], "patient": s["patient"],
-             "image_ids": ";".join(s["image_ids"]), "views": ";".join(views[i] for i in s["image_ids"]),
-             "findings": "", "unrendered": "", "labels": ";".join(sorted(s["labels"])), "text": s["text"]}
-            for s in kept]
     columns = [c for c in ALL_COLUMNS if write_labels or c != "labels"]
-    write_if_changed(out / STUDIES_FILE, pd.DataFrame(rows, columns=columns).to_csv(index=False))
-    train_texts = [r["text"] for r in rows if r["split"] == "train"]
+    view_names, view_codes = list(views.categories), views.codes
+    view_counts: dict[str, int] = {}  # in the order the views first appear
+
+    def study_rows():
+        for s in kept:
+            its = s["items"]
+            for c in view_codes[its]:
+                view_counts[view_names[c]] = view_counts.get(view_names[c], 0) + 1
+            yield {"study_id": s["study_id"], "split": s["split"], "patient": s["patient"],
+                   "image_ids": ";".join(plan.image_id[i] for i in its),
+                   "views": ";".join(view_names[c] for c in view_codes[its]), "findings": "", "unrendered": "",
+                   "labels": ";".join(sorted(s["labels"])), "text": s["text"]}
+
+    _write_studies(out / STUDIES_FILE, study_rows(), columns)
+    train_texts = [s["text"] for s in kept if s["split"] == "train"]
     if not train_texts:
         raise DataImportError(f"{out}: no study in the train split; the report tokenizer is trained on it")
     tok = ReportTokenizer.train(train_texts, vocab_size=vocab_size)
@@ -447,10 +627,10 @@ def _finish_source(out: Path, studies: list[dict], cache, skips: _Skips, changes
     write_if_changed(out / TOKENIZER_FILE, tok_json)
     write_if_changed(out / "boxes.csv", "image_id,label,x0,y0,x1,y1,side\n")
     skips.write(out / SKIPPED_FILE)
-    splits = {name: sum(r["split"] == name for r in rows) for name in SPLITS}
-    n_images = sum(len(s["image_ids"]) for s in kept)
-    summary = {"name": "source", "kind": "source", "imported": True, "studies": len(rows), "images": n_images,
-               "views": dict(Counter(v for r in rows for v in r["views"].split(";"))),
+    splits = {name: sum(s["split"] == name for s in kept) for name in SPLITS}
+    n_images = int(sum(len(s["items"]) for s in kept))
+    summary = {"name": "source", "kind": "source", "imported": True, "studies": len(kept), "images": n_images,
+               "views": view_counts,
                "splits": splits, "split_by": "table" if given else "patient" if any(s["patient"] for s in kept)
                else "study", "skipped": dict(sorted(skips.counts.items())),
                "report_vocabulary": tok.vocab_size, "image_size": image_size, "rendered_images": cache.rendered,
@@ -518,7 +698,7 @@ def import_studies(images_dir, table, out, *, image_size: int = IMAGE_SIZE, work
     df = read_table(table)
     skips = _Skips()
     studies: dict[str, dict] = {}
-    rows: list[dict] = []
+    pending = _Plan()  # the images, before their files are looked at
     for line, r in enumerate(df.to_dict("records"), start=2):
         sid = str(r["study_id"]).strip()
         files = [f for f in _cells(r["image"]) if f]
@@ -528,16 +708,14 @@ def import_studies(images_dir, table, out, *, image_size: int = IMAGE_SIZE, work
         st = studies.get(sid)
         if st is None:
             st = studies[sid] = {"study_id": sid, "raw": "", "patient": str(r.get("patient_id", "")).strip(),
-                                 "split": str(r.get("split", "")).strip(), "labels": set(), "image_ids": [],
-                                 "line": line}
+                                 "split": str(r.get("split", "")).strip(), "labels": set(), "line": line}
         if not st["raw"].strip():
             st["raw"] = str(r["report"])
         st["labels"] |= {n for n in _cells(r.get("labels", "")) if n}
         views = _cells(r.get("view", "")) if str(r.get("view", "")).strip() else []
         for k, f in enumerate(files):
             view = view_from_text(views[k] if k < len(views) else (views[0] if len(views) == 1 else ""))
-            rows.append({"image_id": Path(f).as_posix(), "study_id": sid, "patient": st["patient"], "view": view,
-                         "file": f})
+            pending.add(Path(f).as_posix(), sid, st["patient"], view, f)
     # study-level checks before any image is read: their images are not worth reading
     usable: list[dict] = []
     for st in studies.values():
@@ -555,14 +733,12 @@ def import_studies(images_dir, table, out, *, image_size: int = IMAGE_SIZE, work
         else:
             usable.append(st)
     ok_ids = {st["study_id"] for st in usable}
-    rows = [r for r in rows if r["study_id"] in ok_ids]
-    rows = _stat_rows(rows, images_dir, skips)
+    rows = _stat_rows(pending, images_dir, skips, keep=ok_ids)
+    del pending, df, ok_ids
     _need_some(rows, skips, images_dir, out)
-    for r in rows:
-        studies[r["study_id"]]["image_ids"].append(r["image_id"])
     cache, changes = _render(rows, out, "import_studies", (), image_size=image_size, workers=workers,
                              shard_size=shard_size, progress=progress, desc="imported radiographs")
-    return _finish_source(out, usable, cache, skips, changes, seed=seed, vocab_size=vocab_size,
+    return _finish_source(out, usable, rows, cache, skips, changes, seed=seed, vocab_size=vocab_size,
                           image_size=image_size, t0=t0, origin=f"imported from {Path(table).name} and {images_dir}",
                           attribution="the user's own studies (their licence; nothing was uploaded)", log=log)
 
@@ -592,25 +768,24 @@ def import_mimic(mimic_root, out, *, reports_root=None, image_size: int = IMAGE_
     for sid, reason in listed:
         skips.add(reason, sid, "", "report (load_mimic_reports)")
     official = mimic_official_splits(split_csv) if split_csv is not None else {}
-    studies, rows = [], []
+    studies, pending = [], _Plan()
     for rec in records:
         text = clean_report(rec.raw_text)
         if count_tokens(text) < min_tokens:
             skips.add("report_too_short", rec.study_id, "", f"{count_tokens(text)} token(s) < {min_tokens}")
             continue
         st = {"study_id": rec.study_id, "patient": rec.subject_id or "", "text": text, "labels": set(),
-              "split": _SPLIT_NAMES.get(official.get(rec.study_id, ""), ""), "image_ids": []}
+              "split": _SPLIT_NAMES.get(official.get(rec.study_id, ""), "")}
         studies.append(st)
-        rows += [{"image_id": ref.image_id, "study_id": rec.study_id, "patient": st["patient"],
-                  "view": "" if ref.view == "unknown" else ref.view, "file": ref.path} for ref in rec.images]
-    rows = _stat_rows(rows, root, skips)
+        for ref in rec.images:
+            pending.add(ref.image_id, rec.study_id, st["patient"], "" if ref.view == "unknown" else ref.view, ref.path)
+    del records, official, listed
+    rows = _stat_rows(pending, root, skips)
+    del pending
     _need_some(rows, skips, root, Path(out))
-    by_id = {s["study_id"]: s for s in studies}
-    for r in rows:
-        by_id[r["study_id"]]["image_ids"].append(r["image_id"])
     cache, changes = _render(rows, Path(out), "import_mimic", (), image_size=image_size, workers=workers,
                              shard_size=shard_size, progress=progress, desc="MIMIC-CXR-JPG radiographs")
-    return _finish_source(Path(out), studies, cache, skips, changes, seed=seed, vocab_size=vocab_size,
+    return _finish_source(Path(out), studies, rows, cache, skips, changes, seed=seed, vocab_size=vocab_size,
                           image_size=image_size, t0=t0, origin=f"MIMIC-CXR-JPG under {root}; reports "
                           f"{Path(reports_root) if reports_root else root}", attribution=_MIMIC.attribution, log=log)
 
@@ -650,7 +825,7 @@ def import_labelled(images_dir, table, out, *, name: str | None = None, classes:
         raise DataImportError(f"{table}: no classes: give a 'labels' column (class names separated by ';') or one 0/1 "
                            f"column per class")
     skips = _Skips()
-    rows = []
+    pending = _Plan(cls)
     for line, (r, y) in enumerate(zip(df.to_dict("records"), y_of), start=2):
         f = str(r["image"]).strip()
         bad = [c for c, v in y.items() if str(v) not in ("0", "1")]
@@ -660,23 +835,23 @@ def import_labelled(images_dir, table, out, *, name: str | None = None, classes:
         if not f or ";" in f:
             skips.add("bad_image_path", "", f, f"table row {line}: one image per row")
             continue
-        rows.append({"image_id": Path(f).as_posix(), "study_id": str(r.get("study_id", "")).strip(),
-                     "patient": str(r.get("patient_id", "")).strip(), "view": view_from_text(r.get("view", "")),
-                     "file": f} | {c: int(v) for c, v in y.items()})
-    rows = _stat_rows(rows, images_dir, skips)
+        pending.add(Path(f).as_posix(), str(r.get("study_id", "")).strip(), str(r.get("patient_id", "")).strip(),
+                    view_from_text(r.get("view", "")), f, {c: int(v) for c, v in y.items()})
+    del y_of
+    rows = _stat_rows(pending, images_dir, skips)
+    del pending
     _need_some(rows, skips, images_dir, out)
     cache, changes = _render(rows, out, "import_labelled", tuple(cls), image_size=image_size, workers=workers,
                              shard_size=shard_size, progress=progress, desc="labelled radiographs")
-    views = _usable_images(cache, skips)
+    good, _ = _usable_images(cache, skips)
     idx = cache.index
-    good = idx["image_id"].astype(str).isin(views).to_numpy()
     if good.sum() < 3:
         skips.write(out / SKIPPED_FILE)
         raise DataImportError(f"{table}: {int(good.sum())} usable image(s); fine-tuning needs at least 3 "
                            f"(see {out / SKIPPED_FILE})")
     ids = idx.loc[good, "image_id"].astype(str).tolist()
     y = idx.loc[good, cls].to_numpy(dtype=np.int64)  # (N, C)
-    patients = idx.loc[good, "image_id"].map({r["image_id"]: r["patient"] for r in rows}).tolist()
+    patients = [rows.patient[i] for i in np.flatnonzero(good)]  # plan rows are the cache's items, in order
     groups = [p or f"image:{i}" for p, i in zip(patients, ids)] if any(patients) else None
     splits = split_items(ids, y, seed=seed, groups=groups)
     empty = [k for k, v in splits.items() if not v]
