@@ -216,6 +216,8 @@ def task2_log(records: Sequence[Mapping], batch_size: int, rel_tol: float = 0.02
     last = float(np.mean([r["loss_consistency"] for r in train[-last_steps:]]))
     chance = math.log(batch_size)
     val = [r for r in records if "val_loss_consistency" in r]
+    # a Python bool, not numpy's: chapter 08 tests `at_chance is False` (a numpy False is not `False`, so
+    # the chapter's own code never printed its "ended below chance" sentence)
     return Task2Log(batch_size, last, bool(abs(last - chance) < rel_tol * chance),
                     float(val[-1]["val_loss_consistency"]) if val else None)
 
