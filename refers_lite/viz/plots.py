@@ -1,4 +1,5 @@
-"""Plots a reader would rather look at than read: loss curves of a pre-training run."""
+"""Plots a reader would rather look at than read: loss curves of a pre-training run (all of its losses,
+or the two tasks against chance)."""
 from __future__ import annotations
 
 import json
@@ -72,5 +73,26 @@ def plot_loss_curves(path: str | Path):
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("loss")
     axes[0][0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_task_losses(records: list[dict], batch_size: int):
+    """The two pre-training losses of a run's training log side by side: Task 1 (report generation,
+    Eq. 1) and Task 2 (study-report consistency, Eq. 2) against its chance level ln B; returns the
+    figure (``records``: :func:`read_metrics` of the run)."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if "loss_consistency" in r]
+    steps = [r["step"] for r in train]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].plot(steps, [r["loss_generation"] for r in train])
+    axes[0].set(title="Task 1: report generation (Eq. 1)", xlabel="step", ylabel="loss")
+    axes[1].plot(steps, [r["loss_consistency"] for r in train], label="training")
+    axes[1].axhline(math.log(batch_size), color="k", ls="--", lw=1, label=f"chance, ln {batch_size}")
+    axes[1].set(title="Task 2: study–report consistency (Eq. 2)", xlabel="step")
+    axes[1].legend()
     fig.tight_layout()
     return fig
