@@ -217,3 +217,24 @@ def test_cli_reports_kept_files(fake, monkeypatch, capsys):
     assert fake.calls == ["fakepkg==1.0"]
     assert "fetched vol" in out and "kept    vol" in out
     assert fake.registry["vol"].sha256 in out and "fake credit" in out
+
+
+def test_default_assets_dir_env_then_checkout_then_user_cache(fake, tmp_path, monkeypatch):
+    """Where the assets go with no ``dest``: $REFERS_LITE_ASSETS, else the checkout's assets/, else (an
+    installed wheel: the package's parent is site-packages) the user cache."""
+    monkeypatch.delenv(A.ASSETS_ENV, raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    assert A.default_assets_dir() == repo / "assets"  # the tests run from a checkout
+
+    monkeypatch.setenv(A.ASSETS_ENV, str(fake.dest))
+    assert A.default_assets_dir() == fake.dest
+    paths = A.fetch_assets(registry=fake.registry, downloader=fake.downloader)  # no dest: the env folder
+    assert paths["vol"].parent.parent == fake.dest
+    assert A.asset_path("vol", registry=fake.registry, verify=True) == paths["vol"]
+
+    monkeypatch.delenv(A.ASSETS_ENV)
+    monkeypatch.setattr(A, "_REPO_ROOT", tmp_path / "site-packages")  # what an installed wheel sees
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert A.default_assets_dir() == tmp_path / "cache" / "refers_lite" / "assets"
+    with pytest.raises(A.AssetMissingError, match="fetch_assets"):
+        A.asset_path("vol", registry=fake.registry)

