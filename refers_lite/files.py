@@ -21,9 +21,12 @@ __all__ = ["atomic_save", "atomic_write", "write_if_changed", "sha256_file", "re
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # a temp file: .<target name>.<random>.tmp, beside the target
 
 
-def atomic_save(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_save(path: str | Path, write: Callable[[BinaryIO], None], keep_identical: bool = False) -> Path:
     """Call ``write(f)`` on a temp file beside ``path``, fsync it and rename it over ``path``; if ``write`` raises
-    (a failed checksum, a full disk, Ctrl-C), the temp file is removed and ``path`` is left as it was."""
+    (a failed checksum, a full disk, Ctrl-C), the temp file is removed and ``path`` is left as it was.
+    ``keep_identical``: when ``path`` already holds exactly the bytes written, it is left alone (its modification
+    time too) and the temp file removed: :func:`write_if_changed` for content written in pieces."""
+    import filecmp
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
@@ -32,6 +35,9 @@ def atomic_save(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_identical and path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            Path(tmp).unlink()
+            return path
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary readable files
         os.replace(tmp, path)
     except BaseException:

@@ -1,5 +1,6 @@
 """The one atomic writer (refers_lite.files)."""
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,15 @@ def test_no_other_hand_rolled_atomic_write_in_the_package():
              for n, line in enumerate(f.read_text().splitlines())
              if re.search(r"os\.replace\(|os\.rename\(|mkstemp\(", line.split("#")[0])]
     assert not found, f"write files through refers_lite.files.atomic_save instead: {found}"
+
+
+def test_atomic_save_can_leave_an_identical_file_alone(tmp_path):
+    """Content written in pieces (the importer's studies.csv) keeps an identical file's modification time."""
+    path = tmp_path / "t.csv"
+    atomic_save(path, lambda f: (f.write(b"a,"), f.write(b"b\n")))
+    before = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    atomic_save(path, lambda f: (f.write(b"a,"), f.write(b"b\n")), keep_identical=True)
+    assert path.stat().st_mtime_ns == before and not list(tmp_path.glob(".*.tmp"))
+    atomic_save(path, lambda f: f.write(b"c\n"), keep_identical=True)
+    assert path.read_bytes() == b"c\n"

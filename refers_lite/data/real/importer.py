@@ -533,29 +533,23 @@ def _split_fractions(n_groups: int) -> tuple[float, float, float]:
 def _write_studies(path: Path, rows, columns: list[str], chunk: int = 4096) -> None:
     """``studies.csv`` from an iterator of row dicts, ``chunk`` rows at a time (the bytes ``DataFrame.to_csv`` writes
     for the whole table); an identical file is left alone (its modification time too), as ``write_if_changed`` does."""
-    import filecmp
     import itertools
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            first = True
-            while True:
-                part = list(itertools.islice(rows, chunk))
-                if not part and not first:
-                    break
-                pd.DataFrame(part, columns=columns).to_csv(f, index=False, header=first, lineterminator="\n")
-                first = False
-                if not part:
-                    break
-            f.flush()
-            os.fsync(f.fileno())
-        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
-            tmp.unlink()
-            return
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    def write(fb) -> None:
+        f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
+        first = True
+        while True:
+            part = list(itertools.islice(rows, chunk))
+            if not part and not first:
+                break
+            pd.DataFrame(part, columns=columns).to_csv(f, index=False, header=first, lineterminator="\n")
+            first = False
+            if not part:
+                break
+        f.flush()
+        f.detach()  # the bytes are in fb; atomic_save fsyncs and closes it
+
+    atomic_save(path, write, keep_identical=True)
 
 
 def _finish_source(out: Path, studies: list[dict], plan: _Plan, cache, skips: _Skips, changes, *, seed: int, vocab_size: int,
