@@ -48,6 +48,21 @@ def _load_config(path: Path):
         raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from e
 
 
+def _columns(text: str) -> list[tuple[str, float]]:
+    """``"nih:0.01,vindr:0.01"`` -> [("nih", 0.01), ("vindr", 0.01)], with a clear error for a malformed item."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        domain, sep, ratio = item.partition(":")
+        try:
+            value = float(ratio)
+        except ValueError:
+            value = -1.0
+        if not sep or not domain or not 0 < value <= 1:
+            raise ValueError(f"--columns: {item!r} is not domain:ratio with 0 < ratio <= 1 (e.g. nih:0.01)")
+        out.append((domain, value))
+    return out
+
+
 def _int_list(text: str, option: str) -> list[int]:
     """``"0,1,2"`` -> [0, 1, 2]; anything else is a ValueError naming the option."""
     parts = [x.strip() for x in text.split(",")]
@@ -160,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="default: runs/experiments/PROFILE")
     p.add_argument("--methods", default=None, help="comma-separated subset of the profile's methods")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    p.add_argument("--columns", default=None,
+                   help="comma-separated domain:ratio columns, e.g. nih:0.01,vindr:0.01 (default: the profile's)")
+    p.add_argument("--report-dir", type=Path, default=None,
+                   help="where results.csv and the tables go (default: --out; cells are cached in --out either way)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("evaluate", help="zero-shot, retrieval, report generation and linear probes of a pre-trained run",
@@ -314,15 +333,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 paths = run_experiments(args.profile, args.data_root, out,
                                         methods=args.methods.split(",") if args.methods else None,
+                                        columns=_columns(args.columns) if args.columns else None,
                                         seeds=_int_list(args.seeds, "--seeds") if args.seeds else None,
-                                        progress=not args.no_progress)
+                                        progress=not args.no_progress, report_dir=args.report_dir)
             except KeyboardInterrupt:
                 print(f"\ninterrupted: finished runs under {out} are kept; run the same command to resume",
                       file=sys.stderr)
                 return 130
             for name, path in paths.items():
                 print(f"wrote {path}")
-            print((out / "table1.md").read_text())
+            print(paths["table1"].read_text())
         elif args.verb == "export":
             from .training.checkpoint import export_image_encoder
             out = export_image_encoder(args.checkpoint, args.out)

@@ -110,3 +110,11 @@ def test_a_resume_rejected_from_the_command_line_keeps_config_json(tmp_path, cap
     _one_line_error(["pretrain", "--profile", "smoke", "--out", str(out), "--no-progress", "--set", "train.max_steps=2",
                      "--set", "train.lr_vision=0.5"], capsys, "differs in: train.lr_vision")
     assert (out / "config.json").read_text() == saved
+
+
+def test_experiments_columns_are_parsed_and_a_bad_one_is_named():
+    from refers_lite.cli import _columns
+    assert _columns("nih:0.01, vindr:1") == [("nih", 0.01), ("vindr", 1.0)]
+    for bad in ("nih", "nih:x", "nih:0", ":0.1", "nih:2"):
+        with pytest.raises(ValueError, match="--columns"):
+            _columns(bad)
