@@ -295,3 +295,13 @@ def test_run_folders_are_owned_by_their_kind(domain, tmp_path):
     pretrain(get_config("smoke"), ft, progress=False, stop_after=2, overwrite=True)
     assert json.loads((ft / "run.json").read_text())["kind"] == "pre-training"
     assert not (ft / "result.json").exists() and (ft / "last.pt").is_file()
+
+
+def test_the_same_domain_spelled_as_another_path_is_reused(domain, tmp_path, monkeypatch):
+    """The book's chapters pass a domain's path absolute, a CLI run relative: the same data (domain_sha256) and
+    settings are the same run, reused, not trained again (it used to compare the path strings)."""
+    cfg = get_finetune_config("smoke")
+    first = finetune("scratch", domain, 0.1, 1, tmp_path / "run", cfg=cfg, progress=False)
+    monkeypatch.chdir(domain.parent)
+    again = finetune("scratch", type(domain)(domain.name), 0.1, 1, tmp_path / "run", cfg=cfg, progress=False)
+    assert again.reused and again.test_auc == first.test_auc

@@ -388,7 +388,6 @@ def finetune(encoder: str | Path, domain: str | Path, ratio: float, seed: int, o
         saved = json.loads((out_dir / "config.json").read_text()) if (out_dir / "config.json").is_file() else {}
         if saved.get("finetune") == cfg.to_dict() and all(saved.get(k) == v for k, v in info.items()) \
                 and saved.get("scratch_model") == info.get("scratch_model") \
-                and saved.get("domain") == str(domain) \
                 and math.isclose(saved.get("ratio", -1), ratio) and saved.get("seed") == seed:
             return FinetuneResult.read(done)
     if not overwrite:
