@@ -530,28 +530,6 @@ def _split_fractions(n_groups: int) -> tuple[float, float, float]:
     return 1.0, 0.0, 0.0
 
 
-def _write_studies(path: Path, rows, columns: list[str], chunk: int = 4096) -> None:
-    """``studies.csv`` from an iterator of row dicts, ``chunk`` rows at a time (the bytes ``DataFrame.to_csv`` writes
-    for the whole table); an identical file is left alone (its modification time too), as ``write_if_changed`` does."""
-    import itertools
-
-    def write(fb) -> None:
-        f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
-        first = True
-        while True:
-            part = list(itertools.islice(rows, chunk))
-            if not part and not first:
-                break
-            pd.DataFrame(part, columns=columns).to_csv(f, index=False, header=first, lineterminator="\n")
-            first = False
-            if not part:
-                break
-        f.flush()
-        f.detach()  # the bytes are in fb; atomic_save fsyncs and closes it
-
-    atomic_save(path, write, keep_identical=True)
-
-
 def _finish_source(out: Path, studies: list[dict], plan: _Plan, cache, skips: _Skips, changes, *, seed: int, vocab_size: int,
                    image_size: int, t0: float, origin: str, attribution: str, log) -> dict:
     """Drop unusable images and imageless studies, split, train the tokenizer, write studies.csv and the rest."""
@@ -612,7 +590,9 @@ def _finish_source(out: Path, studies: list[dict], plan: _Plan, cache, skips: _S
                    "views": ";".join(view_names[c] for c in view_codes[its]), "findings": "", "unrendered": "",
                    "labels": ";".join(sorted(s["labels"])), "text": s["text"]}
 
-    _write_studies(out / STUDIES_FILE, study_rows(), columns)
+    # an identical studies.csv is left alone (its modification time too), as write_if_changed does
+    atomic_save(out / STUDIES_FILE, lambda f: _write_csv_rows(f, columns, ([r[c] for c in columns] for r in study_rows())),
+                keep_identical=True)
     train_texts = [s["text"] for s in kept if s["split"] == "train"]
     if not train_texts:
         raise DataImportError(f"{out}: no study in the train split; the report tokenizer is trained on it")
