@@ -230,6 +230,7 @@ def budget_curve(name: str, data_root: Path, budgets, out: Path, seeds=(0, 1, 2)
     t-test), appended to ``out/budget_curve.jsonl``. Scratch does not depend on the budget: its cells are trained
     once and reused (the grid's cache in ``out``). Budgets already in the file are read back, not re-run."""
     from refers_lite.evaluation.metrics import summarize_seeds, t_test
+    from refers_lite.evaluation.verdicts import seed_aucs
     from refers_lite.experiments import run_experiments
     import pandas as pd
     path = out / "budget_curve.jsonl"
@@ -253,8 +254,7 @@ def budget_curve(name: str, data_root: Path, budgets, out: Path, seeds=(0, 1, 2)
                "probe AUC": r["probe AUC"], "probe AUC random init": r["probe AUC random init"],
                "pretrain seconds": r["train_seconds"], "total seconds": round(time.time() - t0, 1)}
         for domain, ratio in CURVE_COLUMNS:
-            vals = {m: df[(df.method == m) & (df.domain == domain)].groupby("seed")["mean_auc"].first().tolist()
-                    for m in ("refers", "scratch")}
+            vals = {m: seed_aucs(df, m, domain, ratio).tolist() for m in ("refers", "scratch")}
             for m, v in vals.items():
                 s = summarize_seeds(v)
                 row[f"{domain} {ratio:g} {m}"] = [round(s.mean, 4), round(s.std, 4)]

@@ -319,8 +319,8 @@ def _column_name(domain: str, ratio: float) -> str:
 
 
 def _cell_values(df: pd.DataFrame, method: str, domain: str, ratio: float) -> list[float]:
-    sel = df[(df.method == method) & (df.domain == domain) & np.isclose(df.ratio, ratio)]
-    return sel.groupby("seed")["mean_auc"].first().tolist()
+    from .evaluation.verdicts import seed_aucs
+    return seed_aucs(df, method, domain, ratio).tolist()
 
 
 BEST_OTHER_ROW, P_VALUE_ROW = "best other method", "p-value (t-test vs the best other method)"

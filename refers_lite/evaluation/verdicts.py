@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .metrics import t_test
+from .metrics import compare_to_best_baseline, t_test
 
 ALPHA = 0.05  # the significance level of every verdict (the paper's)
 
@@ -76,8 +76,8 @@ def table1_verdict(results: pd.DataFrame, columns: Sequence[Sequence], methods: 
     for domain, ratio in [tuple(c) for c in columns]:
         ours = seed_aucs(results, "refers", domain, ratio)
         others = {m: seed_aucs(results, m, domain, ratio) for m in methods if m != "refers"}
-        best = max(others, key=lambda m: others[m].mean())
-        p = t_test(ours, others[best]) if len(ours) > 1 else float("nan")
+        cmp = compare_to_best_baseline({"refers": ours, **others}, "refers", list(others))  # the paper's p-value row
+        best, p = cmp["best_baseline"], cmp["p_value"]
         rows.append({
             "column": f"{domain} {ratio:.0%}",
             "REFERS": ours.mean(),
