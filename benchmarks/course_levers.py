@@ -97,6 +97,11 @@ VARIANTS = {
                                      "text_max_len": 128},
                            "train": {"batch_size": 64, "lr_text": 1e-3}, "loss": {"learn_temperature": True},
                            "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
+    # conv_simple_r3 with a fixed, softer temperature (tau = 0.2 instead of 0.1): logits half as confident
+    "conv_simple_r3_tau02": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6,
+                                       "text_max_len": 128},
+                             "train": {"batch_size": 64, "lr_text": 1e-3}, "loss": {"temperature": 0.2},
+                             "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
 }
 
 

@@ -69,7 +69,9 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
 # of the library: "bf16-weights" casts the whole model to bf16 and steps it without autocast (no fp32 master
 # weights: the upper end of what bf16 can give, not a recipe); "fp32+bf16mm" keeps fp32 and lets oneDNN do
 # the matrix products in bf16 (torch.backends.mkldnn.matmul.fp32_precision = "bf16", the CPU's TF32).
-VARIANTS = ("fp32", "bf16", "bf16+compile", "bf16-weights", "fp32+bf16mm")
+# "bf16+flash" is bf16 with SDPA's own kernel choice in the radiograph transformer (flash on a CPU), where the
+# library picks the math kernel on a CPU under bf16 (radiograph_transformer.MATH_ATTENTION_ON_CPU_BF16).
+VARIANTS = ("fp32", "bf16", "bf16+compile", "bf16-weights", "fp32+bf16mm", "bf16+flash")
 
 
 def make_config(size: str, variant: str, studies: int, device: str, workers: int):
@@ -84,6 +86,18 @@ def make_config(size: str, variant: str, studies: int, device: str, workers: int
     if size == "paper":
         over["model"].update(PAPER_TEXT)  # smoke: a tiny random BERT; demo: MiniLM (its own profile)
     return get_config(size, over)
+
+
+@contextlib.contextmanager
+def sdpa_own_choice(on: bool):
+    """The radiograph transformer leaves SDPA's kernel choice to PyTorch on a CPU under bf16 while ``on``."""
+    from refers_lite.models import radiograph_transformer as rt
+    old = rt.MATH_ATTENTION_ON_CPU_BF16
+    rt.MATH_ATTENTION_ON_CPU_BF16 = not on
+    try:
+        yield
+    finally:
+        rt.MATH_ATTENTION_ON_CPU_BF16 = old
 
 
 @contextlib.contextmanager
@@ -140,7 +154,7 @@ def bench_size(size: str, args, root: Path) -> dict:
     peak = peak_tflops(device, args.peak_tflops)
 
     def step(v: str) -> float:
-        with bf16_matmuls(v == "fp32+bf16mm"):
+        with bf16_matmuls(v == "fp32+bf16mm"), sdpa_own_choice(v == "bf16+flash"):
             sync(device)
             t0 = time.perf_counter()
             trainers[v].train_step(batches[v])
@@ -181,7 +195,7 @@ def bench_size(size: str, args, root: Path) -> dict:
                     tr.sampler.set_epoch(tr.sampler.epoch + 1)
                     it = iter(loader)
                     b = next(it)
-                with bf16_matmuls(v == "fp32+bf16mm"):
+                with bf16_matmuls(v == "fp32+bf16mm"), sdpa_own_choice(v == "bf16+flash"):
                     tr.train_step(to_device(b, device))
                 if i == 1:  # the first two steps start the workers
                     sync(device)

@@ -79,3 +79,26 @@ def test_gelu_option():
     enc = tiny(act="gelu")
     assert isinstance(enc.blocks[0].mlp.act, torch.nn.GELU)
     assert isinstance(tiny().blocks[0].mlp.act, torch.nn.ReLU)
+
+
+def test_cpu_bf16_attention_kernel_choice_keeps_the_numbers():
+    """On a CPU under bf16 autocast the math SDPA kernel is chosen (faster there); its output matches PyTorch's
+    own kernel choice and the explicit softmax(QK^T / sqrt(d)) V that attention maps use, to bf16 precision."""
+    from refers_lite.models import radiograph_transformer as rt
+    torch.manual_seed(0)
+    attn = rt.Attention(64, 4)
+    x = torch.randn(6, 17, 64)
+    outs = {}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs["math"] = attn(x).float()
+        rt.MATH_ATTENTION_ON_CPU_BF16 = False
+        try:
+            outs["own"] = attn(x).float()
+        finally:
+            rt.MATH_ATTENTION_ON_CPU_BF16 = True
+        attn.store_attention = True
+        outs["explicit"] = attn(x).float()
+    assert attn.attention_map.shape == (6, 4, 17, 17)
+    scale = outs["explicit"].abs().mean()
+    for name in ("math", "own"):
+        assert (outs[name] - outs["explicit"]).abs().mean() < 0.02 * scale, name

@@ -39,7 +39,12 @@ Convolutional stem (``stem="conv"``, an option; the paper's is ``"patch"``)
 
 Attention uses ``torch.nn.functional.scaled_dot_product_attention``. Attention maps, for CAMs
 and attention rollout, are recorded when ``store_attention=True`` (they are computed
-explicitly only then, so the fast kernel is used otherwise).
+explicitly only then, so the fast kernel is used otherwise). On a CPU under bf16 autocast SDPA's flash kernel is
+slower than its plain (math) one at short sequences, its backward most of all (forward + backward, one thread:
+128 x 4 heads x 65 tokens, 114 ms flash against 34 ms math; 128 x 4 x 130 tokens, 193 against 164; but the paper's
+24 x 12 x 197 tokens, 228 against 345), so there the math kernel is chosen up to 160 tokens (the demo's 65); fp32,
+longer sequences and GPUs keep PyTorch's choice. ``benchmarks/pretrain_throughput.py --variants bf16,bf16+flash``
+times the whole step both ways.
 """
 from __future__ import annotations
 
@@ -47,9 +52,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, trunc_normal_
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from ..config import AGG_MODES, STEMS, ModelConfig
+
+MATH_ATTENTION_ON_CPU_BF16 = True  # the CPU bf16 kernel choice above; benchmarks/pretrain_throughput.py turns it off
+MATH_ATTENTION_MAX_TOKENS = 160  # to compare; beyond this many tokens flash is the faster one (module docstring)
 
 
 class Attention(nn.Module):
@@ -71,6 +80,10 @@ class Attention(nn.Module):
             attn = attn.softmax(dim=-1)
             self.attention_map = attn.detach()
             out = attn @ v
+        elif (MATH_ATTENTION_ON_CPU_BF16 and q.device.type == "cpu" and q.dtype == torch.bfloat16
+              and L <= MATH_ATTENTION_MAX_TOKENS):
+            with sdpa_kernel(SDPBackend.MATH):  # CPU bf16: the math kernel is the faster one (module docstring)
+                out = F.scaled_dot_product_attention(q, k, v)  # (B, h, L, d)
         else:
             out = F.scaled_dot_product_attention(q, k, v)  # (B, h, L, d)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
