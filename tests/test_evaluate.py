@@ -8,7 +8,7 @@ import pytest
 
 from refers_lite.config import get_config
 from refers_lite.data.loading.source_studies import SourceStudies, write_placeholder_source
-from refers_lite.evaluation.evaluate import evaluate_run, finetuned_auc
+from refers_lite.evaluation.evaluate import evaluate_run, finetuned_auc, initial_encoder, load_run
 from refers_lite.training.pretrain import pretrain
 from test_finetune import CLASSES, _domain
 
@@ -73,16 +73,61 @@ def test_the_runner_writes_every_table_and_its_numbers_agree(setup, tmp_path):
         probe[(probe.domain == "nih") & (probe.ratio == 1.0)].groupby("seed").auc.mean().mean())
     md = (tmp_path / "beyond.md").read_text()
     assert "Zero-shot" in md and "random (K / N)" in md and "BLEU-4" in md and "fine-tuned 10%" in md
+    # the same probes of the architecture at random initialisation, on every domain, ratio and seed
+    assert [p.domain for p in ev.random_probes] == [p.domain for p in ev.probes] == ["nih", "covid_t2"]
+    rnd = pd.read_csv(tmp_path / "linear_probe_random_init.csv")
+    key = ["domain", "ratio", "seed", "class"]
+    assert sorted(map(tuple, rnd[key].values)) == sorted(map(tuple, probe[key].values))
+    assert rnd.auc.between(0, 1).all() and not np.allclose(rnd.auc, probe.auc)  # other features, other fits
+    assert "random_init_probe" in ev.seconds and set(s["random_init_probe"]) == {"nih", "covid_t2"}
+    rs = ev.random_probe_summary()
+    for d in ("nih", "covid_t2"):
+        for r in (0.1, 1.0):
+            want = rnd[(rnd.domain == d) & (rnd.ratio == r)].groupby("seed").auc.mean().mean()
+            assert ov.loc[d, f"random-init probe {r:.0%}"] == pytest.approx(want)
+            assert s["random_init_probe"][d][f"{r:g}"] == pytest.approx(want)
+            assert float(rs[(rs.domain == d) & (rs.ratio == r)].mean_auc.iloc[0]) == pytest.approx(want)
+    cols = list(ov.columns)  # the random-init columns right after the probe's, before fine-tuning
+    assert cols.index("random-init probe 10%") == cols.index("linear probe 100%") + 1
+    assert cols.index("random-init probe 100%") < cols.index("fine-tuned 10%")
+    assert "random-init probe 100%" in md
+
+
+def test_random_init_is_the_runs_initial_encoder(setup, tmp_path):
+    """The baseline's weights are those pre-training started from (the Pretrainer's model before its first
+    step), not the trained ones, and taking them leaves the global random state alone."""
+    import torch
+    from refers_lite.training.pretrain import Pretrainer
+    _, run = setup
+    model, cfg, _ = load_run(run, device="cpu")
+    torch.manual_seed(123)
+    want_next = torch.rand(3)
+    torch.manual_seed(123)
+    enc = initial_encoder(cfg)
+    assert torch.equal(torch.rand(3), want_next) and not enc.training
+    src = cfg.data.root
+    trainer = Pretrainer(cfg, SourceStudies(src, "train"), SourceStudies(src, "validation"), tmp_path,
+                         progress=False)
+    start = trainer.module.encoder.state_dict()
+    got = enc.state_dict()
+    assert got.keys() == start.keys() and all(torch.equal(got[k], start[k].cpu()) for k in got)
+    trained = model.encoder.state_dict()
+    assert any(not torch.equal(got[k], trained[k]) for k in got)
 
 
 def test_a_model_without_task_2_is_evaluated_where_it_can_be(setup, tmp_path):
     data, _ = setup
     run = _pretrain(data, tmp_path / "no_task2", use_consistency=False)
     ev = evaluate_run(run, data, out=tmp_path / "out", domains=["covid_t2"], finetuned=False, log=lambda m: None,
-                      **FAST)
+                      random_init_probes=False, **FAST)
     assert ev.zero_shot == [] and ev.retrieval is None and ev.quality is not None and len(ev.probes) == 1
     assert any("no text encoder" in n for n in ev.notes)
     assert not (tmp_path / "out" / "zero_shot.csv").exists() and (tmp_path / "out" / "linear_probe.csv").is_file()
+    # the random-init baseline switched off: no probes, no time, no file, no columns
+    assert ev.random_probes == [] and "random_init_probe" not in ev.seconds and "linear_probe" in ev.seconds
+    assert not (tmp_path / "out" / "linear_probe_random_init.csv").exists()
+    assert not any(c.startswith("random-init") for c in ev.overview().columns)
+    assert "linear probe 100%" in ev.overview().columns
 
 
 def test_finetuned_auc_and_clear_errors(setup, tmp_path):

@@ -11,7 +11,10 @@ domains, as ``refers-lite data build`` writes them) this runs
 * **report generation quality** on the source test split: greedy and beam search, BLEU-1..4,
   ROUGE-L and the clinical finding F1 of the report-text label extractor (``evaluation/report_metrics.py``);
 * **linear probes** of the frozen encoder at 1 %, 10 % and 100 % of each domain's training labels
-  (``evaluation/linear_probe.py``);
+  (``evaluation/linear_probe.py``), and the same probes of the same architecture at **random
+  initialisation** (the run's initial weights: ``seed_everything(cfg.train.seed)``, then
+  ``REFERS.from_config(cfg)``, as pre-training starts), which separates what pre-training put into the
+  features from what any random features give a linear classifier;
 
 and sets the zero-shot and probe AUCs beside the fine-tuned REFERS at the same label ratio when an
 experiment grid's ``results.csv`` is given (by default the one of the grid the run belongs to,
@@ -19,7 +22,8 @@ experiment grid's ``results.csv`` is given (by default the one of the grid the r
 
 Outputs in ``out`` (default ``RUN/beyond``): ``summary.json`` (every number), ``zero_shot.csv``,
 ``retrieval.csv``, ``generated_reports.csv``, ``report_quality.csv``, ``clinical_f1.csv``,
-``linear_probe.csv``, ``overview.csv`` and ``beyond.md`` (the tables in markdown).
+``linear_probe.csv``, ``linear_probe_random_init.csv``, ``overview.csv`` and ``beyond.md`` (the tables in
+markdown).
 """
 from __future__ import annotations
 
@@ -39,17 +43,22 @@ from .linear_probe import LinearProbeResult, linear_probe
 from .retrieval import KS, RetrievalResult, retrieval
 from .zero_shot import ZeroShotResult, zero_shot_domain
 
-__all__ = ["EVAL_PROFILES", "TARGETS", "Evaluation", "evaluate_run", "finetuned_auc", "load_run", "to_markdown"]
+__all__ = ["EVAL_PROFILES", "TARGETS", "Evaluation", "evaluate_run", "finetuned_auc", "initial_encoder", "load_run",
+           "to_markdown"]
 
 TARGETS = ("nih", "vindr", "shenzhen", "covid_t1", "covid_t2")
 EVAL_PROFILES: dict[str, dict] = {
     # beams: the decodings of report generation (1 = greedy); max_studies: cap on the studies reports are written
-    # for (None: the whole test split); probe_seeds: the label-ratio subsets' seeds of the linear probe
-    "smoke": dict(beams=(1, 2), max_studies=None, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0,), batch_size=32),
-    "demo": dict(beams=(1, 3), max_studies=128, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0, 1, 2), batch_size=64),
-    "gpu": dict(beams=(1, 3), max_studies=None, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0, 1, 2), batch_size=128),
+    # for (None: the whole test split); probe_seeds: the label-ratio subsets' seeds of the linear probe;
+    # random_init_probes: the same probes of the same architecture at random initialisation (the baseline)
+    "smoke": dict(beams=(1, 2), max_studies=None, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0,), batch_size=32,
+                  random_init_probes=True),
+    "demo": dict(beams=(1, 3), max_studies=128, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0, 1, 2), batch_size=64,
+                 random_init_probes=True),
+    "gpu": dict(beams=(1, 3), max_studies=None, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0, 1, 2), batch_size=128,
+                random_init_probes=True),
     "paper": dict(beams=(1, 3), max_studies=None, probe_ratios=(0.01, 0.1, 1.0), probe_seeds=(0, 1, 2),
-                  batch_size=128),
+                  batch_size=128, random_init_probes=True),
 }
 
 
@@ -113,6 +122,7 @@ class Evaluation:
     quality: pd.DataFrame | None = None  # one row per decoding
     clinical: dict[str, pd.DataFrame] = field(default_factory=dict)  # decoding -> per-label F1
     probes: list[LinearProbeResult] = field(default_factory=list)
+    random_probes: list[LinearProbeResult] = field(default_factory=list)  # the same architecture, random init
     finetuned: pd.DataFrame | None = None
     temperature: float | None = None  # tau of Eq. 2 the joint space used (learned or fixed)
     notes: list[str] = field(default_factory=list)
@@ -128,25 +138,35 @@ class Evaluation:
         return pd.concat([p.to_frame() for p in self.probes], ignore_index=True) if self.probes else pd.DataFrame()
 
     def probe_summary(self) -> pd.DataFrame:
-        return pd.concat([p.summary() for p in self.probes], ignore_index=True) if self.probes else \
-            pd.DataFrame(columns=["domain", "ratio", "mean_auc", "std", "seeds"])
+        return _summary(self.probes)
+
+    def random_probe_frame(self) -> pd.DataFrame:
+        return pd.concat([p.to_frame() for p in self.random_probes], ignore_index=True) if self.random_probes \
+            else pd.DataFrame()
+
+    def random_probe_summary(self) -> pd.DataFrame:
+        """The random-init probes' mean test AUC over seeds per (domain, ratio), as :meth:`probe_summary`."""
+        return _summary(self.random_probes)
 
     def overview(self) -> pd.DataFrame:
-        """One row per target domain: zero-shot mean AUC, linear probe at each ratio, fine-tuned REFERS at each
-        ratio (where a grid ran it), and chance (0.5)."""
-        domains = [z.domain for z in self.zero_shot] + [p.domain for p in self.probes]
+        """One row per target domain: zero-shot mean AUC, linear probe at each ratio, the same probe of the
+        architecture at random initialisation (where it ran), fine-tuned REFERS at each ratio (where a grid ran
+        it), and chance (0.5)."""
+        domains = [z.domain for z in self.zero_shot] + [p.domain for p in self.probes + self.random_probes]
         domains = list(dict.fromkeys(domains))
         zs = {z.domain: z.mean_auc for z in self.zero_shot}
-        ps = self.probe_summary()
+        ps, rs = self.probe_summary(), self.random_probe_summary()
         ft = self.finetuned if self.finetuned is not None else pd.DataFrame(columns=["domain", "ratio",
                                                                                      "finetuned_mean_auc"])
-        ratios = sorted(set(ps["ratio"].tolist()) | set(ft[ft["domain"].isin(domains)]["ratio"].tolist()))
+        ratios = sorted(set(ps["ratio"].tolist()) | set(rs["ratio"].tolist())
+                        | set(ft[ft["domain"].isin(domains)]["ratio"].tolist()))
         rows = []
         for d in domains:
             row = {"domain": d, "zero-shot": zs.get(d, float("nan"))}
-            for r in ratios:
-                sel = ps[(ps["domain"] == d) & np.isclose(ps["ratio"].astype(float), r)]
-                row[f"linear probe {r:.0%}"] = float(sel["mean_auc"].iloc[0]) if len(sel) else float("nan")
+            for name, summ in (("linear probe", ps), ("random-init probe", rs)):
+                for r in ratios:
+                    sel = summ[(summ["domain"] == d) & np.isclose(summ["ratio"].astype(float), r)]
+                    row[f"{name} {r:.0%}"] = float(sel["mean_auc"].iloc[0]) if len(sel) else float("nan")
             for r in ratios:
                 sel = ft[(ft["domain"] == d) & np.isclose(ft["ratio"].astype(float), r)]
                 row[f"fine-tuned {r:.0%}"] = float(sel["finetuned_mean_auc"].iloc[0]) if len(sel) else float("nan")
@@ -180,6 +200,9 @@ class Evaluation:
                              for z in self.zero_shot},
                "linear_probe": {p.domain: {f"{row['ratio']:g}": row["mean_auc"] for row in p.summary().to_dict("records")}
                                 for p in self.probes},
+               "random_init_probe": {p.domain: {f"{row['ratio']:g}": row["mean_auc"]
+                                                for row in p.summary().to_dict("records")}
+                                     for p in self.random_probes},
                "notes": self.notes, "seconds": self.seconds}
         if self.retrieval is not None:
             r = self.retrieval
@@ -232,12 +255,32 @@ class Evaluation:
             put("clinical_f1.csv", pd.concat({d: f for d, f in self.clinical.items()}, names=["decoding", "label"]),
                 index=True)
         put("linear_probe.csv", self.probe_frame())
+        put("linear_probe_random_init.csv", self.random_probe_frame())
         put("overview.csv", self.overview(), index=True)
         (out / "summary.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
         (out / "beyond.md").write_text(self.markdown())
         paths["summary"], paths["markdown"] = out / "summary.json", out / "beyond.md"
         self.paths = paths
         return paths
+
+
+def _summary(probes: Sequence[LinearProbeResult]) -> pd.DataFrame:
+    return pd.concat([p.summary() for p in probes], ignore_index=True) if probes else \
+        pd.DataFrame(columns=["domain", "ratio", "mean_auc", "std", "seeds"])
+
+
+def initial_encoder(cfg):
+    """The run's image encoder at its initial weights, in eval mode: ``seed_everything(cfg.train.seed)`` then
+    ``REFERS.from_config(cfg)``, as pre-training starts (``training/pretrain.py``). The global random state is
+    left as it was."""
+    from ..models import REFERS
+    from ..training.runtime import rng_state, seed_everything, set_rng_state
+    state = rng_state()
+    try:
+        seed_everything(cfg.train.seed)
+        return REFERS.from_config(cfg).encoder.eval()
+    finally:
+        set_rng_state(state)
 
 
 def _report_tokenizer(cfg, source: Path):
@@ -263,7 +306,8 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path, out: str | Path | N
     """Run every evaluation of this module on a pre-training run folder and write the results (module doc).
 
     ``profile``: the sizes of :data:`EVAL_PROFILES` (default: the run's own profile); ``overrides``: any of its
-    keys (``beams``, ``max_studies``, ``probe_ratios``, ``probe_seeds``, ``batch_size``). ``domains``: the target
+    keys (``beams``, ``max_studies``, ``probe_ratios``, ``probe_seeds``, ``batch_size``, ``random_init_probes``:
+    ``False`` skips the probes of the architecture at random initialisation). ``domains``: the target
     domains (default: those of :data:`TARGETS` built under ``data_root``). ``finetuned``: an experiment grid's
     ``results.csv`` (path or frame), ``False`` for none; default ``RUN/../../results.csv`` if it exists.
     """
@@ -328,14 +372,24 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path, out: str | Path | N
     else:
         ev.notes.append("no report generation: the model has no report transformer (Task 1 off)")
 
+    def probes(encoder, name: str) -> list[LinearProbeResult]:
+        out = []
+        for d in domains:
+            out.append(linear_probe(encoder, data_root / d, ratios=s["probe_ratios"], seeds=s["probe_seeds"],
+                                    augment=cfg.data.augmenter(cfg.model.image_size), batch_size=s["batch_size"]))
+            out[-1].domain = d
+            summ = out[-1].summary()
+            log(f"{name} {d}: " + ", ".join(f"{r:g} -> {a:.3f}" for r, a in zip(summ["ratio"], summ["mean_auc"])))
+        return out
+
     t0 = time.time()
-    for d in domains:
-        ev.probes.append(linear_probe(model.encoder, data_root / d, ratios=s["probe_ratios"], seeds=s["probe_seeds"],
-                                      augment=cfg.data.augmenter(cfg.model.image_size), batch_size=s["batch_size"]))
-        ev.probes[-1].domain = d
-        summ = ev.probes[-1].summary()
-        log(f"linear probe {d}: " + ", ".join(f"{r:g} -> {a:.3f}" for r, a in zip(summ["ratio"], summ["mean_auc"])))
+    ev.probes = probes(model.encoder, "linear probe")
     ev.seconds["linear_probe"] = round(time.time() - t0, 2)
+    if s["random_init_probes"]:  # the baseline: the same probes of the same architecture at its initial weights
+        t0 = time.time()
+        ev.random_probes = probes(initial_encoder(cfg).to(next(model.encoder.parameters()).device),
+                                  "random-init probe")
+        ev.seconds["random_init_probe"] = round(time.time() - t0, 2)
 
     if finetuned is None:
         default = run_dir.parent.parent / "results.csv"
