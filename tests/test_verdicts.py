@@ -17,6 +17,8 @@ from refers_lite.evaluation.verdicts import (
     ablation_verdict,
     beyond_verdict,
     per_seed_table,
+    random_init_comparison,
+    random_init_line,
     seed_aucs,
     table1_verdict,
     task2_log,
@@ -255,3 +257,73 @@ def test_beyond_verdict_says_nothing_about_task2_when_it_is_off():
     t2 = task2_log([{"step": 1, "loss": 1.0}], 16)
     lines = beyond_verdict(ev, t2, n_studies=20, decoding="greedy", profile="smoke")
     assert lines[0].startswith("* Zero-shot:")
+
+
+def _seeds(domain, aucs):
+    """A probe with per-seed mean AUCs: ``aucs``: ratio -> one AUC per seed."""
+    return LinearProbeResult(domain, ["a"], [{"ratio": r, "seed": k, "mean_auc": a, "auc": {"a": a}}
+                                             for r, per_seed in aucs.items() for k, a in enumerate(per_seed)])
+
+
+FIVE = ("nih", "vindr", "shenzhen", "covid_t1", "covid_t2")
+
+
+def _against_random(pre100, rnd100, pre1, rnd1, seeds=3):
+    """An Evaluation whose probes (pre-trained and random init) have these means at 100 % and 1 %, over
+    ``seeds`` seeds (spread +-0.01 around the mean)."""
+    spread = [0.0] if seeds == 1 else list(np.linspace(-0.01, 0.01, seeds))
+
+    def probe(d, m100, m1):
+        return _seeds(d, {1.0: [m100 + e for e in spread], 0.01: [m1 + e for e in spread]})
+    ev = _evaluation(r1=0.5, distinct=3, probe_aucs={0.01: 0.6, 1.0: 0.8})
+    ev.probes = [probe(d, a, b) for d, a, b in zip(FIVE, pre100, pre1)]
+    ev.random_probes = [probe(d, a, b) for d, a, b in zip(FIVE, rnd100, rnd1)]
+    return ev
+
+
+def test_random_init_line_counts_the_domains_above_and_the_mean_gain():
+    # at 100 %: above on 4 of 5 (shenzhen below); at 1 %: above on 2 (covid_t1 equal, covid_t2 and vindr below)
+    ev = _against_random(pre100=[0.80, 0.70, 0.60, 0.75, 0.65], rnd100=[0.70, 0.60, 0.65, 0.70, 0.55],
+                         pre1=[0.60, 0.55, 0.62, 0.58, 0.50], rnd1=[0.55, 0.60, 0.52, 0.58, 0.56])
+    cmp = random_init_comparison(ev.probe_summary(), ev.random_probe_summary())
+    assert [c.ratio for c in cmp] == [1.0, 0.01] and [c.domains for c in cmp] == [5, 5] and cmp[0].seeds == 3
+    assert cmp[0].above == ["nih", "vindr", "covid_t1", "covid_t2"] and cmp[1].above == ["nih", "shenzhen"]
+    assert cmp[0].gain == pytest.approx((0.10 + 0.10 - 0.05 + 0.05 + 0.10) / 5)
+    assert cmp[1].gain == pytest.approx((0.05 - 0.05 + 0.10 + 0.0 - 0.06) / 5)
+    lines = beyond_verdict(ev, task2_log([{"step": 1, "loss": 1.0}], 16), n_studies=20, decoding="greedy",
+                           profile="demo")
+    line = next(ln for ln in lines if ln.startswith("* Pre-trained against random initialisation"))
+    assert line == ("* Pre-trained against random initialisation (the same architecture, frozen): the probe at"
+                    " 100 % of the labels is higher on 4 of 5 target domains (mean +0.060 AUC); at 1 %: 2 of 5"
+                    " (+0.008). The course's target (higher on at least 3 of the 5 target domains, mean over 3"
+                    " seeds) at 100 %: **met**.")
+    # it sits with the probe lines: after the probes' own line, before fine-tuning
+    i = lines.index(line)
+    assert lines[i - 1].startswith("* Linear probes:") and lines[i + 1].startswith("* No fine-tuned results")
+
+
+def test_random_init_line_not_met_and_not_judged():
+    # above on 2 of 5 at 100 %: the target is not met
+    ev = _against_random(pre100=[0.80, 0.70, 0.60, 0.60, 0.50], rnd100=[0.70, 0.60, 0.65, 0.60, 0.55],
+                         pre1=[0.5] * 5, rnd1=[0.6] * 5)
+    line = random_init_line(ev.probe_summary(), ev.random_probe_summary())
+    assert "higher on 2 of 5 target domains (mean +0.020 AUC); at 1 %: 0 of 5 (-0.100)." in line
+    assert line.endswith("at 100 %: **not met**.")
+    # with one seed the means do not meet the target's protocol, whatever the count
+    one = _against_random(pre100=[0.8] * 5, rnd100=[0.6] * 5, pre1=[0.6] * 5, rnd1=[0.5] * 5, seeds=1)
+    line = random_init_line(one.probe_summary(), one.random_probe_summary())
+    assert "higher on 5 of 5" in line and line.endswith("not judged, the means here are over 1 seed(s).")
+    # three domains above out of three evaluated meet it; two of two do not, and say how many were evaluated
+    few = _against_random(pre100=[0.8] * 5, rnd100=[0.6] * 5, pre1=[0.6] * 5, rnd1=[0.5] * 5)
+    few.probes, few.random_probes = few.probes[:3], few.random_probes[:3]
+    assert random_init_line(few.probe_summary(), few.random_probe_summary()).endswith("**met**.")
+    few.probes = few.probes[:2]
+    line = random_init_line(few.probe_summary(), few.random_probe_summary())
+    assert "higher on 2 of 2 target domains" in line and line.endswith("**not met** (2 domain(s) evaluated).")
+
+
+def test_no_random_init_line_without_random_probes():
+    ev = _evaluation(r1=0.5, distinct=3, probe_aucs={0.01: 0.6, 0.1: 0.7, 1.0: 0.8})
+    lines = beyond_verdict(ev, task2_log([{"step": 1, "loss": 1.0}], 16), n_studies=20, decoding="greedy",
+                           profile="smoke")
+    assert not any("random initialisation" in ln for ln in lines)

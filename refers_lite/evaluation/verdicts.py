@@ -6,7 +6,8 @@
 * :func:`task2_log`: chapters 05 and 08, whether the consistency loss (Eq. 2) of a pre-training ended
   at chance, ln B, in its training log.
 * :func:`zero_shot_ranges` and :func:`beyond_verdict`: chapter 08, zero-shot, retrieval, the reports
-  written and the linear probes against the fine-tuned models.
+  written, the linear probes against the same architecture at random initialisation
+  (:func:`random_init_line`) and against the fine-tuned models.
 
 Each returns the numbers it judged beside the sentences, so a test (or a reader) can check one against
 the other. The sentences are Markdown bullet lines; the chapters display them.
@@ -247,7 +248,8 @@ def beyond_verdict(ev, task2: Task2Log, n_studies: int, decoding: str, profile: 
     """Chapter 08's verdict on an :class:`~refers_lite.evaluation.evaluate.Evaluation` ``ev``: Task 2
     at chance or not, zero-shot against chance's range, Recall@1 against the 95 % range of a random
     ranking over ``n_studies``, the reports of ``decoding`` (BLEU, ROUGE-L, clinical F1, how many
-    distinct), the linear probes at 1 % and 100 %, and fine-tuning against the probes."""
+    distinct), the linear probes at 1 % and 100 %, the probes against random initialisation (where ``ev`` has
+    them) and fine-tuning against the probes."""
     from .retrieval import chance_interval
 
     lines = []
@@ -306,6 +308,62 @@ def beyond_verdict(ev, task2: Task2Log, n_studies: int, decoding: str, profile: 
     return lines
 
 
+# the course's target for the frozen encoder (issue 16): its probe above the same architecture at random
+# initialisation on at least this many of the five target domains, each a mean over at least this many seeds
+PROBE_BAR_DOMAINS, PROBE_BAR_OF, PROBE_BAR_SEEDS = 3, 5, 3
+
+
+@dataclass
+class RandomInitComparison:
+    ratio: float
+    domains: int  # the domains both probes have at this ratio
+    above: list[str]  # those where the pre-trained probe's mean AUC is higher
+    gain: float  # pre-trained minus random init, mean over the domains
+    seeds: int  # the fewest seeds behind any of the means
+
+
+def random_init_comparison(probes: pd.DataFrame, random_probes: pd.DataFrame) -> list[RandomInitComparison]:
+    """Per label ratio both have (highest first): on which domains the pre-trained probe's mean test AUC
+    (``Evaluation.probe_summary``) is above the random-init probe's (``random_probe_summary``), and the mean gain."""
+    both = probes.merge(random_probes, on=["domain", "ratio"], suffixes=("", "_random"))
+    out = []
+    for ratio, g in sorted(both.groupby("ratio"), key=lambda kv: -kv[0]):
+        diff = g["mean_auc"] - g["mean_auc_random"]
+        out.append(RandomInitComparison(float(ratio), len(g), g.loc[diff > 0, "domain"].tolist(),
+                                        round(float(diff.mean()), 10) or 0.0,  # no "-0.000" from rounding noise
+                                        int(min(g["seeds"].min(), g["seeds_random"].min()))))
+    return out
+
+
+def _pct(ratio: float) -> str:
+    return f"{100 * ratio:g} %"
+
+
+def random_init_line(probes: pd.DataFrame, random_probes: pd.DataFrame) -> str:
+    """The verdict line on the pre-trained probe against the random-init probe: at the highest ratio both have
+    (100 %) and at the lowest (1 %), on how many domains it is higher and by how much on average, and whether
+    the course's target (:data:`PROBE_BAR_DOMAINS` of :data:`PROBE_BAR_OF` domains, mean over
+    :data:`PROBE_BAR_SEEDS` seeds, judged at the highest ratio) is met."""
+    cmp = random_init_comparison(probes, random_probes)
+    if not cmp:
+        return "* Pre-trained against random initialisation: no (domain, label ratio) has both probes."
+    hi, lo = cmp[0], (cmp[-1] if len(cmp) > 1 else None)
+    line = (
+        "* Pre-trained against random initialisation (the same architecture, frozen): the probe at"
+        f" {_pct(hi.ratio)} of the labels is higher on {len(hi.above)} of {hi.domains} target domains"
+        f" (mean {hi.gain:+.3f} AUC)"
+        + (f"; at {_pct(lo.ratio)}: {len(lo.above)} of {lo.domains} ({lo.gain:+.3f})." if lo is not None else ".")
+    )
+    target = (f" The course's target (higher on at least {PROBE_BAR_DOMAINS} of the {PROBE_BAR_OF} target"
+              f" domains, mean over {PROBE_BAR_SEEDS} seeds) at {_pct(hi.ratio)}: ")
+    if hi.seeds < PROBE_BAR_SEEDS:
+        return line + target + f"not judged, the means here are over {hi.seeds} seed(s)."
+    if len(hi.above) >= PROBE_BAR_DOMAINS:
+        return line + target + "**met**."
+    return line + target + "**not met**" + (
+        f" ({hi.domains} domain(s) evaluated)." if hi.domains < PROBE_BAR_OF else ".")
+
+
 def _probe_lines(ev, profile: str) -> list[str]:
     ps = ev.probe_summary()
     lo, hi = ps[ps.ratio == 0.01]["mean_auc"].mean(), ps[ps.ratio == 1.0]["mean_auc"].mean()
@@ -324,6 +382,8 @@ def _probe_lines(ev, profile: str) -> list[str]:
             else ""
         )
     ]
+    if getattr(ev, "random_probes", None):
+        lines.append(random_init_line(ps, ev.random_probe_summary()))
     if ev.finetuned is not None and len(ev.finetuned):
         both = ps.merge(ev.finetuned, on=["domain", "ratio"])
         if len(both):
