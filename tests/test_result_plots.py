@@ -77,6 +77,19 @@ def test_probe_curves_one_panel_per_domain():
     assert len(plot_probe_curves([_probe("nih")]).axes) == 1  # no zero-shot, no fine-tuning
 
 
+def test_probe_curves_draw_the_random_init_probe_dashed_where_it_exists():
+    rnd = LinearProbeResult("vindr", [], [{"ratio": r, "seed": 0, "mean_auc": 0.5 + 0.01 * k, "auc": {}}
+                                          for k, r in enumerate((0.01, 0.1, 1.0))])
+    fig = plot_probe_curves([_probe("nih"), _probe("vindr")], random_probes=[rnd])
+    nih, vindr = fig.axes
+    assert len(nih.containers) == 1 and len(vindr.containers) == 2  # the probe, and random init on vindr only
+    (bars,) = [c for c in vindr.containers if c.get_label() == "random-init probe"]
+    line = bars.lines[0]  # the data line of the error bars
+    assert line.get_linestyle() == "--" and list(line.get_ydata()) == pytest.approx([0.5, 0.51, 0.52])
+    assert list(line.get_xdata()) == pytest.approx([1, 10, 100])
+    assert "random-init probe" in [t.get_text() for t in vindr.get_legend().get_texts()]
+
+
 def _study(i, n, views, weights):
     return {"study_id": f"s{i}", "n_images": n, "slots": [0, 1, 1] if n == 2 else [0, 1, 2][:3],
             "views": views, "weights": np.array(weights)}

@@ -45,12 +45,14 @@ def plot_class_aucs(per_class: pd.DataFrame, title: str):
     return fig
 
 
-def plot_probe_curves(probes: Sequence, zero_shot: Sequence = (), finetuned: pd.DataFrame | None = None):
+def plot_probe_curves(probes: Sequence, zero_shot: Sequence = (), finetuned: pd.DataFrame | None = None,
+                      random_probes: Sequence | None = None):
     """One panel per target domain: the linear probe's mean test AUC (± std over seeds) against the
-    fraction of training labels (log axis), the zero-shot mean AUC of that domain, the fine-tuned
+    fraction of training labels (log axis), the same probe of the architecture at random initialisation
+    (dashed, where ``random_probes`` has the domain), the zero-shot mean AUC of that domain, the fine-tuned
     REFERS where ``finetuned`` has the domain (columns domain, ratio, finetuned_mean_auc,
-    finetuned_std), and chance. ``probes``: :class:`~refers_lite.evaluation.linear_probe.
-    LinearProbeResult` s; ``zero_shot``: :class:`~refers_lite.evaluation.zero_shot.ZeroShotResult` s."""
+    finetuned_std), and chance. ``probes`` and ``random_probes``: :class:`~refers_lite.evaluation.
+    linear_probe.LinearProbeResult` s; ``zero_shot``: :class:`~refers_lite.evaluation.zero_shot.ZeroShotResult` s."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(probes), figsize=(3.2 * len(probes), 3), squeeze=False,
@@ -59,6 +61,11 @@ def plot_probe_curves(probes: Sequence, zero_shot: Sequence = (), finetuned: pd.
         s = probe.summary()
         ax.errorbar(100 * s["ratio"], s["mean_auc"], yerr=s["std"], marker="o", capsize=3,
                     label="linear probe")
+        rnd = next((p for p in random_probes or () if p.domain == probe.domain), None)
+        if rnd is not None:
+            r = rnd.summary()
+            ax.errorbar(100 * r["ratio"], r["mean_auc"], yerr=r["std"], marker="o", mfc="none", ls="--",
+                        capsize=3, color="tab:gray", label="random-init probe")
         zsd = next((z for z in zero_shot if z.domain == probe.domain), None)
         if zsd is not None:
             ax.axhline(zsd.mean_auc, color="tab:purple", ls="-.", label="zero-shot")
