@@ -31,9 +31,7 @@ from refers_lite.config import deep_update
 from refers_lite.data.loading.source_studies import SourceStudies
 from refers_lite.experiments import METHODS, Grid
 from refers_lite.training.learning_checks import consistency_chance, source_probe, study_report_checks
-from refers_lite.models import REFERS
 from refers_lite.training.pretrain import Pretrainer
-from refers_lite.training.runtime import seed_everything
 
 # What the demo profile was before it took the course recipe (``conv_simple``): the paper's stem, no projection
 # head, MiniLM's last 2 layers trained, 64-token reports, 16 studies a batch, the paper's augmentation and flips, one
@@ -177,8 +175,8 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
     res.update(study_report_checks(model, cfg, val))
     if probe:
         pre = source_probe(model.encoder, root, cfg.model.image_size)
-        seed_everything(cfg.train.seed)  # the initial weights of the run
-        rand = source_probe(REFERS.from_config(cfg).encoder.eval(), root, cfg.model.image_size)
+        from refers_lite.evaluation.evaluate import initial_encoder
+        rand = source_probe(initial_encoder(cfg), root, cfg.model.image_size)  # the run's initial weights
         res.update({"probe AUC": pre["mean AUC"], "probe AUC random init": rand["mean AUC"],
                     "probe per finding": pre["per finding"], "probe random per finding": rand["per finding"]})
     res["total_seconds"] = round(time.time() - t0 + (seconds if stopped is not None else 0), 1)  # training + checks
@@ -193,12 +191,12 @@ def target_probes(name: str, data_root: Path, steps: int, out: Path, seeds=(0, 1
     random initialisation on the five target domains; test mean AUC, mean over ``seeds`` (the probe's subsets
     are the whole training split at 100 %, so the seeds differ only where a domain's subsets do)."""
     from refers_lite.experiments import _digest
+    from refers_lite.evaluation.evaluate import initial_encoder
     from refers_lite.evaluation.linear_probe import linear_probe
     grid = lever_grid(name, data_root, steps, out)
     cfg = grid.pretrain_config(METHODS["refers"])
     encoder = out / "pretrain" / f"refers-{_digest(cfg.to_dict())}" / "encoder.pt"
-    seed_everything(cfg.train.seed)
-    random_init = REFERS.from_config(cfg).encoder.eval()
+    random_init = initial_encoder(cfg)  # the run's initial weights
     rows = {}
     for d in DOMAINS:
         pre = linear_probe(encoder, data_root / d, ratios=(1.0, 0.1), seeds=seeds).to_frame()
