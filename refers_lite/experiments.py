@@ -113,6 +113,13 @@ CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
                              ("vindr", 1.0), ("covid_t2", 1.0)), seeds=(0, 1, 2)),
         "paper": dict(methods=TABLE1_METHODS, columns=PAPER_COLUMNS, seeds=(0, 1, 2)),
     },
+    # 08: the shared REFERS fine-tuned at 100 % of every target domain, beside its linear probes (the cells that
+    # chapter 05 also runs are shared with it, not trained twice)
+    "beyond": {
+        "smoke": dict(methods=("refers",), columns=(("nih", 1.0), ("shenzhen", 1.0), ("covid_t2", 1.0)), seeds=(0,)),
+        **{p: dict(methods=("refers",), columns=tuple((d, 1.0) for d in DOMAIN_LABELS), seeds=(0, 1, 2))
+           for p in ("demo", "gpu", "paper")},
+    },
     "ablations": {
         "smoke": dict(methods=TABLE3_METHODS, columns=(TABLE3_COLUMN,), seeds=(0, 1)),
         "demo": dict(methods=("lsp_transformer", "no_rec_concat", "no_task1", "no_task2", "refers"),
@@ -425,6 +432,21 @@ def write_reports(df: pd.DataFrame, out: Path, unavailable: dict[str, str] | Non
     return paths
 
 
+def grid_results(profile: str = "smoke", data_root: str | Path = "data/synthetic", out: str | Path = "runs/experiments",
+                 methods=None, columns=None, seeds=None, pretrain_overrides: dict | None = None,
+                 finetune_overrides: dict | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print, report_dir: str | Path | None = None) -> pd.DataFrame:
+    """Run (or reuse) the cells of a profile's grid (or the given subset), without the tables: one row per cell and
+    class, also written to ``report_dir/results.csv`` (default ``out``). :func:`run_experiments` adds the tables."""
+    if profile not in EXPERIMENT_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(EXPERIMENT_PROFILES)}")
+    p = EXPERIMENT_PROFILES[profile]
+    grid = Grid(profile, Path(data_root), Path(out), tuple(methods or p["methods"]), tuple(columns or p["columns"]),
+                tuple(seeds if seeds is not None else p["seeds"]), pretrain_overrides or {}, finetune_overrides or {},
+                p.get("ablation_columns"))
+    return run_grid(grid, progress=progress, log=log, report_dir=report_dir)
+
+
 def run_experiments(profile: str = "smoke", data_root: str | Path = "data/synthetic", out: str | Path = "runs/experiments",
                     methods=None, columns=None, seeds=None, pretrain_overrides: dict | None = None,
                     finetune_overrides: dict | None = None, progress: bool = True,
@@ -433,14 +455,9 @@ def run_experiments(profile: str = "smoke", data_root: str | Path = "data/synthe
 
     ``out`` holds the cached pre-trainings and cells; ``report_dir`` (default ``out``) gets results.csv, the
     tables and the figure, so that subsets of one grid (the book's chapters) share cells but not reports."""
-    if profile not in EXPERIMENT_PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(EXPERIMENT_PROFILES)}")
-    p = EXPERIMENT_PROFILES[profile]
-    grid = Grid(profile, Path(data_root), Path(out), tuple(methods or p["methods"]), tuple(columns or p["columns"]),
-                tuple(seeds if seeds is not None else p["seeds"]), pretrain_overrides or {}, finetune_overrides or {},
-                p.get("ablation_columns"))
-    report_dir = Path(report_dir or grid.out)
-    df = run_grid(grid, progress=progress, log=log, report_dir=report_dir)
+    report_dir = Path(report_dir or out)
+    df = grid_results(profile, data_root, out, methods, columns, seeds, pretrain_overrides, finetune_overrides,
+                      progress, log, report_dir)
     if df.empty:
         why = "; ".join(f"{m}: {r}" for m, r in df.attrs["unavailable"].items())
         raise ValueError(f"no method of the grid could run here, so there are no tables ({why})")

@@ -115,6 +115,12 @@ def test_chapter_subsets_share_cells_but_write_their_own_reports(data_root, tmp_
     assert (tmp_path / "ch07" / "table1.md").is_file() and (tmp_path / "ch07" / "figure2.png").is_file()
     assert [m for m in logs if "nih" in m and "reused" in m]  # the shared cell was not trained again
     assert not [m for m in logs if "covid_t2" in m and "reused" in m]
+    # grid_results: the cells (shared) and results.csv, no tables
+    df = ex.grid_results("smoke", data_root, tmp_path, columns=(("covid_t2", 1.0),), log=logs.append,
+                         report_dir=tmp_path / "ch08", **kw)
+    assert set(df.domain) == {"covid_t2"} and (tmp_path / "ch08" / "results.csv").is_file()
+    assert not (tmp_path / "ch08" / "table1.md").exists()
+    assert "reused" in logs[-1]
 
 
 def test_chapter_grids_are_subsets_of_the_methods_and_clear_errors_otherwise():

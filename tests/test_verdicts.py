@@ -16,6 +16,7 @@ from refers_lite.evaluation.verdicts import (
     ALPHA,
     ablation_verdict,
     beyond_verdict,
+    finetuned_probe_line,
     per_seed_table,
     random_init_comparison,
     random_init_line,
@@ -234,8 +235,24 @@ def test_beyond_verdict_when_the_joint_space_learned():
     assert lines[4].startswith("* Linear probes: mean AUC over domains 0.600 at 1 % of the labels, 0.800"
                                " at 100 % - the frozen features carry information")
     assert lines[4].endswith("(at most 20 images), that is noise either way.")
-    assert lines[5] == ("* Fine-tuning against the probe on the 1 (domain, ratio) cells both have: +0.150 AUC"
-                        " on average.")
+    assert lines[5] == ("* Fine-tuning against the probe of the same frozen encoder, on the 1 (domain, label ratio)"
+                        " cells both have: +0.150 AUC on average. At 1 % of the labels fine-tuning reaches the probe"
+                        " on 1 of 1 target domain(s).")
+
+
+def test_finetuned_probe_line_counts_the_domains_at_the_highest_ratio():
+    probes = pd.DataFrame({"domain": ["nih", "nih", "vindr", "shenzhen", "covid_t1"],
+                           "ratio": [0.01, 1.0, 1.0, 1.0, 1.0], "mean_auc": [0.60, 0.74, 0.70, 0.80, 0.65]})
+    ft = pd.DataFrame({"domain": ["nih", "nih", "vindr", "shenzhen", "covid_t1", "covid_t2"],
+                       "ratio": [0.01, 1.0, 1.0, 1.0, 1.0, 1.0],
+                       "finetuned_mean_auc": [0.62, 0.7396, 0.65, 0.81, 0.6499, 0.9]})
+    line = finetuned_probe_line(probes, ft)
+    # nih 1.0: -0.0004 rounds to -0.000 -> reaches it at the tables' precision; covid_t1 -0.0001 too;
+    # vindr -0.05 does not; covid_t2 has no probe; the 1 % cell counts in the mean only
+    assert line == ("* Fine-tuning against the probe of the same frozen encoder, on the 5 (domain, label ratio) cells"
+                    " both have: -0.004 AUC on average. At 100 % of the labels fine-tuning reaches the probe on 3 of"
+                    " 4 target domain(s); below it on vindr -0.050.")
+    assert finetuned_probe_line(probes, ft[ft.domain == "covid_t2"]) is None
 
 
 def test_beyond_verdict_when_task2_sat_at_chance():
