@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated domain:ratio columns, e.g. nih:0.01,vindr:0.01 (default: the profile's)")
     p.add_argument("--report-dir", type=Path, default=None,
                    help="where results.csv and the tables go (default: --out; cells are cached in --out either way)")
+    p.add_argument("--finetune", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="overrides of the profile's fine-tuning recipe for every cell, e.g. encoder_lr_scale=0.1 "
+                        "lr=1e-3 (refers_lite.training.finetune.FinetuneConfig; the cells are cached apart)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("evaluate", help="zero-shot, retrieval, report generation and linear probes of a pre-trained run",
@@ -328,13 +331,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "finetune":
             _finetune(args)
         elif args.verb == "experiments":
+            from .config import parse_overrides
             from .experiments import run_experiments
+            from .training.finetune import get_finetune_config
             out = args.out or Path("runs/experiments") / args.profile
+            finetune = None
+            if args.finetune:
+                get_finetune_config(args.profile, args.finetune)  # a bad key or value fails here, before any work
+                finetune = parse_overrides([f"ft.{o}" for o in args.finetune]).get("ft", {})
             try:
                 paths = run_experiments(args.profile, args.data_root, out,
                                         methods=args.methods.split(",") if args.methods else None,
                                         columns=_columns(args.columns) if args.columns else None,
                                         seeds=_int_list(args.seeds, "--seeds") if args.seeds else None,
+                                        finetune_overrides=finetune,
                                         progress=not args.no_progress, report_dir=args.report_dir)
             except KeyboardInterrupt:
                 print(f"\ninterrupted: finished runs under {out} are kept; run the same command to resume",

@@ -102,6 +102,27 @@ def test_the_command_line_runs_a_grid(data_root, tmp_path, capsys, monkeypatch):
     assert "table1.md" in out and "From scratch" in out and (tmp_path / "figure2.png").is_file()
 
 
+def test_the_command_line_passes_fine_tuning_overrides_and_refuses_bad_ones(tmp_path, monkeypatch, capsys):
+    from refers_lite.cli import main
+    seen = {}
+
+    def fake(*args, **kw):
+        seen.update(kw)
+        (tmp_path / "table1.md").write_text("t1\n")
+        return {"table1": tmp_path / "table1.md"}
+
+    monkeypatch.setattr(ex, "run_experiments", fake)
+    assert main(["experiments", "--profile", "demo", "--out", str(tmp_path), "--finetune", "encoder_lr_scale=0.1",
+                 "lr=1e-3", "--no-progress"]) == 0
+    assert seen["finetune_overrides"] == {"encoder_lr_scale": "0.1", "lr": "1e-3"}
+    ft = ex.Grid("demo", tmp_path, tmp_path, (), (), (), {}, seen["finetune_overrides"]).finetune_config(
+        ex.METHODS["refers"])
+    assert ft.encoder_lr_scale == 0.1 and ft.lr == 1e-3
+    seen.clear()
+    assert main(["experiments", "--profile", "demo", "--out", str(tmp_path), "--finetune", "nope=1"]) != 0
+    assert not seen and "nope" in capsys.readouterr().err
+
+
 def test_chapter_subsets_share_cells_but_write_their_own_reports(data_root, tmp_path):
     kw = dict(methods=("scratch",), seeds=(0,), progress=False)
     ex.run_experiments("smoke", data_root, tmp_path, columns=(("nih", 1.0),), log=lambda m: None,
