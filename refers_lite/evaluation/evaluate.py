@@ -135,14 +135,13 @@ class Evaluation:
             pd.DataFrame(columns=["domain", "class", "positive_prompt", "negative_prompt", "positives", "images", "auc"])
 
     def probe_frame(self) -> pd.DataFrame:
-        return pd.concat([p.to_frame() for p in self.probes], ignore_index=True) if self.probes else pd.DataFrame()
+        return _frame(self.probes)
 
     def probe_summary(self) -> pd.DataFrame:
         return _summary(self.probes)
 
     def random_probe_frame(self) -> pd.DataFrame:
-        return pd.concat([p.to_frame() for p in self.random_probes], ignore_index=True) if self.random_probes \
-            else pd.DataFrame()
+        return _frame(self.random_probes)
 
     def random_probe_summary(self) -> pd.DataFrame:
         """The random-init probes' mean test AUC over seeds per (domain, ratio), as :meth:`probe_summary`."""
@@ -262,6 +261,10 @@ class Evaluation:
         paths["summary"], paths["markdown"] = out / "summary.json", out / "beyond.md"
         self.paths = paths
         return paths
+
+
+def _frame(probes: Sequence[LinearProbeResult]) -> pd.DataFrame:
+    return pd.concat([p.to_frame() for p in probes], ignore_index=True) if probes else pd.DataFrame()
 
 
 def _summary(probes: Sequence[LinearProbeResult]) -> pd.DataFrame:
