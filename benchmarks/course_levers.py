@@ -10,7 +10,8 @@ and is measured on held-out studies (``refers_lite.training.learning_checks``):
 Every variant is the REFERS of the experiment grid at ``demo`` (``Grid.pretrain_config``: source domain) set back
 to the *former* demo recipe (``FORMER_DEMO``: the paper's choices at the demo's size, with its augmentation,
 flips and side-swapped reports included), plus the overrides below. ``conv_simple_r3`` (``conv_simple`` with three
-renders of every report) is the course recipe the ``demo`` profile now uses. Results are appended to
+renders of every report) with a fixed tau = 0.2 (``conv_simple_r3_tau02``) is the course recipe the ``demo``
+profile now uses. Results are appended to
 ``--out/levers.jsonl``, one line per variant and step budget, so the book's table (``book/demo_diagnosis.md``)
 comes from this file.
 
@@ -37,7 +38,7 @@ from refers_lite.training.pretrain import Pretrainer
 # head, MiniLM's last 2 layers trained, 64-token reports, 16 studies a batch, the paper's augmentation and flips, one
 # film per report.
 FORMER_DEMO = {"model": {"stem": "patch", "study_projection": "none", "text_freeze_layers": 4, "text_max_len": 64},
-               "train": {"batch_size": 16, "lr_text": 3e-4},
+               "train": {"batch_size": 16, "lr_text": 3e-4}, "loss": {"temperature": 0.1},
                "data": {"augment": True, "hflip_prob": 0.5, "renders": 1}}
 
 VARIANTS = {

@@ -189,8 +189,9 @@ def test_a_run_written_before_the_new_settings_resumes(tmp_path):
 
 def test_the_demo_profile_is_the_measured_course_recipe():
     """``benchmarks/course_levers.py`` measures every lever from the former demo recipe; its ``conv_simple`` (the
-    course recipe the book's table reports) with three renders of every report (``conv_simple_r3``) must be exactly
-    what the ``demo`` profile now trains, on the films the demo build renders."""
+    course recipe the book's table reports) with three renders of every report and tau = 0.2
+    (``conv_simple_r3_tau02``) must be exactly what the ``demo`` profile now trains, on the films the demo build
+    renders."""
     import copy
     import importlib.util
     from pathlib import Path
@@ -200,8 +201,9 @@ def test_the_demo_profile_is_the_measured_course_recipe():
     levers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(levers)
     former = get_config("demo", levers.FORMER_DEMO)
-    assert (former.model.stem, former.train.batch_size, former.data.augment, former.data.renders) == ("patch", 16, True, 1)
-    course = get_config("demo", deep_update(copy.deepcopy(levers.FORMER_DEMO), levers.VARIANTS["conv_simple_r3"]))
+    assert (former.model.stem, former.train.batch_size, former.data.augment, former.data.renders,
+            former.loss.temperature) == ("patch", 16, True, 1, 0.1)
+    course = get_config("demo", deep_update(copy.deepcopy(levers.FORMER_DEMO), levers.VARIANTS["conv_simple_r3_tau02"]))
     assert course.to_dict() == get_config("demo").to_dict()
     from refers_lite.data.synthesis.domain_build import BUILD_PROFILES
     assert BUILD_PROFILES["demo"].source_renders == course.data.renders == 3
