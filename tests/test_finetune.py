@@ -1,5 +1,6 @@
 """Fine-tuning (refers_lite.training.finetune) on a small domain whose labels can be seen in the pixels."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -248,10 +249,56 @@ def test_lp_ft_head_starts_as_the_probe_and_is_never_below_it_on_validation(doma
     res = finetune("scratch", domain, 1.0, 0, tmp_path / "lpft", cfg=cfg, progress=False)
     recs = [json.loads(x) for x in (tmp_path / "lpft" / "metrics.jsonl").read_text().splitlines()]
     assert recs[0]["step"] == 0 and res.val_mean_auc >= recs[0]["val_mean_auc"]
-    with pytest.raises(ConfigError, match="head_norm=none"):
-        get_finetune_config("smoke", {"head_init": "probe", "head_norm": "batchnorm"})
     with pytest.raises(ConfigError, match="head_init"):
         get_finetune_config("smoke", {"head_init": "zeros"})
+
+
+def test_a_batchnorm_head_starts_as_the_probe_with_its_standardisation(domain, tmp_path):
+    """head_init=probe with head_norm=batchnorm: the probe's mean and scale become the norm's running statistics
+    and its weights on standardised features the head's, so in evaluation mode step 0 scores as the probe does."""
+    from refers_lite.training.finetune import Finetuner
+    from refers_lite.evaluation.linear_probe import extract_features, fit_probe
+    cfg = get_finetune_config("smoke", {"head_init": "probe", "head_norm": "batchnorm", "batch_size": 16})
+    torch.manual_seed(0)
+    model = RadiographClassifier(build_encoder("scratch", "smoke"), 2, norm="batchnorm")
+    ft = Finetuner.for_domain(cfg, model, domain, 1.0, 0, tmp_path / "run", progress=False)
+    ft.init_head_from_probe()
+    X = extract_features(model.encoder, ft.train_set, ft.augment)
+    Xv = extract_features(model.encoder, ft.val_set, ft.augment)
+    probe, _ = fit_probe(X, ft.train_set.labels_matrix(), Xv, ft.val_set.labels_matrix())
+    np.testing.assert_allclose(model.norm.running_mean.numpy(), probe.mean, rtol=1e-5, atol=1e-6)
+    probs, _ = ft.predict(ft.val_set)
+    np.testing.assert_allclose(probs, probe.predict(Xv), atol=1e-4)
+    assert model.head.weight.abs().max() < 50  # weights on standardised features, not on raw ones
+
+
+def test_keep_beyond_noise_replaces_the_checkpoint_only_by_more_than_its_standard_error(domain, tmp_path):
+    """keep=beyond_noise: a later evaluation is kept only when its validation mean AUC beats the kept one by
+    more than the kept one's standard error; replaying the rule on the run's log gives the step it kept."""
+    from refers_lite.training.finetune import Finetuner
+    cfg = get_finetune_config("smoke", {"head_init": "probe", "keep": "beyond_noise", "min_steps": 8, "epochs": 4,
+                                        "batch_size": 16, "lr": 3e-2})
+    ft = Finetuner.for_domain(cfg, RadiographClassifier(build_encoder("scratch", "smoke"), 2), domain, 1.0, 0,
+                              tmp_path / "unused", progress=False)
+    assert ft._beats(0.5, -math.inf, math.nan)  # the first evaluation always counts
+    assert not ft._beats(0.74, 0.70, 0.05) and ft._beats(0.76, 0.70, 0.05)
+    best = Finetuner.for_domain(get_finetune_config("smoke"), RadiographClassifier(build_encoder("scratch", "smoke"),
+                                2), domain, 1.0, 0, tmp_path / "unused2", progress=False)
+    assert best._beats(0.71, 0.70, 0.05)  # keep=best: any improvement
+    torch.manual_seed(0)  # a random head: the evaluations move about, as on a small validation split
+    cfg = get_finetune_config("smoke", {"keep": "beyond_noise", "min_steps": 12, "epochs": 6, "batch_size": 16,
+                                        "lr": 3e-2})
+    res = finetune("scratch", domain, 1.0, 0, tmp_path / "run", cfg=cfg, progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if "val_mean_auc" in r]
+    assert len(evals) >= 4 and all(r["val_se"] >= 0 for r in evals)
+    kept, auc, se = evals[0]["step"], evals[0]["val_mean_auc"], evals[0]["val_se"]
+    for r in evals[1:]:
+        if r["val_mean_auc"] > auc + se:
+            kept, auc, se = r["step"], r["val_mean_auc"], r["val_se"]
+    assert (res.best_step, res.val_mean_auc) == (kept, auc)
+    with pytest.raises(ConfigError, match="keep"):
+        get_finetune_config("smoke", {"keep": "last"})
 
 
 def test_the_head_runs_in_fp32_under_bf16_autocast():

@@ -44,12 +44,13 @@ from ..config import AugmentConfig, ConfigError, require, from_dict, deep_update
 from ..data.loading.domain_dataset import DomainImages
 from ..files import atomic_write, sha256_file
 from ..models.classifier import HEAD_NORMS, RadiographClassifier
-from ..evaluation.metrics import mean_auc, per_class_auc
+from ..evaluation.metrics import mean_auc, mean_auc_standard_error, per_class_auc
 from .runtime import resolve_device, resolve_precision, seed_everything, takes_weight_decay, warmup_cosine
 
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
 OPTIMIZERS = ("sgd", "adam")
 HEAD_INITS = ("random", "probe")
+KEEP_RULES = ("best", "beyond_noise")
 
 
 @dataclass
@@ -75,8 +76,15 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
     encoder_lr_scale: float = 1.0  # the encoder's learning rate is lr x this (the head's is lr)
     # "random": the paper's freshly initialised head; "probe": LP-FT (Kumar et al. 2022), the head starts as the
     # linear probe of the frozen encoder (logistic regression, C chosen on validation), then everything is
-    # fine-tuned; the probe is evaluated as step 0, so the kept checkpoint is never below it on validation
+    # fine-tuned; the probe is evaluated as step 0, so the kept checkpoint is never below it on validation. With
+    # head_norm="batchnorm" the probe's standardisation goes into the norm's running statistics and its weights
+    # on standardised features into the head
     head_init: str = "random"
+    # which evaluation's checkpoint is kept: "best" (the highest validation mean AUC, the paper's protocol as we
+    # read it); "beyond_noise": a later evaluation replaces the kept checkpoint only when its validation mean AUC
+    # is higher by more than the kept one's standard error (Hanley & McNeil 1982), so that on a small validation
+    # split a lucky evaluation does not replace the step-0 probe of LP-FT
+    keep: str = "best"
 
     def validate(self) -> None:
         require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -87,8 +95,7 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
         self.check_augment()
         require(self.head_norm in HEAD_NORMS, f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
         require(self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
-        require(self.head_init == "random" or self.head_norm == "none",
-               "head_init=probe starts the plain linear head; it needs head_norm=none")
+        require(self.keep in KEEP_RULES, f"keep must be one of {KEEP_RULES}, got {self.keep!r}")
         require(0 <= self.encoder_lr_scale <= 1, f"encoder_lr_scale must be in [0, 1], got {self.encoder_lr_scale}")
         require(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
                f"auto, fp32, bf16, fp16")
@@ -263,9 +270,10 @@ class Finetuner:
     @torch.no_grad()
     def init_head_from_probe(self) -> float:
         """LP-FT's first stage: fit the linear probe on the frozen encoder's features of the training subset (C
-        chosen on the validation split) and copy it into the head. Returns the probe's validation mean AUC."""
+        chosen on the validation split) and copy it into the head (with a batch-norm head: its standardisation into
+        the norm's running statistics). Returns the probe's validation mean AUC."""
         from ..evaluation.linear_probe import extract_features, fit_probe
-        enc, head = self.model.encoder, self.model.head
+        enc, head, norm = self.model.encoder, self.model.head, self.model.norm
         with self.precision.autocast(self.device):  # the features the model will compute (bf16 ones under bf16)
             X = extract_features(enc, self.train_set, self.augment, self.cfg.eval_batch_size)
             Xv = extract_features(enc, self.val_set, self.augment, self.cfg.eval_batch_size)
@@ -278,9 +286,17 @@ class Finetuner:
                 p = min(max(clf, 1e-4), 1 - 1e-4)
                 b[k] = math.log(p / (1 - p))
                 continue
+            if isinstance(norm, nn.BatchNorm1d):  # the norm standardises: the probe's own weights
+                w[k] = torch.as_tensor(clf.coef_[0], dtype=w.dtype)
+                b[k] = float(clf.intercept_[0])
+                continue
             coef = torch.as_tensor(clf.coef_[0] / probe.scale, dtype=w.dtype)  # on raw features
             w[k] = coef
             b[k] = float(clf.intercept_[0]) - float(coef.double() @ torch.as_tensor(probe.mean))
+        if isinstance(norm, nn.BatchNorm1d):  # evaluation mode computes (z - mean) / sqrt(var + eps)
+            norm.running_mean.copy_(torch.as_tensor(probe.mean, dtype=norm.running_mean.dtype))
+            var = torch.as_tensor(probe.scale, dtype=norm.running_var.dtype) ** 2 - norm.eps
+            norm.running_var.copy_(var.clamp_min(0.0))
         head.weight.copy_(w)
         head.bias.copy_(b)
         return val_auc
@@ -288,6 +304,18 @@ class Finetuner:
     def evaluate(self, dataset: DomainImages) -> dict[str, float]:
         probs, labels = self.predict(dataset)
         return per_class_auc(labels, probs, self.classes)
+
+    def _validate(self) -> tuple[float, float]:
+        """(validation mean AUC, its standard error: Hanley & McNeil from the split's class counts)."""
+        per_class = self.evaluate(self.val_set)
+        return mean_auc(per_class), mean_auc_standard_error(self.val_set.labels_matrix(), per_class)
+
+    def _beats(self, val: float, best_auc: float, best_se: float) -> bool:
+        """Does an evaluation with validation mean AUC ``val`` replace the kept checkpoint (``keep``)?"""
+        if not math.isfinite(best_auc):  # the first evaluation always counts
+            return True
+        margin = best_se if self.cfg.keep == "beyond_noise" and math.isfinite(best_se) else 0.0
+        return val > best_auc + margin
 
     def _save_best(self, step: int) -> None:
         plain = json.loads(json.dumps({"finetune": self.cfg.to_dict(), "run": self.run_info}))  # what loads safely
@@ -304,11 +332,12 @@ class Finetuner:
         loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=g,
                             num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=cfg.num_workers > 0)
-        best_auc, best_step, step, t0 = -math.inf, 0, 0, time.time()
+        best_auc, best_se, best_step, step, t0 = -math.inf, math.nan, 0, 0, time.time()
         if cfg.head_init == "probe":  # LP-FT: the probe is step 0 and the first checkpoint
             probe_auc = self.init_head_from_probe()
-            best_auc = mean_auc(self.evaluate(self.val_set))
-            log.write(json.dumps({"step": 0, "val_mean_auc": best_auc, "probe_val_mean_auc": probe_auc}) + "\n")
+            best_auc, best_se = self._validate()
+            log.write(json.dumps({"step": 0, "val_mean_auc": best_auc, "val_se": best_se,
+                                  "probe_val_mean_auc": probe_auc}) + "\n")
             self._save_best(0)
         bar = tqdm(total=self.total_steps, desc=f"fine-tuning {self.run_info['name']} {self.run_info['ratio']:g}",
                    unit="step", disable=not self.progress, dynamic_ncols=True)
@@ -332,11 +361,11 @@ class Finetuner:
                     bar.update(1)
                     rec = {"step": step, "loss": float(loss.detach()), "lr": self.opt.param_groups[0]["lr"]}
                     if step % self.eval_every == 0 or step == self.total_steps:
-                        val = mean_auc(self.evaluate(self.val_set))
-                        rec["val_mean_auc"] = val
+                        val, se = self._validate()
+                        rec["val_mean_auc"], rec["val_se"] = val, se
                         bar.set_postfix(val_auc=f"{val:.3f}")
-                        if val > best_auc or not math.isfinite(best_auc):  # the first evaluation always counts
-                            best_auc, best_step = val, step
+                        if self._beats(val, best_auc, best_se):
+                            best_auc, best_se, best_step = val, se, step
                             self._save_best(step)
                     log.write(json.dumps(rec) + "\n")
                     if step >= self.total_steps:
