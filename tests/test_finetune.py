@@ -352,3 +352,24 @@ def test_the_same_domain_spelled_as_another_path_is_reused(domain, tmp_path, mon
     monkeypatch.chdir(domain.parent)
     again = finetune("scratch", type(domain)(domain.name), 0.1, 1, tmp_path / "run", cfg=cfg, progress=False)
     assert again.reused and again.test_auc == first.test_auc
+
+
+def test_eval_precision_fp32_evaluates_the_probe_on_fp32_features_under_bf16(domain, tmp_path):
+    """Trained in bf16, evaluated (and LP-FT's probe fitted) in fp32: step 0 scores exactly as the linear probe
+    of the frozen encoder does on fp32 features (chapter 08's); the training precision stays bf16."""
+    from refers_lite.training.finetune import Finetuner
+    from refers_lite.evaluation.linear_probe import extract_features, fit_probe
+    cfg = get_finetune_config("smoke", {"head_init": "probe", "precision": "bf16", "eval_precision": "fp32",
+                                        "batch_size": 16})
+    torch.manual_seed(0)
+    model = RadiographClassifier(build_encoder("scratch", "smoke"), 2)
+    ft = Finetuner.for_domain(cfg, model, domain, 1.0, 0, tmp_path / "run", progress=False)
+    assert ft.precision.name == "bf16"
+    ft.init_head_from_probe()
+    X = extract_features(model.encoder, ft.train_set, ft.augment)  # fp32: no autocast
+    Xv = extract_features(model.encoder, ft.val_set, ft.augment)
+    probe, _ = fit_probe(X, ft.train_set.labels_matrix(), Xv, ft.val_set.labels_matrix())
+    probs, _ = ft.predict(ft.val_set)
+    np.testing.assert_allclose(probs, probe.predict(Xv), atol=1e-4)
+    with pytest.raises(ConfigError, match="eval_precision"):
+        get_finetune_config("smoke", {"eval_precision": "bf16"})

@@ -23,6 +23,7 @@ that checkpoint. The test split is never used to choose anything.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -67,6 +68,10 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
     precision: str = "auto"
+    # the precision of evaluation and of the LP-FT probe's features: "train" (the training precision above) or
+    # "fp32" (the frozen-encoder linear probe's: under bf16 the aggregation embeddings keep 8 bits, and features
+    # that vary a little around a large common part lose what tells images apart)
+    eval_precision: str = "train"
     device: str = "auto"
     num_workers: int = 0
     eval_batch_size: int = 256
@@ -95,6 +100,8 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
         self.check_augment()
         require(self.head_norm in HEAD_NORMS, f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
         require(self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
+        require(self.eval_precision in ("train", "fp32"),
+                f"eval_precision must be 'train' or 'fp32', got {self.eval_precision!r}")
         require(self.keep in KEEP_RULES, f"keep must be one of {KEEP_RULES}, got {self.keep!r}")
         require(0 <= self.encoder_lr_scale <= 1, f"encoder_lr_scale must be in [0, 1], got {self.encoder_lr_scale}")
         require(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
@@ -253,6 +260,12 @@ class Finetuner:
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
+    def _eval_autocast(self):
+        """The autocast context of evaluation: the training precision's, or none (fp32)."""
+        if self.cfg.eval_precision == "fp32":
+            return contextlib.nullcontext()
+        return self.precision.autocast(self.device)
+
     @torch.no_grad()
     def predict(self, dataset: DomainImages) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (N, K), labels (N, K)) on a whole split, no augmentation."""
@@ -261,7 +274,7 @@ class Finetuner:
                             num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
         probs, labels = [], []
         for batch in loader:
-            with self.precision.autocast(self.device):
+            with self._eval_autocast():
                 logits = self.model(self._prepare(batch["image"], train=False))
             probs.append(_probabilities(self.task, logits).cpu())
             labels.append(batch["labels"])
@@ -274,7 +287,7 @@ class Finetuner:
         the norm's running statistics). Returns the probe's validation mean AUC."""
         from ..evaluation.linear_probe import extract_features, fit_probe
         enc, head, norm = self.model.encoder, self.model.head, self.model.norm
-        with self.precision.autocast(self.device):  # the features the model will compute (bf16 ones under bf16)
+        with self._eval_autocast():  # the features the model will be evaluated on
             X = extract_features(enc, self.train_set, self.augment, self.cfg.eval_batch_size)
             Xv = extract_features(enc, self.val_set, self.augment, self.cfg.eval_batch_size)
         y, yv = self.train_set.labels_matrix(), self.val_set.labels_matrix()
