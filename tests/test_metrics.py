@@ -240,27 +240,3 @@ def test_compare_ties_go_to_the_first_listed():
 def test_compare_errors(method, baselines, match):
     with pytest.raises(ValueError, match=match):
         compare_to_best_baseline(RESULTS, method, baselines)
-
-
-def test_mean_auc_standard_error_matches_the_bootstrap():
-    """Hanley & McNeil's standard error of an AUC, from the class counts alone, is close to the spread of the
-    AUC over bootstrap resamples of the same split; the mean of two classes has about 1/sqrt(2) of it."""
-    from refers_lite.evaluation.metrics import mean_auc_standard_error
-    rng = np.random.default_rng(0)
-    n = 120
-    y = (rng.random((n, 2)) < 0.3).astype(float)  # (N, 2)
-    s = y * 1.0 + rng.normal(size=(n, 2))  # AUC about 0.75
-    per = per_class_auc(y, s, ["a", "b"])
-    boot = []
-    for _ in range(2000):
-        i = rng.integers(0, n, n)
-        if y[i].min(0).max() == 1 or y[i].max(0).min() == 0:
-            continue
-        boot.append(per_class_auc(y[i, :1], s[i, :1])["class_0"])
-    se_one = mean_auc_standard_error(y[:, :1], {"a": per["a"]})
-    assert abs(se_one - np.std(boot)) < 0.15 * np.std(boot)
-    se_two = mean_auc_standard_error(y, per)
-    assert 0.5 * se_one < se_two < 0.9 * se_one
-    assert np.isnan(mean_auc_standard_error(y[:, :1], {"a": float("nan")}))
-    with pytest.raises(ValueError, match="class"):
-        mean_auc_standard_error(y, {"a": 0.7})

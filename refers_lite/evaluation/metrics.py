@@ -39,7 +39,6 @@ import numpy as np
 __all__ = [
     "per_class_auc",
     "mean_auc",
-    "mean_auc_standard_error",
     "SeedSummary",
     "summarize_seeds",
     "t_test",
@@ -135,29 +134,6 @@ def mean_auc(per_class: Mapping[str, float]) -> float:
     """Mean of the defined (non-NaN) per-class AUCs; NaN when no class has an AUC."""
     vals = [float(v) for v in per_class.values() if not math.isnan(float(v))]
     return float(np.mean(vals)) if vals else float("nan")
-
-
-def mean_auc_standard_error(labels, per_class: Mapping[str, float]) -> float:
-    """Standard error of :func:`mean_auc` on one split from its size alone (Hanley & McNeil 1982, *Radiology*
-    143:29): for a class with AUC ``A``, ``n1`` positives and ``n0`` negatives,
-
-        SE(A)^2 = [A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)] / (n1 n0),  Q1 = A/(2-A),  Q2 = 2A^2/(1+A),
-
-    and the mean over the K defined classes has SE = sqrt(sum SE_k^2) / K (classes taken as independent).
-    ``labels`` (N, K) in the class order of ``per_class``; NaN when no class has an AUC. Fine-tuning uses it
-    as the noise of a validation AUC (``FinetuneConfig.keep="beyond_noise"``)."""
-    y = _as_2d(_to_numpy(labels, "labels"), "labels")
-    aucs = [float(v) for v in per_class.values()]
-    if y.shape[1] != len(aucs):
-        raise ValueError(f"labels have {y.shape[1]} class(es), per_class {len(aucs)}")
-    var = []
-    for j, a in enumerate(aucs):
-        if math.isnan(a):
-            continue
-        n1, n0 = float(y[:, j].sum()), float(len(y) - y[:, j].sum())
-        q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-        var.append(max(a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a), 0.0) / (n1 * n0))
-    return math.sqrt(sum(var)) / len(var) if var else float("nan")
 
 
 def _finite_1d(values, name: str) -> np.ndarray:

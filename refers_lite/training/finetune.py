@@ -45,13 +45,12 @@ from ..config import AugmentConfig, ConfigError, require, from_dict, deep_update
 from ..data.loading.domain_dataset import DomainImages
 from ..files import atomic_write, sha256_file
 from ..models.classifier import HEAD_NORMS, RadiographClassifier
-from ..evaluation.metrics import mean_auc, mean_auc_standard_error, per_class_auc
+from ..evaluation.metrics import mean_auc, per_class_auc
 from .runtime import resolve_device, resolve_precision, seed_everything, takes_weight_decay, warmup_cosine
 
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
 OPTIMIZERS = ("sgd", "adam")
 HEAD_INITS = ("random", "probe")
-KEEP_RULES = ("best", "beyond_noise")
 
 
 @dataclass
@@ -85,11 +84,6 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
     # head_norm="batchnorm" the probe's standardisation goes into the norm's running statistics and its weights
     # on standardised features into the head
     head_init: str = "random"
-    # which evaluation's checkpoint is kept: "best" (the highest validation mean AUC, the paper's protocol as we
-    # read it); "beyond_noise": a later evaluation replaces the kept checkpoint only when its validation mean AUC
-    # is higher by more than the kept one's standard error (Hanley & McNeil 1982), so that on a small validation
-    # split a lucky evaluation does not replace the step-0 probe of LP-FT
-    keep: str = "best"
 
     def validate(self) -> None:
         require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -102,7 +96,6 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
         require(self.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
         require(self.eval_precision in ("train", "fp32"),
                 f"eval_precision must be 'train' or 'fp32', got {self.eval_precision!r}")
-        require(self.keep in KEEP_RULES, f"keep must be one of {KEEP_RULES}, got {self.keep!r}")
         require(0 <= self.encoder_lr_scale <= 1, f"encoder_lr_scale must be in [0, 1], got {self.encoder_lr_scale}")
         require(self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision {self.precision!r} is not one of "
                f"auto, fp32, bf16, fp16")
@@ -321,18 +314,6 @@ class Finetuner:
         probs, labels = self.predict(dataset)
         return per_class_auc(labels, probs, self.classes)
 
-    def _validate(self) -> tuple[float, float]:
-        """(validation mean AUC, its standard error: Hanley & McNeil from the split's class counts)."""
-        per_class = self.evaluate(self.val_set)
-        return mean_auc(per_class), mean_auc_standard_error(self.val_set.labels_matrix(), per_class)
-
-    def _beats(self, val: float, best_auc: float, best_se: float) -> bool:
-        """Does an evaluation with validation mean AUC ``val`` replace the kept checkpoint (``keep``)?"""
-        if not math.isfinite(best_auc):  # the first evaluation always counts
-            return True
-        margin = best_se if self.cfg.keep == "beyond_noise" and math.isfinite(best_se) else 0.0
-        return val > best_auc + margin
-
     def _save_best(self, step: int) -> None:
         plain = json.loads(json.dumps({"finetune": self.cfg.to_dict(), "run": self.run_info}))  # what loads safely
         save_checkpoint({"format": FINETUNE_FORMAT, "model": self.model.state_dict(), "classes": list(self.classes),
@@ -348,12 +329,11 @@ class Finetuner:
         loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=g,
                             num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=cfg.num_workers > 0)
-        best_auc, best_se, best_step, step, t0 = -math.inf, math.nan, 0, 0, time.time()
+        best_auc, best_step, step, t0 = -math.inf, 0, 0, time.time()
         if cfg.head_init == "probe":  # LP-FT: the probe is step 0 and the first checkpoint
             probe_auc = self.init_head_from_probe()
-            best_auc, best_se = self._validate()
-            log.write(json.dumps({"step": 0, "val_mean_auc": best_auc, "val_se": best_se,
-                                  "probe_val_mean_auc": probe_auc}) + "\n")
+            best_auc = mean_auc(self.evaluate(self.val_set))
+            log.write(json.dumps({"step": 0, "val_mean_auc": best_auc, "probe_val_mean_auc": probe_auc}) + "\n")
             self._save_best(0)
         bar = tqdm(total=self.total_steps, desc=f"fine-tuning {self.run_info['name']} {self.run_info['ratio']:g}",
                    unit="step", disable=not self.progress, dynamic_ncols=True)
@@ -377,11 +357,11 @@ class Finetuner:
                     bar.update(1)
                     rec = {"step": step, "loss": float(loss.detach()), "lr": self.opt.param_groups[0]["lr"]}
                     if step % self.eval_every == 0 or step == self.total_steps:
-                        val, se = self._validate()
-                        rec["val_mean_auc"], rec["val_se"] = val, se
+                        val = mean_auc(self.evaluate(self.val_set))
+                        rec["val_mean_auc"] = val
                         bar.set_postfix(val_auc=f"{val:.3f}")
-                        if self._beats(val, best_auc, best_se):
-                            best_auc, best_se, best_step = val, se, step
+                        if val > best_auc or not math.isfinite(best_auc):  # the first evaluation always counts
+                            best_auc, best_step = val, step
                             self._save_best(step)
                     log.write(json.dumps(rec) + "\n")
                     if step >= self.total_steps:
