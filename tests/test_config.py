@@ -105,6 +105,7 @@ def test_the_gpu_profile_is_the_course_recipe_at_a_larger_size():
     assert demo.model.image_size < gpu.model.image_size == paper.model.image_size
     assert demo.model.width < gpu.model.width < paper.model.width
     assert gpu.data.source == "source" and gpu.train.batch_size > demo.train.batch_size
+    assert gpu.loss.temperature == demo.loss.temperature == 0.2 != paper.loss.temperature
 
 
 def test_the_gpu_profile_builds_and_runs_a_step_on_a_cpu():
