@@ -108,7 +108,7 @@ experiments: $(VENV)/.dev data
 	$(VENV)/bin/refers-lite experiments --profile $(PROFILE) --data-root $(DATA_DIR) --out $(RUNS_DIR)/experiments/$(PROFILE)
 	@if [ "$(PROFILE)" = demo ]; then $(MAKE) --no-print-directory budget-curve; fi
 
-# Issue 16's record (PROFILE=demo data): the demo recipe pre-trained for 450, 900 and 1,800 steps (each its own schedule), each measured
+# Issue 16's record (PROFILE=demo data): the demo recipe at tau = 0.1 (conv_simple_r3) pre-trained for 450, 900 and 1,800 steps (each its own schedule), each measured
 # on validation and fine-tuned at 1 % of the NIH- and VinBigData-like labels beside scratch (3 seeds). About 1.5 h
 # on a 2-core CPU; budgets already in RUNS_DIR/budget_curve/budget_curve.jsonl are read back, not re-run.
 budget-curve: $(VENV)/.dev data
