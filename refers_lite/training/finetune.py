@@ -108,8 +108,8 @@ FINETUNE_PROFILES: dict[str, dict] = {
     "paper": {},
     # LP-FT (the head starts as the frozen encoder's linear probe) and no step cap: the budget grows with the
     # labelled set (5 epochs, at least 60 steps), so Figure 2's curves can rise with the label ratio; evaluation
-    # (and the probe's features) in fp32: in bf16 the step-0 probe tested 0.03-0.06 below the fp32 probe of the
-    # same encoder on three target domains (chapter 08; book/demo_diagnosis.md)
+    # (and the probe's features) in fp32: in bf16 the step-0 probe tested 0.06 and 0.03 below the fp32 probe of
+    # the same encoder on the Shenzhen-like and COVID-like task 2 domains (chapter 08; book/demo_diagnosis.md)
     "demo": dict(batch_size=32, epochs=5, min_steps=60, eval_batch_size=128, head_init="probe", eval_precision="fp32"),
     "gpu": dict(batch_size=64, epochs=10, min_steps=100, eval_batch_size=256, head_init="probe", eval_precision="fp32",
                 num_workers=4),
