@@ -1,6 +1,5 @@
 """Fine-tuning (refers_lite.training.finetune) on a small domain whose labels can be seen in the pixels."""
 import json
-import math
 
 import numpy as np
 import pytest
@@ -229,21 +228,28 @@ def test_the_encoder_learning_rate_scale_and_freezing():
         get_finetune_config("smoke", {"encoder_lr_scale": 2.0})
 
 
+def _fp32_probe(model, ft):
+    """The linear probe of ``model``'s frozen encoder fitted as chapter 08 fits it (fp32 features, no autocast) on
+    ``ft``'s training split, and the validation features: (probe, X_val)."""
+    from refers_lite.evaluation.linear_probe import extract_features, fit_probe
+    X = extract_features(model.encoder, ft.train_set, ft.augment)
+    Xv = extract_features(model.encoder, ft.val_set, ft.augment)
+    probe, _ = fit_probe(X, ft.train_set.labels_matrix(), Xv, ft.val_set.labels_matrix())
+    return probe, Xv
+
+
 def test_lp_ft_head_starts_as_the_probe_and_is_never_below_it_on_validation(domain, tmp_path):
     """head_init=probe (LP-FT): the head computes exactly the linear probe's scores at step 0, that is the
     first checkpoint, so the kept model's validation AUC is at least the probe's."""
     from refers_lite.data.loading.domain_dataset import DomainImages
     from refers_lite.training.finetune import Finetuner
-    from refers_lite.evaluation.linear_probe import extract_features, fit_probe
     cfg = get_finetune_config("smoke", {"head_init": "probe", "min_steps": 6, "epochs": 2, "batch_size": 16,
                                         "lr": 3e-2})
     torch.manual_seed(0)
     model = RadiographClassifier(build_encoder("scratch", "smoke"), 2)
     ft = Finetuner.for_domain(cfg, model, domain, 1.0, 0, tmp_path / "run", progress=False)
     ft.init_head_from_probe()
-    X = extract_features(model.encoder, ft.train_set, ft.augment)
-    Xv = extract_features(model.encoder, ft.val_set, ft.augment)
-    probe, _ = fit_probe(X, ft.train_set.labels_matrix(), Xv, ft.val_set.labels_matrix())
+    probe, Xv = _fp32_probe(model, ft)
     probs, _ = ft.predict(ft.val_set)
     np.testing.assert_allclose(probs, probe.predict(Xv), atol=1e-4)
     res = finetune("scratch", domain, 1.0, 0, tmp_path / "lpft", cfg=cfg, progress=False)
@@ -257,15 +263,12 @@ def test_a_batchnorm_head_starts_as_the_probe_with_its_standardisation(domain, t
     """head_init=probe with head_norm=batchnorm: the probe's mean and scale become the norm's running statistics
     and its weights on standardised features the head's, so in evaluation mode step 0 scores as the probe does."""
     from refers_lite.training.finetune import Finetuner
-    from refers_lite.evaluation.linear_probe import extract_features, fit_probe
     cfg = get_finetune_config("smoke", {"head_init": "probe", "head_norm": "batchnorm", "batch_size": 16})
     torch.manual_seed(0)
     model = RadiographClassifier(build_encoder("scratch", "smoke"), 2, norm="batchnorm")
     ft = Finetuner.for_domain(cfg, model, domain, 1.0, 0, tmp_path / "run", progress=False)
     ft.init_head_from_probe()
-    X = extract_features(model.encoder, ft.train_set, ft.augment)
-    Xv = extract_features(model.encoder, ft.val_set, ft.augment)
-    probe, _ = fit_probe(X, ft.train_set.labels_matrix(), Xv, ft.val_set.labels_matrix())
+    probe, Xv = _fp32_probe(model, ft)
     np.testing.assert_allclose(model.norm.running_mean.numpy(), probe.mean, rtol=1e-5, atol=1e-6)
     probs, _ = ft.predict(ft.val_set)
     np.testing.assert_allclose(probs, probe.predict(Xv), atol=1e-4)
@@ -329,7 +332,6 @@ def test_eval_precision_fp32_evaluates_the_probe_on_fp32_features_under_bf16(dom
     """Trained in bf16, evaluated (and LP-FT's probe fitted) in fp32: step 0 scores exactly as the linear probe
     of the frozen encoder does on fp32 features (chapter 08's); the training precision stays bf16."""
     from refers_lite.training.finetune import Finetuner
-    from refers_lite.evaluation.linear_probe import extract_features, fit_probe
     cfg = get_finetune_config("smoke", {"head_init": "probe", "precision": "bf16", "eval_precision": "fp32",
                                         "batch_size": 16})
     torch.manual_seed(0)
@@ -337,9 +339,7 @@ def test_eval_precision_fp32_evaluates_the_probe_on_fp32_features_under_bf16(dom
     ft = Finetuner.for_domain(cfg, model, domain, 1.0, 0, tmp_path / "run", progress=False)
     assert ft.precision.name == "bf16"
     ft.init_head_from_probe()
-    X = extract_features(model.encoder, ft.train_set, ft.augment)  # fp32: no autocast
-    Xv = extract_features(model.encoder, ft.val_set, ft.augment)
-    probe, _ = fit_probe(X, ft.train_set.labels_matrix(), Xv, ft.val_set.labels_matrix())
+    probe, Xv = _fp32_probe(model, ft)  # fp32: no autocast
     probs, _ = ft.predict(ft.val_set)
     np.testing.assert_allclose(probs, probe.predict(Xv), atol=1e-4)
     with pytest.raises(ConfigError, match="eval_precision"):

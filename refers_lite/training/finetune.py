@@ -283,6 +283,7 @@ class Finetuner:
         the norm's running statistics). Returns the probe's validation mean AUC."""
         from ..evaluation.linear_probe import extract_features, fit_probe
         enc, head, norm = self.model.encoder, self.model.head, self.model.norm
+        standardised = isinstance(norm, nn.BatchNorm1d)  # the norm standardises: the probe's own weights
         with self._eval_autocast():  # the features the model will be evaluated on
             X = extract_features(enc, self.train_set, self.augment, self.cfg.eval_batch_size)
             Xv = extract_features(enc, self.val_set, self.augment, self.cfg.eval_batch_size)
@@ -295,14 +296,14 @@ class Finetuner:
                 p = min(max(clf, 1e-4), 1 - 1e-4)
                 b[k] = math.log(p / (1 - p))
                 continue
-            if isinstance(norm, nn.BatchNorm1d):  # the norm standardises: the probe's own weights
+            if standardised:
                 w[k] = torch.as_tensor(clf.coef_[0], dtype=w.dtype)
                 b[k] = float(clf.intercept_[0])
                 continue
             coef = torch.as_tensor(clf.coef_[0] / probe.scale, dtype=w.dtype)  # on raw features
             w[k] = coef
             b[k] = float(clf.intercept_[0]) - float(coef.double() @ torch.as_tensor(probe.mean))
-        if isinstance(norm, nn.BatchNorm1d):  # evaluation mode computes (z - mean) / sqrt(var + eps)
+        if standardised:  # evaluation mode computes (z - mean) / sqrt(var + eps)
             norm.running_mean.copy_(torch.as_tensor(probe.mean, dtype=norm.running_mean.dtype))
             var = torch.as_tensor(probe.scale, dtype=norm.running_var.dtype) ** 2 - norm.eps
             norm.running_var.copy_(var.clamp_min(0.0))
