@@ -30,7 +30,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-book test test-unit test-fast test-book chromium book assets data domains pretrained baselines book-js widgets notebooks html benchmark smoke experiments budget-curve clean distclean FORCE
+.PHONY: help install install-book test test-unit test-fast test-book chromium book assets data domains pretrained book-js widgets notebooks html benchmark smoke experiments budget-curve clean distclean FORCE
 
 help:
 	@echo "make test      - set up .venv; unit tests, every notebook at PROFILE=smoke, the book built from them, its HTML checked"
@@ -125,11 +125,10 @@ benchmark: $(VENV)/.dev
 #     -p PROFILE $(PROFILE) -p DATA_DIR <absolute $(DATA)/synthetic> -p RUNS_DIR <absolute $(RUNS)>
 # in parallel ($(JOBS) at a time); papermill's injected-parameters cell (those absolute paths) is then
 # tagged remove-cell (refers_lite.viz.notebook.hide_injected_parameters), so no page shows them.
-# Before any of them: the data (make data); before those that read them, the profile's pre-trained REFERS
-# (`pretrained`) and chapter 05's pre-trained baselines (`baselines`), each trained once into
-# RUNS_DIR/experiments/PROFILE and cached, so that two chapters never train the same run at once. Then
-# Jupyter Book builds the HTML from the executed copies, next to copies of the book sources and the
-# JavaScript it serves itself.
+# Before any of them: the data (make data) and the profile's pre-trained REFERS (`pretrained`,
+# trained once into RUNS_DIR/experiments/PROFILE and cached), so that two chapters never train the
+# same run at once. Then Jupyter Book builds the HTML from the executed copies, next to copies of
+# the book sources and the JavaScript it serves itself.
 # A notebook is executed again when it, the library or the parameters change.
 RUNS ?= runs
 SITE ?= $(BUILD)/site
@@ -151,7 +150,7 @@ $(SITE)/.params: FORCE
 	@echo "PROFILE=$(PROFILE) DATA_DIR=$(DATA_DIR) RUNS_DIR=$(RUNS_DIR)" > $@.new
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
-$(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV)/.book domains
+$(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV)/.book pretrained
 	@rm -rf $(WORK)/$* && mkdir -p $(@D) $(WORK)/$*  # a fresh working folder: nothing left from an older run
 	@echo "papermill notebooks/$*.ipynb (PROFILE=$(PROFILE)) ..."
 	@start=$$(date +%s); \
@@ -162,36 +161,17 @@ $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV
 	$(PY) -c "from refers_lite.viz.notebook import hide_injected_parameters as h; h('$(WORK)/$*.ipynb')"; \
 	mv $(WORK)/$*.ipynb $@; echo "$*: $$(( $$(date +%s) - start )) s" | tee -a $(SITE)/notebook_times.txt
 
-# The shared pre-trainings start first, each on one slot: the profile's REFERS (`pretrained`) and the baselines
-# chapter 05 compares it with (`baselines`: LSP (Transformer), MoCo at gpu). Chapters that need neither (07 trains
-# its own shorter pre-trainings; 00-02 none) fill the other slot while REFERS trains; then the chapters that
-# read the shared runs, the long ones first. Each process gets NB_THREADS torch threads: on this project's 2-core
-# CPU two one-thread trainings side by side do more steps per second than one two-thread training does
-# (benchmarks/pretrain_throughput.py, demo, 64 studies: 1.46 s a step on one thread, 0.97 s on two).
-# Chapters that need the same cached run never train it twice: the first one trains it, the others wait
-# for it and reuse it (refers_lite/training/run_lock.py).
-SHARED_RUN_CHAPTERS ?= 03_view_fusion 04_pretraining 05_finetuning 06_cam 08_beyond
-BASELINE_CHAPTERS ?= 05_finetuning
+# The long chapters start first, so that the short ones fill the other slot beside them. Chapters that need
+# the same cached run of the experiment grid (RUNS_DIR/experiments/PROFILE) never train it twice: the first
+# one trains it, the other waits for it and reuses it (refers_lite/training/run_lock.py).
 FIRST_CHAPTERS ?= 05_finetuning 07_ablations
 NB_NAMES = $(NOTEBOOKS:notebooks/%.ipynb=%)
 EXECUTED = $(patsubst %,$(SITE)/notebooks/%.ipynb,$(filter $(FIRST_CHAPTERS),$(NB_NAMES)) \
                                                    $(filter-out $(FIRST_CHAPTERS),$(NB_NAMES)))
-$(patsubst %,$(SITE)/notebooks/%.ipynb,$(filter $(SHARED_RUN_CHAPTERS),$(NB_NAMES))): | pretrained
-$(patsubst %,$(SITE)/notebooks/%.ipynb,$(filter $(BASELINE_CHAPTERS),$(NB_NAMES))): | baselines
-# Once targets wait, make -j no longer starts them in list order (at smoke it ran 05 last). So that chapter 05,
-# the longest after the pre-training, takes the first slot REFERS frees, the short chapters that read the
-# shared run start after chapter 07, on the slot the baselines freed.
-AFTER_07 ?= 03_view_fusion 04_pretraining 06_cam 08_beyond
-$(patsubst %,$(SITE)/notebooks/%.ipynb,$(filter $(AFTER_07),$(NB_NAMES))): | $(SITE)/notebooks/07_ablations.ipynb
 
-# The pre-trained REFERS of the profile that chapters 03-06 and 08 share (refers_lite.experiments).
+# The pre-trained REFERS of the profile that chapters 03 and 05-08 share (refers_lite.experiments).
 pretrained: domains | $(VENV)/.dev
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(NB_THREADS)} $(PY) -c "from refers_lite.experiments import pretrained_refers as p; \
-	    print(p('$(PROFILE)', '$(DATA_DIR)', out='$(RUNS_DIR)/experiments/$(PROFILE)', progress=False))"
-
-# The pre-trained baselines of chapter 05's grid at the profile, the very runs the chapter reuses.
-baselines: domains | $(VENV)/.dev
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(NB_THREADS)} $(PY) -c "from refers_lite.experiments import pretrained_baselines as p; \
+	$(PY) -c "from refers_lite.experiments import pretrained_refers as p; \
 	    print(p('$(PROFILE)', '$(DATA_DIR)', out='$(RUNS_DIR)/experiments/$(PROFILE)', progress=False))"
 
 # MathJax, require.js and the widget manager, pinned (book/_tools/fetch_book_js.py), served by the

@@ -479,20 +479,3 @@ def pretrained_refers(profile: str = "smoke", data_root: str | Path = "data/synt
     out = Path(out) if out is not None else Path("runs/experiments") / profile
     grid = Grid(profile, Path(data_root), out, (method,), (), ())
     return Path(pretrain_encoder(grid, METHODS[method], progress=progress, log=log)).parent
-
-
-def pretrained_baselines(profile: str = "smoke", data_root: str | Path = "data/synthetic",
-                         out: str | Path | None = None, chapter: str = "finetuning", progress: bool = True,
-                         log: Callable[[str], None] = print) -> dict[str, Path]:
-    """The exported encoders of the pre-trained baselines (LSP, MoCo) of a chapter's grid at a profile (cached;
-    trained when missing): exactly the runs :func:`run_experiments` with :func:`chapter_grid` would train, so the
-    chapter reuses them. ``make book`` trains them beside the chapters that need neither them nor the shared
-    REFERS, instead of inside chapter 05 after the shared pre-training."""
-    if profile not in EXPERIMENT_PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(EXPERIMENT_PROFILES)}")
-    kw = chapter_grid(chapter, profile)
-    out = Path(out) if out is not None else Path("runs/experiments") / profile
-    grid = Grid(profile, Path(data_root), out, tuple(kw["methods"]), (), (), kw.get("pretrain_overrides", {}),
-                kw.get("finetune_overrides", {}))
-    return {name: Path(pretrain_encoder(grid, METHODS[name], progress=progress, log=log))
-            for name in grid.methods if METHODS[name].kind in ("lsp", "moco")}

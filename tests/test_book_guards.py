@@ -308,22 +308,3 @@ def test_references_hold_every_work_cited():
                       if m.group(1) not in refs})
     assert not missing, "works cited in the book but missing from book/references.md:\n" + "\n".join(missing)
     assert all(w in refs for w in NAMED_WORKS), [w for w in NAMED_WORKS if w not in refs]
-
-
-def _make_list(name: str) -> set[str]:
-    m = re.search(rf"^{name} \?= (.+)$", (ROOT / "Makefile").read_text(), flags=re.M)
-    assert m, f"the Makefile no longer sets {name}"
-    return set(m.group(1).split())
-
-
-def test_the_makefile_runs_the_shared_pretrainings_before_every_chapter_that_reads_them():
-    # `make book` starts the chapters that read no shared run while REFERS pre-trains: a chapter missing from
-    # SHARED_RUN_CHAPTERS (or BASELINE_CHAPTERS) would train the run itself, inside its own slot.
-    shared, baselines = _make_list("SHARED_RUN_CHAPTERS"), _make_list("BASELINE_CHAPTERS")
-    for nb_path in NOTEBOOKS:
-        body = "".join(src(c) for c in code_cells(nb_path))
-        if "pretrained_refers" in body or re.search(r"chapter_grid\(\"(finetuning|beyond)\"", body):
-            assert nb_path.stem in shared, f"{nb_path.name} reads the shared REFERS: add it to SHARED_RUN_CHAPTERS"
-        if re.search(r"chapter_grid\(\"finetuning\"", body):
-            assert nb_path.stem in baselines, f"{nb_path.name} runs chapter 05's grid: add it to BASELINE_CHAPTERS"
-    assert {p.stem for p in NOTEBOOKS} >= shared | baselines

@@ -220,31 +220,3 @@ def test_figure2_leaves_the_callers_matplotlib_backend_alone(tmp_path):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         matplotlib.use(before)
-
-
-def test_pretrained_baselines_are_the_very_runs_the_chapter_grid_reuses(data_root, tmp_path, monkeypatch):
-    # `make book` pre-trains chapter 05's baselines before the chapter; the chapter must find them, not train
-    # its own. The trainings are replaced by ones that write a placeholder encoder and say where.
-    import refers_lite.baselines.lsp as lsp
-    import refers_lite.baselines.moco as moco
-    trained = []
-
-    def fake(run):  # like the real ones: an encoder already there is returned, not trained again
-        encoder = ex.Path(run) / "encoder.pt"
-        if not encoder.is_file():
-            trained.append(encoder)
-            encoder.parent.mkdir(parents=True, exist_ok=True)
-            encoder.write_text("placeholder")
-        return encoder
-
-    monkeypatch.setattr(lsp, "pretrain_lsp", lambda arch, profile, source, run, **kw: fake(run))
-    monkeypatch.setattr(moco, "pretrain_moco", lambda profile, source, run, **kw: fake(run))
-    got = ex.pretrained_baselines("gpu", data_root, tmp_path, progress=False, log=lambda m: None)
-    assert set(got) == {"lsp_transformer", "moco"} and len(trained) == 2
-    kw = ex.chapter_grid("finetuning", "gpu")  # the grid grid_results builds for chapter 05
-    grid = ex.Grid("gpu", data_root, tmp_path, tuple(kw["methods"]), tuple(kw["columns"]), tuple(kw["seeds"]))
-    for name, encoder in got.items():
-        assert ex.Path(ex.pretrain_encoder(grid, ex.METHODS[name], progress=False, log=lambda m: None)) == encoder
-    assert len(trained) == 2  # nothing trained again: the chapter reused both
-    with pytest.raises(ValueError, match="profile"):
-        ex.pretrained_baselines("huge", data_root, tmp_path)
