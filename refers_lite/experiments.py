@@ -198,10 +198,18 @@ def radiographs_per_step(grid: Grid) -> tuple[int, int]:
 def lsp_pretrain_config(grid: Grid, method: Method):
     """The label-supervised pre-training of an LSP baseline: exactly as many steps as REFERS's pre-training
     (``min_steps`` = ``max_steps`` = its ``train.max_steps``: a profile's own fine-tuning cap, 150 at demo, must
-    not cut it short or reject it), with REFERS's radiographs per step (:func:`radiographs_per_step`)."""
+    not cut it short or reject it), with REFERS's radiographs per step (:func:`radiographs_per_step`). Where
+    REFERS pre-trains with AdamW (the course profiles), so does LSP, at REFERS's image-side learning rate and
+    weight decay: the fine-tuning SGD leaves a from-scratch transformer far behind in a CPU budget, as it did
+    REFERS (config.py). The paper's profile keeps the fine-tuning recipe; a method's own optimizer (LSP
+    (ConvNet): Adam 1e-4) wins."""
     steps, batch = radiographs_per_step(grid)
+    ref = grid.pretrain_config(METHODS["refers"]).train
+    same_optimizer = {"optimizer": "adamw", "lr": ref.lr_vision, "weight_decay": ref.weight_decay} \
+        if ref.optimizer == "adamw" else {}
     return get_finetune_config(grid.profile, {"min_steps": steps, "max_steps": steps, "epochs": 4,
-                                              "batch_size": batch, "head_init": "random", **method.finetune})
+                                              "batch_size": batch, "head_init": "random", **same_optimizer,
+                                              **method.finetune})
 
 
 def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Callable[[str], None] = print) -> str:

@@ -182,6 +182,11 @@ def test_every_method_of_every_profile_and_chapter_grid_has_valid_configs(data_r
             if method.kind == "lsp":
                 cfg = ex.lsp_pretrain_config(grid, method)
                 assert cfg.min_steps == cfg.max_steps == steps, (profile, name)
+                ref = grid.pretrain_config(ex.METHODS["refers"]).train
+                if name == "lsp_transformer":  # REFERS's optimizer where it is AdamW, else the fine-tuning SGD
+                    want = ("adamw", ref.lr_vision) if ref.optimizer == "adamw" else ("sgd", grid.finetune_config(
+                        method).lr)
+                    assert (cfg.optimizer, cfg.lr) == want, (profile, cfg.optimizer, cfg.lr)
             elif method.kind == "refers":
                 grid.pretrain_config(method)
 

@@ -49,7 +49,7 @@ from ..evaluation.metrics import mean_auc, per_class_auc
 from .runtime import resolve_device, resolve_precision, seed_everything, takes_weight_decay, warmup_cosine
 
 FINETUNE_FORMAT = "refers_lite.finetune.v1"
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")  # adamw: decoupled weight decay, betas (momentum, 0.999)
 HEAD_INITS = ("random", "probe")
 
 
@@ -232,6 +232,8 @@ class Finetuner:
         fused = {"fused": True} if self.device.type == "cuda" else {}
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, **fused)
+        elif cfg.optimizer == "adamw":  # as REFERS's course pre-training (training/pretrain.py)
+            self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), **fused)
         else:
             self.opt = torch.optim.Adam(params, lr=cfg.lr, **fused)
         warmup = int(cfg.warmup_fraction * self.total_steps)
