@@ -9,9 +9,10 @@ folder without it). Every radiograph of a study gets the study's labels; the mod
 with a linear head, trained with multi-label binary cross-entropy by the fine-tuning loop
 (``finetune.Finetuner``: warm-up + cosine, the device-side augmentation; for the transformer the fine-tuning
 SGD 3e-3 at ``paper`` and REFERS's own AdamW and learning rate at the course profiles, where SGD left it at
-0.54 mean validation AUC on the source labels after 1,800 demo steps against 0.68 with AdamW; Adam 1e-4 for
-the ResNet), keeping the checkpoint with the best validation AUC on the source validation split. Its encoder is exported in the format ``refers-lite export`` writes, so the
-target-domain fine-tuning treats it exactly like REFERS's.
+0.54 mean validation AUC on the source labels after 1,800 demo steps against 0.68 with AdamW, in two ``make
+book`` builds, see ``benchmarks/lsp_optimizer.py``; Adam 1e-4 for the ResNet), keeping the checkpoint with the
+best validation AUC on the source validation split. Its encoder is exported in the format ``refers-lite export``
+writes, so the target-domain fine-tuning treats it exactly like REFERS's.
 
 The paper gives no LSP schedule; ``pretrain_lsp`` takes the steps and batch from the caller (the
 experiment grid gives LSP the radiographs REFERS sees: its steps and its studies x views per step).
