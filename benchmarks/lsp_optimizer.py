@@ -21,28 +21,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
-from refers_lite.baselines.lsp import build_encoder_for
+from refers_lite.baselines.lsp import pretrain_lsp
+from refers_lite.baselines.pixels import pixel_features
 from refers_lite.data.loading.source_studies import SourceRadiographs
 from refers_lite.data.reports.structured_labels import LABELS
 from refers_lite.experiments import METHODS, Grid, lsp_pretrain_config
-from refers_lite.models.classifier import RadiographClassifier
-from refers_lite.training.finetune import Finetuner, get_finetune_config
-from refers_lite.training.runtime import seed_everything
+from refers_lite.training.finetune import get_finetune_config
 
 
 def pixel_baseline(train, val, n_train: int = 4000) -> dict[str, float]:
-    """Validation AUC per label of a logistic regression on 16 x 16 average-pooled pixels (labels with at least
-    20 training and 3 validation positives)."""
+    """Validation AUC per label of a logistic regression on 16 x 16 area-downsampled pixels (the first
+    ``n_train`` training films; labels with at least 20 training and 3 validation positives)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    def features(ds, n):
-        idx = np.arange(min(n, len(ds)))
-        x = torch.nn.functional.avg_pool2d(ds.batch(idx).float(), ds.image_size // 16)  # (N, 1, 16, 16)
-        return x.flatten(1).numpy() / 255.0, ds.labels_matrix()[idx]
-
-    (xt, yt), (xv, yv) = features(train, n_train), features(val, len(val))
+    xt, yt = pixel_features(Subset(train, range(min(n_train, len(train)))), size=16)
+    xv, yv = pixel_features(val, size=16)
     out = {}
     for j, name in enumerate(LABELS):
         if yt[:, j].sum() >= 20 and yv[:, j].sum() >= 3:
@@ -65,17 +61,17 @@ def main(argv=None) -> None:
     grid = Grid(args.profile, root, Path(args.out), ("lsp_transformer",), (), ())
     cfg = lsp_pretrain_config(grid, METHODS["lsp_transformer"]).to_dict()
     steps = args.steps or cfg["max_steps"]
-    ref = grid.pretrain_config(METHODS["refers"]).train
-    renders = grid.pretrain_config(METHODS["refers"]).data.renders
-    sets = [SourceRadiographs(root / "source", s, renders=renders if s == "train" else 1)
-            for s in ("train", "validation", "test")]
+    refers = grid.pretrain_config(METHODS["refers"])
+    ref, renders = refers.train, refers.data.renders
+    train, val = (SourceRadiographs(root / "source", s, renders=renders if s == "train" else 1)
+                  for s in ("train", "validation"))
     sgd = get_finetune_config(args.profile)  # the fine-tuning recipe's optimizer
     optimizers = {"sgd": {"optimizer": "sgd", "lr": sgd.lr, "weight_decay": sgd.weight_decay},
                   "adamw": {"optimizer": "adamw", "lr": ref.lr_vision, "weight_decay": ref.weight_decay}}
     print(f"LSP (Transformer) at {args.profile}: {steps} steps of {cfg['batch_size']} radiographs, "
-          f"{len(sets[0]):,} training films; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{len(train):,} training films; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}")
-    pixels = pixel_baseline(sets[0], sets[1])
+    pixels = pixel_baseline(train, val)
     print(f"pixels + logistic regression (validation): mean AUC {np.mean(list(pixels.values())):.3f} over "
           f"{len(pixels)} labels")
     out = Path(args.out)
@@ -83,26 +79,27 @@ def main(argv=None) -> None:
     for name in args.variants:
         run_cfg = get_finetune_config(args.profile, {**cfg, **optimizers[name], "min_steps": steps,
                                                      "max_steps": steps, "epochs": args.evals})
-        seed_everything(0)
-        encoder, _ = build_encoder_for("vit", args.profile)
+        reused = (out / name / "encoder.pt").is_file()  # pretrain_lsp returns a finished run as it is
         t0 = time.time()
-        res = Finetuner(run_cfg, RadiographClassifier(encoder, len(LABELS)), *sets, 0, out / name,
-                        progress=False).fit()
+        pretrain_lsp("vit", args.profile, root / "source", out / name, cfg=run_cfg, seed=0, progress=False,
+                     renders=renders)  # chapter 05's LSP training, with this optimizer
         seconds = time.time() - t0
-        records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (out / name / "run" / "metrics.jsonl").read_text().splitlines()]
+        res = json.loads((out / name / "run" / "result.json").read_text())
         curve = {r["step"]: round(r["val_mean_auc"], 3) for r in records if "val_mean_auc" in r}
         row = {"variant": name, **optimizers[name], "steps": steps, "val_mean_auc": curve,
-               "best_val_mean_auc": round(res.val_mean_auc, 3), "test_auc": {k: round(v, 3) for k, v in
-                                                                             res.test_auc.items()},
-               "pixel_val_auc": {k: round(v, 3) for k, v in pixels.items()}, "seconds": round(seconds, 1)}
+               "best_val_mean_auc": round(res["val_mean_auc"], 3),
+               "test_auc": {k: round(v, 3) for k, v in res["test_auc"].items()},
+               "pixel_val_auc": {k: round(v, 3) for k, v in pixels.items()}, "seconds": round(seconds, 1),
+               "reused": reused}
         print(f"{name:>6} ({optimizers[name]['optimizer']} {optimizers[name]['lr']:g}): validation mean AUC by step "
-              f"{curve}; best {res.val_mean_auc:.3f}; {seconds:.0f} s")
+              f"{curve}; best {res['val_mean_auc']:.3f}; {'reused' if reused else f'{seconds:.0f} s'}")
         with open(out / "lsp_optimizer.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-    common = [k for k in pixels if k in res.test_auc]
+    common = [k for k in pixels if k in res["test_auc"]]
     print("per label, test AUC of the last variant beside the pixel baseline's validation AUC:")
     for k in common:
-        print(f"  {k:>18}: {res.test_auc[k]:.3f}  pixels {pixels[k]:.3f}")
+        print(f"  {k:>18}: {res['test_auc'][k]:.3f}  pixels {pixels[k]:.3f}")
 
 
 if __name__ == "__main__":

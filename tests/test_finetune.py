@@ -348,15 +348,12 @@ def test_eval_precision_fp32_evaluates_the_probe_on_fp32_features_under_bf16(dom
 
 def test_adamw_is_refers_course_optimizer_with_decoupled_weight_decay(domain, tmp_path):
     # LSP (Transformer) pre-trains with it at the course profiles (experiments.lsp_pretrain_config)
-    from refers_lite.data.loading.domain_dataset import DomainImages
     from refers_lite.training.finetune import Finetuner
     cfg = get_finetune_config("smoke", {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "min_steps": 90,
                                         "epochs": 3, "batch_size": 16})
-    sets = [DomainImages(domain, s, ratio=1.0, seed=0, uint8=True) for s in ("train", "validation", "test")]
     model = RadiographClassifier(build_encoder("scratch", "smoke"), len(CLASSES))
-    opt = Finetuner(cfg, model, *sets, seed=0, out_dir=tmp_path / "ft", progress=False).opt
+    opt = Finetuner.for_domain(cfg, model, domain, 1.0, 0, tmp_path / "ft", progress=False).opt
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.999)
     assert {g["weight_decay"] for g in opt.param_groups} == {0.05, 0.0}  # none on LayerNorm and biases
     res = finetune("scratch", domain, 1.0, 0, tmp_path / "run", cfg=cfg, progress=False)
     assert res.test_mean_auc > 0.88, res.test_auc  # it trains (a random ViT's features give about 0.83)
-
