@@ -225,3 +225,27 @@ def test_figure2_leaves_the_callers_matplotlib_backend_alone(tmp_path):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         matplotlib.use(before)
+
+
+def test_the_image_pretrained_baselines_run_last_and_the_rows_keep_the_grid_order(data_root, tmp_path, monkeypatch):
+    """LSP and MoCo are fine-tuned after the methods that need no pre-training of their own, so that `make book`
+    can pre-train them in its `baselines` job meanwhile; results.csv keeps the grid's order of methods.
+    pretrain_chapter_baselines pre-trains exactly a chapter grid's LSP / MoCo runs."""
+    from refers_lite.training.finetune import FinetuneResult
+    order = []
+
+    def fake_pretrain(grid, method, progress=True, log=print):
+        order.append(method.name)
+        return "scratch"
+
+    def fake_finetune(encoder, droot, ratio, seed, cell, **kw):
+        return FinetuneResult(cell, {"blob": 0.5, "stripe": 0.5}, 0.5, 0.5, 0, 1, 0.0)
+    monkeypatch.setattr(ex, "pretrain_encoder", fake_pretrain)
+    monkeypatch.setattr(ex, "finetune", fake_finetune)
+    df = ex.grid_results("smoke", data_root, tmp_path, methods=("lsp_transformer", "refers", "moco", "scratch"),
+                         columns=(("nih", 1.0),), seeds=(0,), progress=False, log=lambda m: None)
+    assert order == ["refers", "scratch", "lsp_transformer", "moco"]
+    assert list(dict.fromkeys(df.method)) == ["lsp_transformer", "refers", "moco", "scratch"]
+    order.clear()
+    ex.pretrain_chapter_baselines("smoke", data_root, tmp_path, log=lambda m: None)
+    assert order == ["lsp_transformer"]  # chapter 05's grid at smoke: REFERS, LSP (Transformer), scratch

@@ -84,6 +84,13 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
     # head_norm="batchnorm" the probe's standardisation goes into the norm's running statistics and its weights
     # on standardised features into the head
     head_init: str = "random"
+    # True: the encoder's BatchNorm layers (the convolutional stem's, a ResNet's) keep their running statistics
+    # while fine-tuning (train mode normalises by the batch instead), so that an LP-FT head sees the features its
+    # probe was fit on. Measured at demo (book/demo_diagnosis.md, session 8): it fixes the first training loss of
+    # a from-scratch encoder's probe head on the NIH-like task (374 with batch statistics, 0.86 kept), but the
+    # test AUCs of a REFERS encoder moved by no more than the seeds' spread, and its validation AUCs were lower
+    # at 1 %; so no profile turns it on. The paper's radiograph transformer has no BatchNorm: no effect there.
+    freeze_batchnorm: bool = False
 
     def validate(self) -> None:
         require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -106,11 +113,13 @@ class FinetuneConfig(AugmentConfig):  # the augmentation settings come first
 
 FINETUNE_PROFILES: dict[str, dict] = {
     "paper": {},
-    # LP-FT (the head starts as the frozen encoder's linear probe) and no step cap: the budget grows with the
-    # labelled set (5 epochs, at least 60 steps), so Figure 2's curves can rise with the label ratio; evaluation
-    # (and the probe's features) in fp32: in bf16 the step-0 probe tested 0.06 and 0.03 below the fp32 probe of
-    # the same encoder on the Shenzhen-like and COVID-like task 2 domains (chapter 08; book/demo_diagnosis.md)
-    "demo": dict(batch_size=32, epochs=5, min_steps=60, eval_batch_size=128, head_init="probe", eval_precision="fp32"),
+    # LP-FT (the head starts as the frozen encoder's linear probe); the budget grows with
+    # the labelled set (5 epochs, at least 60 steps, at most 250: the 100 % columns get 2.5 epochs instead of 5, so
+    # that `make book` fits the hour), so Figure 2's curves can rise with the label ratio; evaluation (and the
+    # probe's features) in fp32: in bf16 the step-0 probe tested 0.06 and 0.03 below the fp32 probe of the same
+    # encoder on the Shenzhen-like and COVID-like task 2 domains (chapter 08; book/demo_diagnosis.md)
+    "demo": dict(batch_size=32, epochs=5, min_steps=60, max_steps=250, eval_batch_size=128, head_init="probe",
+                 eval_precision="fp32"),
     "gpu": dict(batch_size=64, epochs=10, min_steps=100, eval_batch_size=256, head_init="probe", eval_precision="fp32",
                 num_workers=4),
     "smoke": dict(batch_size=8, epochs=1, min_steps=3, eval_batch_size=32, precision="fp32", lr=1e-2),
@@ -264,6 +273,14 @@ class Finetuner:
             return contextlib.nullcontext()
         return self.precision.autocast(self.device)
 
+    def train_mode(self) -> None:
+        """The model in training mode; with ``freeze_batchnorm`` its BatchNorm layers stay in evaluation mode."""
+        self.model.train()
+        if self.cfg.freeze_batchnorm:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     @torch.no_grad()
     def predict(self, dataset: DomainImages) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (N, K), labels (N, K)) on a whole split, no augmentation."""
@@ -343,7 +360,7 @@ class Finetuner:
         try:
             while step < self.total_steps:
                 for batch in loader:
-                    self.model.train()
+                    self.train_mode()
                     x = self._prepare(batch["image"], train=True)
                     y = batch["labels"].to(self.device, non_blocking=True)
                     with self.precision.autocast(self.device):
