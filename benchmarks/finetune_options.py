@@ -8,7 +8,8 @@ on the training-mode forward, right after LP-FT's probe), the validation mean AU
 evaluation, the step kept, the steps run, the test mean AUC and the seconds, then the mean test AUC of each
 variant over its cells.
 
-    OMP_NUM_THREADS=1 python benchmarks/finetune_options.py --encoder runs/experiments/demo/pretrain/refers-*/encoder.pt \\
+    E=runs/experiments/demo/pretrain/refers-2d54cb485cae/encoder.pt   # the book's shared REFERS
+    OMP_NUM_THREADS=1 python benchmarks/finetune_options.py --encoder $E \\
         --cells nih:0.01:0,1,2 vindr:0.01:0,1,2 nih:1.0:0 \\
         --variants base:freeze_batchnorm=false frozen_bn:freeze_batchnorm=true uncapped:max_steps=0
 """

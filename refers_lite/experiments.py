@@ -98,10 +98,10 @@ EXPERIMENT_PROFILES: dict[str, dict] = {
 # 07: Table 3). They share its cached pre-trainings and cells, so after `refers-lite experiments --profile P`
 # they cost nothing. At demo they are cut to fit `make book` on a 2-core CPU: chapter 05 drops MoCo and keeps
 # VinBigData at 1 % only (the paper's claim at 1 % is on both tasks; a 1 % cell costs seconds); chapter 07 keeps
-# LSP and the ablations of the two tasks (not the recurrent concatenation, the ResNet or the single view: with them
-# and 150 steps `make book` ran past the hour) and pre-trains each of them, REFERS included so the comparison stays
-# fair, for 100 steps (2 epochs) instead of the shared pre-training's DEMO_STEPS. At gpu, chapter 05 adds MoCo and VinBigData and
-# chapter 07 runs every ablation, each pre-trained for 800 steps (a third of the shared run's GPU_STEPS).
+# LSP and the ablations of the two tasks (not the recurrent concatenation, the ResNet or the single view, so that
+# `make book` fits the hour) and pre-trains each of them, REFERS included so the comparison stays fair, for 100
+# steps (2 epochs) instead of the shared pre-training's DEMO_STEPS. At gpu, chapter 05 adds MoCo and VinBigData
+# and chapter 07 runs every ablation, each pre-trained for 800 steps (a third of the shared run's GPU_STEPS).
 CHAPTER_GRIDS: dict[str, dict[str, dict]] = {
     "finetuning": {
         "smoke": dict(methods=("refers", "lsp_transformer", "scratch"), columns=(("nih", 0.1), ("nih", 1.0),
@@ -482,7 +482,7 @@ def pretrain_chapter_baselines(profile: str, data_root: str | Path, out: str | P
                                progress: bool = False, log: Callable[[str], None] = print) -> list[str]:
     """Pre-train (or reuse) the image-pre-trained baselines (LSP, MoCo) of a chapter's grid, the same runs its
     cells fine-tune: ``make book`` runs this as a job of its own beside the chapter, which fine-tunes REFERS and
-    scratch first and then waits for these (on one core the LSP pre-training takes about 15 min at ``demo``)."""
+    scratch first and then waits for these (on one core the LSP pre-training took 849 s at ``demo``)."""
     g = chapter_grid(chapter, profile)
     grid = Grid(profile, Path(data_root), Path(out), tuple(g["methods"]), (), (), g.get("pretrain_overrides", {}))
     return [pretrain_encoder(grid, METHODS[m], progress=progress, log=log)
