@@ -198,7 +198,7 @@ def radiographs_per_step(grid: Grid) -> tuple[int, int]:
 
 def lsp_pretrain_config(grid: Grid, method: Method):
     """The label-supervised pre-training of an LSP baseline: exactly as many steps as REFERS's pre-training
-    (``min_steps`` = ``max_steps`` = its ``train.max_steps``: a profile's own fine-tuning cap, 150 at demo, must
+    (``min_steps`` = ``max_steps`` = its ``train.max_steps``: a profile's own fine-tuning cap, 250 at demo, must
     not cut it short or reject it), with REFERS's radiographs per step (:func:`radiographs_per_step`). Where
     REFERS pre-trains with AdamW (the course profiles), so does LSP, at REFERS's image-side learning rate and
     weight decay: the fine-tuning SGD leaves a from-scratch transformer far behind in a CPU budget, as it did
@@ -281,7 +281,7 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
     # (:func:`pretrain_chapter_baselines`) while a chapter fine-tunes the methods that need no waiting
     for name in sorted(grid.methods, key=lambda m: METHODS[m].kind in BASELINE_PRETRAININGS):
         method = METHODS[name]
-        rows = by_method.setdefault(name, [])
+        method_rows = by_method.setdefault(name, [])
         try:
             encoder = pretrain_encoder(grid, method, progress=progress, log=log)
         except ImageNetUnavailable as e:
@@ -311,9 +311,9 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
                 log(f"{name:>14} {domain:>9} {ratio:>5g} seed {seed}: test mean AUC {res.test_mean_auc:.3f}"
                     f"{' (reused)' if res.reused else ''}")
                 for cls, auc in res.test_auc.items():
-                    rows.append({"method": name, "domain": domain, "ratio": ratio, "seed": seed, "class": cls,
-                                 "auc": auc, "mean_auc": res.test_mean_auc, "val_mean_auc": res.val_mean_auc,
-                                 "cell": str(cell)})
+                    method_rows.append({"method": name, "domain": domain, "ratio": ratio, "seed": seed,
+                                        "class": cls, "auc": auc, "mean_auc": res.test_mean_auc,
+                                        "val_mean_auc": res.val_mean_auc, "cell": str(cell)})
     rows = [r for name in grid.methods for r in by_method.get(name, [])]  # the grid's order of methods
     df = pd.DataFrame(rows, columns=["method", "domain", "ratio", "seed", "class", "auc", "mean_auc",
                                      "val_mean_auc", "cell"])

@@ -359,7 +359,6 @@ def test_adamw_is_refers_course_optimizer_with_decoupled_weight_decay(domain, tm
     assert res.test_mean_auc > 0.88, res.test_auc  # it trains (a random ViT's features give about 0.83)
 
 
-
 def test_frozen_batchnorm_keeps_the_probe_s_features_while_fine_tuning(domain, tmp_path):
     """freeze_batchnorm: the encoder's BatchNorm layers (the convolutional stem's) stay in evaluation mode in
     training steps, so the LP-FT head sees the features its probe was fit on (training-mode logits equal the
