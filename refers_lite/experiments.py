@@ -213,6 +213,18 @@ def lsp_pretrain_config(grid: Grid, method: Method):
                                               **method.finetune})
 
 
+def moco_pretrain_kwargs(grid: Grid) -> dict:
+    """The MoCo baseline's pre-training (:func:`~refers_lite.baselines.moco.pretrain_moco`'s keywords): as many steps as
+    REFERS's pre-training with its radiographs per step (:func:`radiographs_per_step`), and, where REFERS pre-trains
+    with AdamW (the course profiles), AdamW at REFERS's image-side learning rate, as LSP gets
+    (:func:`lsp_pretrain_config`): MoCo's SGD at lr 3e-3 barely separates images in a CPU budget (the module's
+    docstring). The paper's profile keeps MoCo's SGD."""
+    steps, batch = radiographs_per_step(grid)
+    ref = grid.pretrain_config(METHODS["refers"]).train
+    same_optimizer = {"optimizer": "adamw", "lr": ref.lr_vision} if ref.optimizer == "adamw" else {}
+    return dict(steps=steps, batch_size=batch, **same_optimizer)
+
+
 def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Callable[[str], None] = print) -> str:
     """The encoder a method fine-tunes: ``"scratch"``, or the exported encoder of its (cached) pre-training.
 
@@ -242,8 +254,8 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
                 return str(pretrain_lsp(method.arch, grid.profile, source, run, cfg=cfg, progress=progress,
                                         renders=renders))
         from .baselines.moco import pretrain_moco
-        steps, batch = radiographs_per_step(grid)
-        kw = dict(steps=steps, batch_size=batch)
+        kw = moco_pretrain_kwargs(grid)
+        steps = kw["steps"]
         run = grid.out / "pretrain" / f"{method.name}-{_digest([grid.profile, kw | films, str(source.resolve())])}"
         with run_lock(run, log):
             if not (run / "encoder.pt").is_file():

@@ -187,6 +187,11 @@ def test_every_method_of_every_profile_and_chapter_grid_has_valid_configs(data_r
                     want = ("adamw", ref.lr_vision) if ref.optimizer == "adamw" else ("sgd", grid.finetune_config(
                         method).lr)
                     assert (cfg.optimizer, cfg.lr) == want, (profile, cfg.optimizer, cfg.lr)
+            elif method.kind == "moco":  # REFERS's steps, and its optimizer where it is AdamW (else MoCo's SGD)
+                kw, ref = ex.moco_pretrain_kwargs(grid), grid.pretrain_config(ex.METHODS["refers"]).train
+                assert kw["steps"] == steps and kw["batch_size"] >= ref.batch_size, (profile, kw)
+                want = {"optimizer": "adamw", "lr": ref.lr_vision} if ref.optimizer == "adamw" else {}
+                assert {k: kw[k] for k in ("optimizer", "lr") if k in kw} == want, (profile, kw)
             elif method.kind == "refers":
                 grid.pretrain_config(method)
 

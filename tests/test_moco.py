@@ -123,8 +123,9 @@ def test_queue_is_clamped_to_the_other_images(source, tmp_path):
     assert tr.queue_size == tr.model.queue_size == len(data) - 8
 
 
-def test_training_reduces_the_loss_on_a_fixed_batch(source):
-    """30 SGD steps on one batch of 16 radiographs (two fixed views), against a fixed queue of the keys of the
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("adamw", 3e-3)])
+def test_training_reduces_the_loss_on_a_fixed_batch(source, optimizer, lr):
+    """30 steps (SGD, or AdamW as the course profiles give MoCo) on one batch of 16 radiographs (two fixed views), against a fixed queue of the keys of the
     other radiographs of the source. The loss is compared with its value at step 0 (~log(1 + K): the smoke
     transformer's features start nearly identical). What this shows: gradients reach the query encoder and the
     optimiser lowers InfoNCE with the positive in column 0. What it does not: that 30 smoke-sized steps give
@@ -137,7 +138,8 @@ def test_training_reduces_the_loss_on_a_fixed_batch(source):
     x = data.batch(range(16))
     v1, v2 = aug(x, True, g), aug(x, True, g)  # (16, 1, 32, 32) each
     model.enqueue(model.key(aug(data.batch(range(16, len(data))), True, g)))  # fills the whole queue
-    opt = build_optimizer(model, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    opt = build_optimizer(model, lr=lr, momentum=0.9, weight_decay=1e-4, optimizer=optimizer)
+    assert type(opt) is {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optimizer]
     losses = []
     for _ in range(30):
         out = model(v1, v2, enqueue=False)
@@ -184,6 +186,27 @@ def test_a_finished_run_is_returned_without_training(source, finished, monkeypat
     assert (path.stat().st_mtime_ns, (out / "metrics.jsonl").read_text()) == before
     with pytest.raises(CheckpointError, match="other settings"):
         pretrain_moco("smoke", source, out, **{**RUN, "temperature": 0.1})
+
+
+def test_the_optimizer_is_checked_decays_only_matrices_and_decides_the_run(source, finished, tmp_path):
+    model = MoCo.from_config(get_config("smoke").model, queue_size=16)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_optimizer(model, lr=1e-3, optimizer="adam")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        pretrain_moco("smoke", source, tmp_path / "bad", optimizer="lamb", **RUN)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+    opt = build_optimizer(model, lr=1e-3, momentum=0.9, weight_decay=0.05, optimizer="adamw")
+    decay, no_decay = opt.param_groups
+    assert opt.defaults["betas"] == (0.9, 0.999) and (decay["weight_decay"], no_decay["weight_decay"]) == (0.05, 0.0)
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len([p for p in model.query_parameters()])
+    # a run's optimizer is one of its settings: an SGD run is not resumed or reused as an AdamW one
+    out, _ = finished
+    with pytest.raises(CheckpointError, match="optimizer"):
+        pretrain_moco("smoke", source, out, optimizer="adamw", **RUN)
+    adamw = pretrain_moco("smoke", source, tmp_path / "adamw", optimizer="adamw", **{**RUN, "steps": 2})
+    assert load_checkpoint(adamw)["settings"]["optimizer"] == "adamw"
+    assert "optimizer" not in load_checkpoint(finished[1])["settings"]  # SGD runs keep their former settings
 
 
 def test_features_are_l2_normalised():

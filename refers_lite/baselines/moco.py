@@ -32,7 +32,9 @@ What is computed
       for radiographs.
     * The transformer has only LayerNorm, so MoCo's shuffled BatchNorm is not needed; one process.
     * Optimiser as REFERS: SGD (momentum ``cfg.train.momentum`` = 0.9, weight decay
-      ``cfg.train.weight_decay`` = 1e-4 not on norms and biases), lr 3e-3, linear warm-up then
+      ``cfg.train.weight_decay`` = 1e-4 not on norms and biases), lr 3e-3, or, where REFERS pre-trains with
+      AdamW (the course profiles; the experiment grid passes ``optimizer="adamw"`` and REFERS's ``lr_vision``),
+      AdamW with betas (0.9, 0.999) and the same decay; linear warm-up then
       cosine to zero (warm-up: the same fraction of the run as the REFERS profile's,
       ``train.warmup_steps / train.max_steps``, unless given), gradient clipping
       ``cfg.train.grad_clip``; mixed precision as REFERS (``resolve_precision``).
@@ -89,6 +91,7 @@ __all__ = ["MoCo", "MoCoOutput", "MoCoPretrainer", "build_optimizer", "pretrain_
 
 MOCO_TRAIN_FORMAT = "refers_lite.moco_pretrain.v1"
 METHOD = "moco_v2"
+MOCO_OPTIMIZERS = ("sgd", "adamw")
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -208,16 +211,20 @@ def _diff(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:
 
 
 def build_optimizer(model: MoCo, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
-                    device: torch.device | str = "cpu") -> torch.optim.SGD:
-    """SGD over the query encoder and head (the key encoder has no gradient): two groups, weight decay
-    only on parameters of two or more dimensions (not on LayerNorm weights and biases), as REFERS."""
+                    device: torch.device | str = "cpu", optimizer: str = "sgd") -> torch.optim.Optimizer:
+    """The optimiser over the query encoder and head (the key encoder has no gradient): two groups, weight decay
+    only on parameters of two or more dimensions (not on LayerNorm weights and biases), as REFERS. ``optimizer``:
+    ``"sgd"`` (momentum ``momentum``; the paper's recipe) or ``"adamw"`` (betas ``(momentum, 0.999)``, decoupled
+    weight decay; what REFERS's course profiles pre-train with, so that the baseline gets the same optimiser)."""
+    if optimizer not in MOCO_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {MOCO_OPTIMIZERS}, got {optimizer!r}")
     params = [p for p in model.query_parameters() if p.requires_grad]
-    kw = {"fused": True} if torch.device(device).type == "cuda" else {"foreach": True}
-    return torch.optim.SGD([{"params": [p for p in params if takes_weight_decay(p)], "weight_decay": weight_decay,
-                             "name": "decay"},
-                            {"params": [p for p in params if not takes_weight_decay(p)], "weight_decay": 0.0,
-                             "name": "no_decay"}],
-                           lr=lr, momentum=momentum, **kw)
+    groups = [{"params": [p for p in params if takes_weight_decay(p)], "weight_decay": weight_decay, "name": "decay"},
+              {"params": [p for p in params if not takes_weight_decay(p)], "weight_decay": 0.0, "name": "no_decay"}]
+    cuda = torch.device(device).type == "cuda"
+    if optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), **({"fused": True} if cuda else {}))
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, **({"fused": True} if cuda else {"foreach": True}))
 
 
 class MoCoPretrainer(RunFiles):
@@ -230,7 +237,8 @@ class MoCoPretrainer(RunFiles):
     def __init__(self, cfg: Config, data: SourceRadiographs, out_dir: str | Path, *, steps: int, batch_size: int,
                  lr: float = 3e-3, queue_size: int = 4096, momentum: float = 0.999, temperature: float = 0.2,
                  seed: int = 0, device: str = "auto", precision: str = "auto", warmup_steps: int | None = None,
-                 hflip_prob: float = 0.5, progress: bool = True, settings: Mapping | None = None):
+                 hflip_prob: float = 0.5, progress: bool = True, settings: Mapping | None = None,
+                 optimizer: str = "sgd"):
         if steps < 1 or batch_size < 1 or lr <= 0:
             raise ValueError(f"need steps >= 1, batch_size >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
         if len(data) < 2:
@@ -259,7 +267,7 @@ class MoCoPretrainer(RunFiles):
         self.augment = cfg.data.augmenter(cfg.model.image_size)
         self.aug_generator = torch.Generator(self.device).manual_seed(self.seed * 7919 + 17)
         t = cfg.train
-        self.opt = build_optimizer(self.model, lr, t.momentum, t.weight_decay, self.device)
+        self.opt = build_optimizer(self.model, lr, t.momentum, t.weight_decay, self.device, optimizer)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: warmup_cosine(s, self.warmup_steps, self.steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
@@ -394,7 +402,7 @@ def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, b
                   device: str = "auto", precision: str = "auto", progress: bool = True,
                   config_overrides: dict | None = None, split: str | None = "train",
                   warmup_steps: int | None = None, hflip_prob: float = 0.5,
-                  stop_after: int | None = None, renders: int | None = None) -> Path:
+                  stop_after: int | None = None, renders: int | None = None, optimizer: str = "sgd") -> Path:
     """MoCo v2-style pre-training of the radiograph transformer of ``get_config(model_cfg_profile,
     config_overrides)`` on the ``split`` radiographs of the source domain in ``source_root``.
 
@@ -404,8 +412,12 @@ def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, b
     ``stop_after``: return ``out_dir/last.pt`` after that many steps of this call, as if killed (tests).
     The model config's ``data`` section gives the augmentation, its ``train`` section SGD's momentum,
     the weight decay, gradient clipping, ``log_every`` and ``ckpt_every``. ``renders``: the films of how many
-    renders of each study (None: the config's ``data.renders``), as REFERS is given them.
+    renders of each study (None: the config's ``data.renders``), as REFERS is given them. ``optimizer``: ``"sgd"``
+    (MoCo v2's and the paper's) or ``"adamw"`` (:func:`build_optimizer`; the experiment grid gives it where REFERS
+    pre-trains with AdamW, at REFERS's image-side learning rate).
     """
+    if optimizer not in MOCO_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {MOCO_OPTIMIZERS}, got {optimizer!r}")
     cfg = get_config(model_cfg_profile, config_overrides)
     data = SourceRadiographs(source_root, split, renders=cfg.data.renders if renders is None else renders)
     out_dir = Path(out_dir)
@@ -417,7 +429,8 @@ def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, b
         "method": METHOD, "profile": model_cfg_profile, "config": decisive_cfg, "data": data.fingerprint,
         "steps": steps, "batch_size": batch_size, "lr": lr, "queue_size": queue_size, "momentum": momentum,
         "temperature": temperature, "seed": seed, "precision": resolve_precision(precision, dev).name,
-        "warmup_steps": warmup_steps, "hflip_prob": hflip_prob})
+        "warmup_steps": warmup_steps, "hflip_prob": hflip_prob,
+        **({"optimizer": optimizer} if optimizer != "sgd" else {})})  # (runs of before the option: SGD)
     enc_path = out_dir / "encoder.pt"
     if enc_path.exists():
         old = load_checkpoint(enc_path, ENCODER_FORMAT)
@@ -431,15 +444,15 @@ def pretrain_moco(model_cfg_profile: str, source_root, out_dir, *, steps: int, b
     with run_lock(out_dir, log=None, wait=False):
         claim_run_folder(out_dir, "moco", settings)
         return _fit_moco(cfg, data, out_dir, enc_path, steps, batch_size, lr, queue_size, momentum, temperature, seed,
-                         device, precision, warmup_steps, hflip_prob, progress, settings, stop_after)
+                         device, precision, warmup_steps, hflip_prob, progress, settings, stop_after, optimizer)
 
 
 def _fit_moco(cfg, data, out_dir, enc_path, steps, batch_size, lr, queue_size, momentum, temperature, seed, device,
-              precision, warmup_steps, hflip_prob, progress, settings, stop_after) -> Path:
+              precision, warmup_steps, hflip_prob, progress, settings, stop_after, optimizer) -> Path:
     trainer = MoCoPretrainer(cfg, data, out_dir, steps=steps, batch_size=batch_size, lr=lr, queue_size=queue_size,
                              momentum=momentum, temperature=temperature, seed=seed, device=device,
                              precision=precision, warmup_steps=warmup_steps, hflip_prob=hflip_prob,
-                             progress=progress, settings=settings)
+                             progress=progress, settings=settings, optimizer=optimizer)
     if not trainer.fit(stop_after=stop_after):
         return trainer.last_path
     return trainer.export(enc_path)
