@@ -101,6 +101,12 @@ VARIANTS = {
                                        "text_max_len": 128},
                              "train": {"batch_size": 64, "lr_text": 1e-3}, "loss": {"temperature": 0.2},
                              "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
+    # the course recipe with Eq. 2 on v^k itself, as the paper has it (no projection head): does the aggregation
+    # embedding then spread (its mean cosine between studies stays near 0.999 under the head)?
+    "conv_simple_r3_tau02_nohead": {"model": {"stem": "conv", "study_projection": "none", "text_freeze_layers": 6,
+                                              "text_max_len": 128},
+                                    "train": {"batch_size": 64, "lr_text": 1e-3}, "loss": {"temperature": 0.2},
+                                    "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
 }
 
 
