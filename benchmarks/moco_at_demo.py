@@ -39,7 +39,8 @@ def pretext_summary(run: Path) -> str:
     top1 = " ".join(f"{np.mean([recs[i]['pos_top1'] for i in p]):.2f}" for p in parts if len(p))
     settings = json.loads((run / "settings.json").read_text()) if (run / "settings.json").is_file() else {}
     queue = settings.get("queue_size", 4096)
-    return (f"lr {settings.get('lr', '?')}, {settings.get('optimizer', 'sgd')}, {recs[-1]['step'] if recs else 0} steps;"
+    steps = recs[-1]["step"] if recs else 0
+    return (f"lr {settings.get('lr', '?')}, {settings.get('optimizer', 'sgd')}, {steps} steps;"
             f" loss by fifths {loss} (chance log(1 + K) = {math.log(1 + queue):.2f} at K = {queue});"
             f" pos_top1 by fifths {top1}")
 

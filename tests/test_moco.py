@@ -125,11 +125,12 @@ def test_queue_is_clamped_to_the_other_images(source, tmp_path):
 
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("adamw", 3e-3)])
 def test_training_reduces_the_loss_on_a_fixed_batch(source, optimizer, lr):
-    """30 steps (SGD, or AdamW as the course profiles give MoCo) on one batch of 16 radiographs (two fixed views), against a fixed queue of the keys of the
-    other radiographs of the source. The loss is compared with its value at step 0 (~log(1 + K): the smoke
-    transformer's features start nearly identical). What this shows: gradients reach the query encoder and the
-    optimiser lowers InfoNCE with the positive in column 0. What it does not: that 30 smoke-sized steps give
-    discriminative features (they do not: see "What to expect at small scale" in the module docstring)."""
+    """30 steps (SGD, or AdamW as the course profiles give MoCo) on one batch of 16 radiographs (two fixed
+    views), against a fixed queue of the keys of the other radiographs of the source. The loss is compared
+    with its value at step 0 (~log(1 + K): the smoke transformer's features start nearly identical). What
+    this shows: gradients reach the query encoder and the optimiser lowers InfoNCE with the positive in
+    column 0. What it does not: that 30 smoke-sized steps give discriminative features (they do not: see
+    "What to expect at small scale" in the module docstring)."""
     data = SourceRadiographs(source, None)
     torch.manual_seed(0)
     model = MoCo.from_config(get_config("smoke").model, queue_size=len(data) - 16)
