@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/moco_at_demo"))
     args = ap.parse_args(argv)
     from refers_lite.baselines.moco import pretrain_moco
-    grid = Grid(args.profile, args.data_root, args.out, ("moco", "scratch"), (), ())
+    grid = Grid(args.profile, args.data_root, args.out, ("moco",), (), ())
     kw = moco_pretrain_kwargs(grid)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"thread(s); the grid's MoCo at {args.profile}: {kw}", flush=True)

@@ -205,12 +205,18 @@ def lsp_pretrain_config(grid: Grid, method: Method):
     REFERS (config.py). The paper's profile keeps the fine-tuning recipe; a method's own optimizer (LSP
     (ConvNet): Adam 1e-4) wins."""
     steps, batch = radiographs_per_step(grid)
-    ref = grid.pretrain_config(METHODS["refers"]).train
-    same_optimizer = {"optimizer": "adamw", "lr": ref.lr_vision, "weight_decay": ref.weight_decay} \
-        if ref.optimizer == "adamw" else {}
     return get_finetune_config(grid.profile, {"min_steps": steps, "max_steps": steps, "epochs": 4,
-                                              "batch_size": batch, "head_init": "random", **same_optimizer,
-                                              **method.finetune})
+                                              "batch_size": batch, "head_init": "random",
+                                              **refers_adamw(grid), **method.finetune})
+
+
+def refers_adamw(grid: Grid) -> dict:
+    """REFERS's image-side optimizer where it pre-trains with AdamW (the course profiles), for the baselines that
+    pre-train on images to get the same: ``{"optimizer": "adamw", "lr": lr_vision, "weight_decay": ...}``; ``{}``
+    elsewhere (the baseline keeps its own)."""
+    ref = grid.pretrain_config(METHODS["refers"]).train
+    return {"optimizer": "adamw", "lr": ref.lr_vision, "weight_decay": ref.weight_decay} \
+        if ref.optimizer == "adamw" else {}
 
 
 def moco_pretrain_kwargs(grid: Grid) -> dict:
@@ -220,9 +226,9 @@ def moco_pretrain_kwargs(grid: Grid) -> dict:
     (:func:`lsp_pretrain_config`): MoCo's SGD at lr 3e-3 barely separates images in a CPU budget (the module's
     docstring). The paper's profile keeps MoCo's SGD."""
     steps, batch = radiographs_per_step(grid)
-    ref = grid.pretrain_config(METHODS["refers"]).train
-    same_optimizer = {"optimizer": "adamw", "lr": ref.lr_vision} if ref.optimizer == "adamw" else {}
-    return dict(steps=steps, batch_size=batch, **same_optimizer)
+    same = refers_adamw(grid)
+    same.pop("weight_decay", None)  # MoCo reads it from the profile's config, the same as REFERS's
+    return dict(steps=steps, batch_size=batch, **same)
 
 
 def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Callable[[str], None] = print) -> str:
