@@ -107,6 +107,13 @@ VARIANTS = {
                                               "text_max_len": 128},
                                     "train": {"batch_size": 64, "lr_text": 1e-3}, "loss": {"temperature": 0.2},
                                     "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
+    # both: the head's Eq. 2 (what the head learns) plus Eq. 2 on v^k itself (the paper's form) at the same weight,
+    # against the same t^k: does v^k then spread (cosine < 0.9) without losing what the head learns?
+    "conv_simple_r3_tau02_vk": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6,
+                                          "text_max_len": 128},
+                                "train": {"batch_size": 64, "lr_text": 1e-3},
+                                "loss": {"temperature": 0.2, "vk_consistency_weight": 1.0},
+                                "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
 }
 
 
@@ -152,7 +159,7 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
     train = SourceStudies(root, "train", max_report_len=cfg.model.max_report_len, renders=cfg.data.renders)
     val = SourceStudies(root, "validation", max_report_len=cfg.model.max_report_len,
                         report_tokenizer=train.report_tokenizer)
-    run_dir = stopped or out / "pretrain" / f"refers-{_digest(cfg.to_dict())}"
+    run_dir = stopped or out / "pretrain" / f"refers-{_digest(cfg.identity())}"
     t0 = time.time()
     if stopped is None:
         trainer = Pretrainer(cfg, train, val, run_dir, progress=False)
@@ -202,7 +209,7 @@ def target_probes(name: str, data_root: Path, steps: int, out: Path, seeds=(0, 1
     from refers_lite.evaluation.linear_probe import linear_probe
     grid = lever_grid(name, data_root, steps, out)
     cfg = grid.pretrain_config(METHODS["refers"])
-    encoder = out / "pretrain" / f"refers-{_digest(cfg.to_dict())}" / "encoder.pt"
+    encoder = out / "pretrain" / f"refers-{_digest(cfg.identity())}" / "encoder.pt"
     random_init = initial_encoder(cfg)  # the run's initial weights
     rows = {}
     for d in DOMAINS:

@@ -87,6 +87,13 @@ class LossConfig:
     use_generation: bool = True
     use_consistency: bool = True
     duplicate_positives: bool = False  # identical report texts in a batch count as positives (soft targets)
+    # with a projection head (model.study_projection): Eq. 2 on v^k itself too, the paper's form, with this weight
+    # (0: the head's Eq. 2 alone). Under the head alone v^k keeps a common part (cosine 0.998 between studies)
+    vk_consistency_weight: float = 0.0
+
+
+# Options added after runs were recorded, and their default, the behaviour those runs had (Config.identity).
+LATER_OPTIONS = {("loss", "vk_consistency_weight"): 0.0}
 
 
 @dataclass
@@ -162,6 +169,16 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict:
+        """What names a run (``experiments`` digests it into the run folder's name): :meth:`to_dict` without the
+        options added after runs were recorded, where they hold the default that reproduces those runs, so
+        that a run made before an option existed is found again, not trained twice."""
+        d = self.to_dict()
+        for (section, key), default in LATER_OPTIONS.items():
+            if d[section].get(key) == default:
+                del d[section][key]
+        return d
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
         cfg = from_dict(cls, d, "")
@@ -218,6 +235,11 @@ class Config:
         require(len(set(ids)) == 3 and all(0 <= i < m.vocab_size for i in ids),
                f"model.pad_id/bos_id/eos_id must be distinct ids below vocab_size, got {ids}")
         require(lo.temperature > 0, f"loss.temperature must be > 0, got {lo.temperature}")
+        require(lo.vk_consistency_weight >= 0 and math.isfinite(lo.vk_consistency_weight),
+               f"loss.vk_consistency_weight must be a finite number >= 0, got {lo.vk_consistency_weight}")
+        require(lo.vk_consistency_weight == 0 or (m.study_projection != "none" and lo.use_consistency),
+               "loss.vk_consistency_weight > 0 adds Eq. 2 on v^k beside a projection head's: it needs "
+               "model.study_projection != 'none' and loss.use_consistency (without a head Eq. 2 is on v^k already)")
         require(lo.use_generation or lo.use_consistency,
                "at least one of loss.use_generation / loss.use_consistency must be on")
         require(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")

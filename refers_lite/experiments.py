@@ -270,7 +270,7 @@ def pretrain_encoder(grid: Grid, method: Method, progress: bool = True, log: Cal
     from .training.checkpoint import export_image_encoder
     from .training.pretrain import pretrain
     cfg = grid.pretrain_config(method)
-    run = grid.out / "pretrain" / f"{method.name}-{_digest(cfg.to_dict())}"
+    run = grid.out / "pretrain" / f"{method.name}-{_digest(cfg.identity())}"
     encoder = run / "encoder.pt"
     with run_lock(run, log):  # chapters run in parallel: one of them trains it, the others wait and reuse it
         if encoder.is_file():

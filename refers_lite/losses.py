@@ -100,6 +100,7 @@ class REFERSLosses:
     generation: torch.Tensor | None
     consistency: torch.Tensor | None
     temperature: float | None = None  # tau, logged when it is learned
+    consistency_vk: torch.Tensor | None = None  # Eq. 2 on v^k beside the head's (loss.vk_consistency_weight)
 
     def as_floats(self) -> dict[str, float]:
         out = {"loss": float(self.total.detach())}
@@ -109,11 +110,14 @@ class REFERSLosses:
             out["loss_generation"] = float(self.generation.detach())
         if self.consistency is not None:
             out["loss_consistency"] = float(self.consistency.detach())
+        if self.consistency_vk is not None:
+            out["loss_consistency_vk"] = float(self.consistency_vk.detach())
         return out
 
 
 class REFERSLoss(nn.Module):
-    """Weighted sum of the switched-on tasks: w1 * L_language + w2 * L_contrast."""
+    """Weighted sum of the switched-on tasks: w1 * L_language + w2 * L_contrast (+ w3 * L_contrast on v^k itself,
+    an option beside a projection head: ``loss.vk_consistency_weight``)."""
 
     MIN_TEMPERATURE = 0.01  # CLIP's clamp (logit scale <= 100)
 
@@ -132,12 +136,20 @@ class REFERSLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor | None, targets: torch.Tensor | None,
                 v: torch.Tensor | None, t: torch.Tensor | None, gather: bool = False,
-                same: torch.Tensor | None = None) -> REFERSLosses:
-        """``gather``: under DDP, losses over the global batch (see the module doc); ``same``: (B, B) pairs of
-        identical reports, counted as positives (``loss.duplicate_positives``)."""
+                same: torch.Tensor | None = None, vk: torch.Tensor | None = None) -> REFERSLosses:
+        """``v``: the study side of Eq. 2 (v^k, or the projection head's output); ``gather``: under DDP, losses
+        over the global batch (see the module doc); ``same``: (B, B) pairs of identical reports, counted as
+        positives (``loss.duplicate_positives``); ``vk`` (B, D): v^k itself, scored against the same t^k when
+        ``loss.vk_consistency_weight`` > 0."""
         c = self.cfg
         gen = language_model_loss(logits, targets, self.pad_id, gather) if c.use_generation else None
         tau = self.temperature()
         con = consistency_loss(v, t, tau, gather, same) if c.use_consistency else None
-        total = sum(w * l for w, l in ((c.generation_weight, gen), (c.consistency_weight, con)) if l is not None)
-        return REFERSLosses(total, gen, con, float(tau.detach()) if torch.is_tensor(tau) else None)
+        con_vk = None
+        if c.use_consistency and c.vk_consistency_weight > 0:
+            if vk is None:
+                raise ValueError("loss.vk_consistency_weight > 0 needs v^k itself (vk) beside the head's output")
+            con_vk = consistency_loss(vk, t, tau, gather, same)  # (), Eq. 2 as the paper writes it
+        total = sum(w * l for w, l in ((c.generation_weight, gen), (c.consistency_weight, con),
+                                       (c.vk_consistency_weight, con_vk)) if l is not None)
+        return REFERSLosses(total, gen, con, float(tau.detach()) if torch.is_tensor(tau) else None, con_vk)

@@ -1,5 +1,5 @@
 """The options that let REFERS learn at course scale (``model.stem``, ``model.study_projection``,
-``loss.duplicate_positives``): each changes what it says and nothing else; the paper's choice stays the default."""
+``loss.duplicate_positives``, ``loss.vk_consistency_weight``): each changes what it says and nothing else; the paper's choice stays the default."""
 import math
 
 import pytest
@@ -17,6 +17,7 @@ from refers_lite.models.refers import same_text
 def test_paper_defaults_are_unchanged():
     m, lo = get_config("paper").model, get_config("paper").loss
     assert (m.stem, m.study_projection, lo.duplicate_positives) == ("patch", "none", False)
+    assert lo.vk_consistency_weight == 0.0
 
 
 @pytest.mark.parametrize("patch", [2, 4, 8, 16])
@@ -94,6 +95,59 @@ def test_study_projection_feeds_task2_only(batch):
     # without Task 2 there is no head
     cfg2 = get_config("smoke", {"model": {"study_projection": "mlp"}, "loss": {"use_consistency": False}})
     assert REFERS.from_config(cfg2).study_projection is None
+
+
+def test_vk_consistency_adds_eq2_on_vk_beside_the_head(batch):
+    """``loss.vk_consistency_weight``: the total gains w * Eq. 2 on v^k itself against the same t^k (the paper's
+    form); its gradient reaches the encoder without passing through the head; 0 leaves the loss as it was."""
+    over = {"model": {"study_projection": "mlp"}, "loss": {"vk_consistency_weight": 0.5}}
+    torch.manual_seed(0)
+    model = REFERS.from_config(get_config("smoke", over)).eval()  # eval: the head's BatchNorm is deterministic
+    out = model(**model_inputs(batch))
+    tau = model.criterion.temperature()
+    assert torch.allclose(out.losses.consistency_vk, consistency_loss(out.study, out.report, tau))
+    head_eq2 = consistency_loss(model.joint_study(out.study), out.report, tau)
+    assert torch.allclose(out.losses.consistency, head_eq2)  # the head's Eq. 2 is unchanged
+    assert not torch.allclose(out.losses.consistency_vk, out.losses.consistency)
+    assert torch.allclose(out.losses.total, out.losses.generation + out.losses.consistency
+                          + 0.5 * out.losses.consistency_vk)
+    assert "loss_consistency_vk" in out.losses.as_floats()
+    out.losses.consistency_vk.backward()
+    assert model.study_projection.net[0].weight.grad is None  # v^k's term does not go through the head
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    # weight 0 (the default): no such term, nothing logged
+    torch.manual_seed(0)
+    plain = REFERS.from_config(get_config("smoke", {"model": {"study_projection": "mlp"}})).eval()
+    out0 = plain(**model_inputs(batch))
+    assert out0.losses.consistency_vk is None and "loss_consistency_vk" not in out0.losses.as_floats()
+    assert torch.allclose(out0.losses.total, out0.losses.generation + out0.losses.consistency)
+
+
+def test_vk_consistency_needs_a_head_and_a_sane_weight():
+    with pytest.raises(ConfigError, match="study_projection"):
+        get_config("smoke", {"loss": {"vk_consistency_weight": 1.0}})  # no head: Eq. 2 is on v^k already
+    with pytest.raises(ConfigError, match="study_projection"):
+        get_config("smoke", {"model": {"study_projection": "mlp"},
+                             "loss": {"vk_consistency_weight": 1.0, "use_consistency": False}})
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="vk_consistency_weight"):
+            get_config("smoke", {"model": {"study_projection": "mlp"}, "loss": {"vk_consistency_weight": bad}})
+
+
+def test_a_run_named_before_an_option_existed_keeps_its_name():
+    """``Config.identity`` (what names a run folder) leaves a later option out at its old behaviour, so a run
+    made before it existed is found again; set to anything else, it names another run."""
+    from refers_lite.config import LATER_OPTIONS
+    from refers_lite.experiments import _digest
+    cfg = get_config("demo")
+    before = cfg.to_dict()
+    for section, key in LATER_OPTIONS:
+        del before[section][key]  # the config as it was written before these options
+    assert _digest(cfg.identity()) == _digest(before)
+    other = get_config("demo", {"loss": {"vk_consistency_weight": 1.0}})
+    assert other.identity()["loss"]["vk_consistency_weight"] == 1.0
+    assert _digest(other.identity()) != _digest(cfg.identity())
+    assert cfg.to_dict()["loss"]["vk_consistency_weight"] == 0.0  # saved configs keep every option
 
 
 def test_study_projection_needs_two_studies_in_training():
@@ -180,7 +234,8 @@ def test_a_run_written_before_the_new_settings_resumes(tmp_path):
     cfg = get_config("smoke", {"train": {"max_steps": 4, "ckpt_every": 2}})
     pretrain(cfg, tmp_path, progress=False, stop_after=2)
     ckpt = load_checkpoint(tmp_path / "last.pt")
-    for sec, key in (("model", "stem"), ("model", "study_projection"), ("loss", "duplicate_positives")):
+    for sec, key in (("model", "stem"), ("model", "study_projection"), ("loss", "duplicate_positives"),
+                     ("loss", "vk_consistency_weight")):
         del ckpt["config"][sec][key]
     save_checkpoint(ckpt, tmp_path / "last.pt")
     res = pretrain(cfg, tmp_path, progress=False)
