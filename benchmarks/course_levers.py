@@ -3,7 +3,9 @@ and is measured on held-out studies (``refers_lite.training.learning_checks``):
 
 * validation consistency loss (Eq. 2) beside chance (ln b per batch),
 * validation image -> report Recall@10 over the distinct report texts, beside its chance K / distinct,
-* mean pairwise cosine of the validation studies' v^k (collapse: near 1),
+* mean pairwise cosine of the validation studies' v^k (collapse: near 1), the share of their energy in a vector
+  common to all and the effective rank of the rest (``learning_checks.common_part``), beside the same at the
+  run's initial weights,
 * a linear probe of the frozen image encoder on the rendered findings (test split), beside the same
   architecture at random initialisation (seed 0 initial weights, as the run starts).
 
@@ -187,6 +189,9 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
            "val consistency curve": [(r["step"], round(r["val_loss_consistency"], 4)) for r in va],
            "val generation": va[-1].get("val_loss_generation", float("nan")) if va else float("nan")}
     res.update(study_report_checks(model, cfg, val))
+    from refers_lite.evaluation.evaluate import initial_model
+    at_init = study_report_checks(initial_model(cfg), cfg, val)  # the same checks at the run's initial weights
+    res.update({f"{k} random init": at_init[k] for k in ("cosine v", "common share v", "effective rank v")})
     if probe:
         pre = source_probe(model.encoder, root, cfg.model.image_size)
         from refers_lite.evaluation.evaluate import initial_encoder

@@ -64,6 +64,24 @@ def test_rendered_findings_matrix(source_with_findings):
     assert y.shape == (60, 2) and y[0].tolist() == [1, 1] and y[1].tolist() == [0, 1] and y[2].tolist() == [0, 0]
 
 
+def test_common_part_tells_an_offset_from_a_collapse():
+    from refers_lite.training.learning_checks import common_part
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(200, 64, generator=g, dtype=torch.float64)  # no offset, 64 directions
+    offset = spread * 0.1 + 5.0  # the same rows on a large common vector
+    assert mean_pairwise_cosine(offset) > 0.99  # the plain cosine calls it a collapse
+    a, b = common_part(spread), common_part(offset)
+    assert a["common share"] < 0.05 and b["common share"] > 0.99
+    assert a["effective rank"] > 50 and b["effective rank"] == pytest.approx(a["effective rank"])  # same spread
+    line = torch.randn(200, 1, generator=g, dtype=torch.float64) * torch.randn(1, 64, generator=g,
+                                                                              dtype=torch.float64)
+    assert common_part(line + 5.0)["effective rank"] == pytest.approx(1.0, abs=1e-6)  # rows differ along one line
+    same = torch.ones(5, 3)  # every row the very same vector
+    assert common_part(same)["common share"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        common_part(torch.ones(1, 3))
+
+
 def test_checks_run_on_a_model_and_stay_in_range(source_with_findings):
     cfg = get_config("smoke", {"model": {"image_size": 32, "study_projection": "mlp"}})
     torch.manual_seed(0)
@@ -72,6 +90,7 @@ def test_checks_run_on_a_model_and_stay_in_range(source_with_findings):
     out = study_report_checks(model, cfg, val, k=2)
     assert 0 <= out["R@2"] <= 1 and out["R@2 chance"] == pytest.approx(2 / out["distinct reports"])
     assert -1 <= out["cosine v"] <= 1 and -1 <= out["cosine joint"] <= 1
+    assert 0 <= out["R@2 v"] <= 1 and 0 <= out["common share v"] <= 1 and out["effective rank v"] >= 1
     probe = source_probe(model.encoder, source_with_findings, 32, split="test")
     assert set(probe["findings"]) <= {"cardiomegaly", "nodule"}
     assert all(0 <= a <= 1 or math.isnan(a) for a in probe["per finding"].values())

@@ -272,8 +272,8 @@ def _summary(probes: Sequence[LinearProbeResult]) -> pd.DataFrame:
         pd.DataFrame(columns=["domain", "ratio", "mean_auc", "std", "seeds"])
 
 
-def initial_encoder(cfg):
-    """The run's image encoder at its initial weights, in eval mode: ``seed_everything(cfg.train.seed)`` then
+def initial_model(cfg):
+    """The run's whole REFERS at its initial weights, in eval mode: ``seed_everything(cfg.train.seed)`` then
     ``REFERS.from_config(cfg)``, as pre-training starts (``training/pretrain.py``). The global random state is
     left as it was."""
     from ..models import REFERS
@@ -281,9 +281,14 @@ def initial_encoder(cfg):
     state = rng_state()
     try:
         seed_everything(cfg.train.seed)
-        return REFERS.from_config(cfg).encoder.eval()
+        return REFERS.from_config(cfg).eval()
     finally:
         set_rng_state(state)
+
+
+def initial_encoder(cfg):
+    """The run's image encoder at its initial weights (:func:`initial_model`'s), in eval mode."""
+    return initial_model(cfg).encoder.eval()
 
 
 def _report_tokenizer(cfg, source: Path):

@@ -7,7 +7,10 @@ Task 2 at chance looks like a loss of ln b; these checks say why and how far fro
   baseline K / (distinct texts).
 * **Collapse**: the mean pairwise cosine similarity of the studies' features v^k (and of the study side of
   Eq. 2, after the projection head where there is one). Near 1, every study is nearly the same vector and
-  Eq. 2 has almost no gradient (``book/demo_diagnosis.md``, section 3).
+  Eq. 2 has almost no gradient (``book/demo_diagnosis.md``, section 3). A vector common to every study (an
+  offset, present at random initialisation already) also lifts the cosine without losing what sets studies apart:
+  the share of the features' energy in their mean, and the effective rank of what is left (RankMe), tell the
+  two apart (:func:`common_part`).
 * **Source probe** (:func:`source_probe`): a linear probe (``linear_probe.fit_probe``) of the frozen image
   encoder's aggregation embedding, per image, predicting the findings rendered into its study's films;
   fitted on the training split (C chosen on validation), scored by mean ROC-AUC on ``split``. Compared with
@@ -26,7 +29,7 @@ from ..evaluation.linear_probe import fit_probe
 from ..evaluation.metrics import mean_auc, per_class_auc
 from ..evaluation.retrieval import distinct_report_recall
 
-__all__ = ["mean_pairwise_cosine", "study_report_checks", "source_probe", "consistency_chance"]
+__all__ = ["mean_pairwise_cosine", "common_part", "study_report_checks", "source_probe", "consistency_chance"]
 
 
 def mean_pairwise_cosine(x: torch.Tensor) -> float:
@@ -37,6 +40,25 @@ def mean_pairwise_cosine(x: torch.Tensor) -> float:
     n = z.shape[0]
     s = z.sum(0)
     return float(((s @ s) - n) / (n * (n - 1)))  # sum over i != j of z_i . z_j, without the N x N matrix
+
+
+def common_part(x: torch.Tensor) -> dict:
+    """How much of x (N, D) is one vector common to every row, and how many directions the rest spans:
+
+    * ``common share``: ||mean||^2 / mean ||x_i||^2 (1: every row the same vector; near 0: no offset);
+    * ``effective rank``: exp of the entropy of the normalised singular values of the centred rows (RankMe,
+      Garrido et al. 2023): 1 when the rows differ along one direction only, up to min(N, D).
+    (The cosine of the centred rows says nothing: their mean pairwise cosine is about -1 / (N - 1) whatever
+    the rows are.)"""
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"need at least 2 feature vectors (N, D), got shape {tuple(x.shape)}")
+    x = x.double()
+    mean = x.mean(0)  # (D,)
+    sv = torch.linalg.svdvals(x - mean)  # (min(N, D),)
+    p = sv / sv.sum().clamp_min(1e-300)
+    entropy = -(p * p.clamp_min(1e-300).log()).sum()
+    return {"common share": float(mean @ mean / x.pow(2).sum(1).mean().clamp_min(1e-300)),
+            "effective rank": float(entropy.exp())}
 
 
 def consistency_chance(n: int, batch: int) -> float:
@@ -62,9 +84,14 @@ def study_report_checks(model, cfg, dataset, k: int = 10, seed: int = 0) -> dict
                        for f in v.split(space.batch_size)])  # (N, V*D): what Eq. 2 compares
     t = space.embed_texts(texts)
     recall, distinct = distinct_report_recall(space.similarity(joint, t).numpy(), texts, (k,))
+    # the same retrieval scored on v^k itself (Eq. 2 as the paper writes it; what a head-less model is trained on)
+    recall_v, _ = distinct_report_recall(space.similarity(v, t).numpy(), texts, (k,))
+    common = common_part(v)
     return {f"R@{k}": recall[k], f"R@{k} chance": min(k, distinct) / distinct, "distinct reports": distinct,
+            f"R@{k} v": recall_v[k],
             "cosine v": mean_pairwise_cosine(v), "cosine joint": mean_pairwise_cosine(joint),
-            "cosine t": mean_pairwise_cosine(t)}
+            "cosine t": mean_pairwise_cosine(t),
+            "common share v": common["common share"], "effective rank v": common["effective rank"]}
 
 
 @torch.no_grad()
