@@ -345,7 +345,8 @@ def markdown_table(path: Path) -> str:
     """The book's table of every lever measured (``levers.jsonl``), one row per variant and budget."""
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     head = ("| variant | overrides of the former `demo` | steps x batch (epochs) | val. Eq. 2 (chance ln b) | val. R@10 distinct "
-            "texts (chance) | cosine v^k / after the head | source probe AUC: pre-trained / random init | minutes |\n"
+            "texts (chance) | cosine v^k / after the head (v^k's common share; at random init) | source probe AUC: "
+            "pre-trained / random init | minutes |\n"
             "|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
@@ -354,9 +355,16 @@ def markdown_table(path: Path) -> str:
         lines.append(f"| {r['variant']} | {over} | {r['steps']} x {r['batch']} ({r['epochs']:g}) | "
                      f"{r['val consistency']:.3f} ({r['val consistency chance']:.3f}) | {r['R@10']:.3f} "
                      f"({r['R@10 chance']:.3f}, {r['R@10'] / r['R@10 chance']:.1f}x) | {r['cosine v']:.4f} / "
-                     f"{r['cosine joint']:.3f} | {probe} | "
+                     f"{r['cosine joint']:.3f}{_common(r)} | {probe} | "
                      f"{r['total_seconds'] / 60:.1f} |")
     return "\n".join(lines)
+
+
+def _common(r: dict) -> str:
+    """v^k's common share, trained and at random init, where the row measured it (rows since session 10)."""
+    if "common share v" not in r:
+        return ""
+    return f" ({r['common share v']:.3f}; {r['common share v random init']:.3f})"
 
 
 def main():
