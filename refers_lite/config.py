@@ -88,7 +88,8 @@ class LossConfig:
     use_consistency: bool = True
     duplicate_positives: bool = False  # identical report texts in a batch count as positives (soft targets)
     # with a projection head (model.study_projection): Eq. 2 on v^k itself too, the paper's form, with this weight
-    # (0: the head's Eq. 2 alone). Under the head alone v^k keeps a common part (cosine 0.998 between studies)
+    # (0: the head's Eq. 2 alone). Under the head alone v^k keeps a common part (cosine 0.998 between studies).
+    # Without a head (Eq. 2 is on v^k already) or without Task 2 it has no effect.
     vk_consistency_weight: float = 0.0
 
 
@@ -237,9 +238,6 @@ class Config:
         require(lo.temperature > 0, f"loss.temperature must be > 0, got {lo.temperature}")
         require(lo.vk_consistency_weight >= 0 and math.isfinite(lo.vk_consistency_weight),
                f"loss.vk_consistency_weight must be a finite number >= 0, got {lo.vk_consistency_weight}")
-        require(lo.vk_consistency_weight == 0 or (m.study_projection != "none" and lo.use_consistency),
-               "loss.vk_consistency_weight > 0 adds Eq. 2 on v^k beside a projection head's: it needs "
-               "model.study_projection != 'none' and loss.use_consistency (without a head Eq. 2 is on v^k already)")
         require(lo.use_generation or lo.use_consistency,
                "at least one of loss.use_generation / loss.use_consistency must be on")
         require(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")

@@ -139,16 +139,14 @@ class REFERSLoss(nn.Module):
                 same: torch.Tensor | None = None, vk: torch.Tensor | None = None) -> REFERSLosses:
         """``v``: the study side of Eq. 2 (v^k, or the projection head's output); ``gather``: under DDP, losses
         over the global batch (see the module doc); ``same``: (B, B) pairs of identical reports, counted as
-        positives (``loss.duplicate_positives``); ``vk`` (B, D): v^k itself, scored against the same t^k when
-        ``loss.vk_consistency_weight`` > 0."""
+        positives (``loss.duplicate_positives``); ``vk`` (B, D): v^k itself beside a projection head's output,
+        scored against the same t^k when ``loss.vk_consistency_weight`` > 0 (None: no such term)."""
         c = self.cfg
         gen = language_model_loss(logits, targets, self.pad_id, gather) if c.use_generation else None
         tau = self.temperature()
         con = consistency_loss(v, t, tau, gather, same) if c.use_consistency else None
         con_vk = None
-        if c.use_consistency and c.vk_consistency_weight > 0:
-            if vk is None:
-                raise ValueError("loss.vk_consistency_weight > 0 needs v^k itself (vk) beside the head's output")
+        if c.use_consistency and c.vk_consistency_weight > 0 and vk is not None:
             con_vk = consistency_loss(vk, t, tau, gather, same)  # (), Eq. 2 as the paper writes it
         total = sum(w * l for w, l in ((c.generation_weight, gen), (c.consistency_weight, con),
                                        (c.vk_consistency_weight, con_vk)) if l is not None)

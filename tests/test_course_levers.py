@@ -123,12 +123,18 @@ def test_vk_consistency_adds_eq2_on_vk_beside_the_head(batch):
     assert torch.allclose(out0.losses.total, out0.losses.generation + out0.losses.consistency)
 
 
-def test_vk_consistency_needs_a_head_and_a_sane_weight():
-    with pytest.raises(ConfigError, match="study_projection"):
-        get_config("smoke", {"loss": {"vk_consistency_weight": 1.0}})  # no head: Eq. 2 is on v^k already
-    with pytest.raises(ConfigError, match="study_projection"):
-        get_config("smoke", {"model": {"study_projection": "mlp"},
-                             "loss": {"vk_consistency_weight": 1.0, "use_consistency": False}})
+def test_vk_consistency_without_a_head_or_task2_changes_nothing(batch):
+    """Without a head Eq. 2 is on v^k already (chapter 04's exercise on the paper's Eq. 2), and without Task 2
+    there is nothing to add (chapter 07's ablation): the weight is then ignored, not doubled; bad weights are
+    refused."""
+    for over in ({}, {"loss": {"use_consistency": False}}):
+        outs = []
+        for w in (0.0, 1.0):
+            cfg = get_config("smoke", {"model": {"study_projection": "none" if not over else "mlp"},
+                                       "loss": {"vk_consistency_weight": w, **over.get("loss", {})}})
+            torch.manual_seed(0)
+            outs.append(REFERS.from_config(cfg).eval()(**model_inputs(batch)).losses)
+        assert outs[1].consistency_vk is None and torch.equal(outs[0].total, outs[1].total)
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="vk_consistency_weight"):
             get_config("smoke", {"model": {"study_projection": "mlp"}, "loss": {"vk_consistency_weight": bad}})

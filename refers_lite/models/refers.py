@@ -135,7 +135,9 @@ class REFERS(nn.Module):
             report = self.text_encoder(text_ids, text_mask)  # (B, V*D)
         same = same_text(text_ids, text_mask) if self.loss_cfg.duplicate_positives and report is not None else None
         joint = self.joint_study(study.fused) if report is not None else study.fused
-        vk = study.fused if report is not None and self.loss_cfg.vk_consistency_weight > 0 else None
+        # Eq. 2 on v^k itself beside the head's (loss.vk_consistency_weight; without a head it is Eq. 2 already)
+        extra = report is not None and self.study_projection is not None and self.loss_cfg.vk_consistency_weight > 0
+        vk = study.fused if extra else None
         losses = self.criterion(logits, targets, joint, report, gather, same, vk)
         return REFERSOutput(losses, study.fused, report, study.weights, logits)
 
