@@ -116,6 +116,12 @@ VARIANTS = {
                                 "train": {"batch_size": 64, "lr_text": 1e-3},
                                 "loss": {"temperature": 0.2, "vk_consistency_weight": 1.0},
                                 "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
+    # the same at a tenth of the weight: enough to shed v^k's common part, little enough to keep the head's learning?
+    "conv_simple_r3_tau02_vk01": {"model": {"stem": "conv", "study_projection": "mlp", "text_freeze_layers": 6,
+                                            "text_max_len": 128},
+                                  "train": {"batch_size": 64, "lr_text": 1e-3},
+                                  "loss": {"temperature": 0.2, "vk_consistency_weight": 0.1},
+                                  "data": {"augment": False, "hflip_prob": 0.0, "renders": 3}},
 }
 
 
