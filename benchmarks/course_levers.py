@@ -180,7 +180,8 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     va = [r for r in recs if "val_loss_consistency" in r]
     done = max(r["step"] for r in recs)
-    if stopped is not None:  # the time it ran: the logged steps' durations
+    read_back = stopped is not None or seconds < 0.01 * done  # stopped, or a finished run read back, not trained
+    if read_back:  # the time it ran: the logged steps' durations
         seconds = sum(r.get("sec_per_step", 0) * cfg.train.log_every for r in recs)
     model, _ = load_refers(best)  # what fine-tuning receives
     model.eval()
@@ -204,7 +205,7 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
         rand = source_probe(initial_encoder(cfg), root, cfg.model.image_size)  # the run's initial weights
         res.update({"probe AUC": pre["mean AUC"], "probe AUC random init": rand["mean AUC"],
                     "probe per finding": pre["per finding"], "probe random per finding": rand["per finding"]})
-    res["total_seconds"] = round(time.time() - t0 + (seconds if stopped is not None else 0), 1)  # training + checks
+    res["total_seconds"] = round(time.time() - t0 + (seconds if read_back else 0), 1)  # training + checks
     return res
 
 

@@ -109,6 +109,15 @@ def test_smoke_run_writes_checkpoints_logs_and_curves(tmp_path):
     assert best["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in vals))
 
 
+def test_validation_runs_once_per_step_where_val_every_meets_an_epochs_end_or_the_last_step(tmp_path):
+    """val_every=2 with 4 steps an epoch and 6 steps: step 4 is both a val_every step and an epoch's end, step 6
+    both a val_every step and the run's mid-epoch end; each is validated (and logged) once."""
+    cfg = get_config("smoke", {"train": {"max_steps": 6, "val_every": 2}})
+    pretrain(cfg, tmp_path, progress=False)
+    recs = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "val_loss" in r] == [2, 4, 6]
+
+
 @pytest.mark.parametrize("overrides", [
     {},  # fp32, dropout on: the RNG state must be restored exactly
     {"train": {"precision": "bf16", "ckpt_every": 3}},

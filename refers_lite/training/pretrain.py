@@ -353,6 +353,7 @@ class Pretrainer(RunFiles):
         if self.progress:
             tqdm.write(f"pre-training on {self.device} in {self.precision.name} ({self.precision.reason})")
         interrupted = False
+        validated_at = None  # the step of the last validation
         # One loader for the whole run: its workers persist across epochs; the sampler (iterated in
         # this process) is moved to each epoch's start before the loader is iterated again.
         loader = self._loader(self.train_set, self.sampler, drop_last=True, persistent=True)
@@ -377,6 +378,7 @@ class Pretrainer(RunFiles):
                     tick = now
                     if t.val_every and self.step % t.val_every == 0:
                         self._end_of_validation(self.validate())
+                        validated_at = self.step
                     if self.step % t.ckpt_every == 0:
                         self.save(self.last_path)
                     if self.step >= t.max_steps:
@@ -388,9 +390,11 @@ class Pretrainer(RunFiles):
                 if self.batch_in_epoch >= self.steps_per_epoch:  # epoch finished: validate (paper)
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                    self._end_of_validation(self.validate())
+                    if validated_at != self.step:  # not twice at one step (val_every and the epoch's end)
+                        self._end_of_validation(self.validate())
+                        validated_at = self.step
                     self.save(self.last_path)
-            if self.batch_in_epoch != 0:  # finished mid-epoch: one last validation
+            if self.batch_in_epoch != 0 and validated_at != self.step:  # finished mid-epoch: one last validation
                 self._end_of_validation(self.validate())
             self.save(self.last_path)
         except KeyboardInterrupt:
