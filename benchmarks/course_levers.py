@@ -352,7 +352,8 @@ def markdown_table(path: Path) -> str:
     """The book's table of every lever measured (``levers.jsonl``), one row per variant and budget."""
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     head = ("| variant | overrides of the former `demo` | steps x batch (epochs) | val. Eq. 2 (chance ln b) | val. R@10 distinct "
-            "texts (chance) | cosine v^k / after the head (v^k's common share; at random init) | source probe AUC: "
+            "texts (chance) | cosine v^k / after the head (v^k's common share, effective rank; the same at random init) "
+            "| source probe AUC: "
             "pre-trained / random init | minutes |\n"
             "|---|---|---|---|---|---|---|---|")
     lines = [head]
@@ -368,10 +369,12 @@ def markdown_table(path: Path) -> str:
 
 
 def _common(r: dict) -> str:
-    """v^k's common share, trained and at random init, where the row measured it (rows since session 10)."""
+    """v^k's common share and effective rank, trained and at random init, where the row measured them (rows since
+    session 10 of 2026-12-08)."""
     if "common share v" not in r:
         return ""
-    return f" ({r['common share v']:.3f}; {r['common share v random init']:.3f})"
+    return (f" ({r['common share v']:.4f}, rank {r['effective rank v']:.1f}; "
+            f"{r['common share v random init']:.4f}, rank {r['effective rank v random init']:.1f})")
 
 
 def main():
