@@ -197,12 +197,12 @@ def run(name: str, data_root: Path, steps: int, out: Path, probe: bool, stopped:
            "val generation": va[-1].get("val_loss_generation", float("nan")) if va else float("nan")}
     res.update(study_report_checks(model, cfg, val))
     from refers_lite.evaluation.evaluate import initial_model
-    at_init = study_report_checks(initial_model(cfg), cfg, val)  # the same checks at the run's initial weights
+    initial = initial_model(cfg)  # the run's initial weights
+    at_init = study_report_checks(initial, cfg, val)  # the same checks at the run's initial weights
     res.update({f"{k} random init": at_init[k] for k in ("cosine v", "common share v", "effective rank v")})
     if probe:
         pre = source_probe(model.encoder, root, cfg.model.image_size)
-        from refers_lite.evaluation.evaluate import initial_encoder
-        rand = source_probe(initial_encoder(cfg), root, cfg.model.image_size)  # the run's initial weights
+        rand = source_probe(initial.encoder, root, cfg.model.image_size)
         res.update({"probe AUC": pre["mean AUC"], "probe AUC random init": rand["mean AUC"],
                     "probe per finding": pre["per finding"], "probe random per finding": rand["per finding"]})
     res["total_seconds"] = round(time.time() - t0 + (seconds if read_back else 0), 1)  # training + checks

@@ -1,5 +1,6 @@
 """The options that let REFERS learn at course scale (``model.stem``, ``model.study_projection``,
-``loss.duplicate_positives``, ``loss.vk_consistency_weight``): each changes what it says and nothing else; the paper's choice stays the default."""
+``loss.duplicate_positives``, ``loss.vk_consistency_weight``): each changes what it says and nothing else; the
+paper's choice stays the default."""
 import math
 
 import pytest

@@ -85,7 +85,8 @@ def study_report_checks(model, cfg, dataset, k: int = 10, seed: int = 0) -> dict
     t = space.embed_texts(texts)
     recall, distinct = distinct_report_recall(space.similarity(joint, t).numpy(), texts, (k,))
     # the same retrieval scored on v^k itself (Eq. 2 as the paper writes it; what a head-less model is trained on)
-    recall_v, _ = distinct_report_recall(space.similarity(v, t).numpy(), texts, (k,))
+    recall_v = recall if model.study_projection is None else \
+        distinct_report_recall(space.similarity(v, t).numpy(), texts, (k,))[0]
     common = common_part(v)
     return {f"R@{k}": recall[k], f"R@{k} chance": min(k, distinct) / distinct, "distinct reports": distinct,
             f"R@{k} v": recall_v[k],
